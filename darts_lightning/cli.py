@@ -1,0 +1,51 @@
+"""The ``darts-lightning`` command line, built on LightningCLI.
+
+``darts-lightning fit --config configs/darts_digits.yaml`` runs a search; every option of the model, data
+and trainer can be overridden (``--model.init_args.arch_lr 3e-3``, ``--data.init_args.batch_size 32``,
+``--trainer.max_epochs 5``) and ``--print_config`` shows the complete configuration.
+``darts-lightning export-genotype CKPT`` writes the genotype of a search checkpoint.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+import pytorch_lightning as pl
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+
+__all__ = ["DartsLightningCLI", "main"]
+
+
+class DartsLightningCLI(LightningCLI):
+    """LightningCLI whose model takes its input shape and class count from the data module."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.set_defaults(
+            {
+                "model": {"class_path": "darts_lightning.DARTSSearch"},
+                "data": {"class_path": "darts_lightning.SearchDataModule"},
+            }
+        )
+        for attribute in ("in_channels", "num_classes", "image_size"):
+            parser.link_arguments(f"data.{attribute}", f"model.init_args.{attribute}", apply_on="instantiate")
+
+
+def main(args: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv and argv[0] == "export-genotype":
+        from .export import export_main
+
+        raise SystemExit(export_main(argv[1:]))
+    DartsLightningCLI(
+        pl.LightningModule,
+        pl.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_kwargs={"overwrite": True},
+        args=argv,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,275 @@
+"""Data for the search: a labelled training set split into search-train and search-val.
+
+DARTS (Liu et al., sec. 3.1.1) searches on half of the CIFAR-10 training set and uses the other half as
+the validation set of the architecture step. :class:`SearchDataModule` does the same for any data set:
+it splits the training set by ``train_portion`` with a fixed seed and serves both halves together, one
+batch of each per step (``{"train": (x, y), "val": (x, y)}``).
+
+The embedded default is scikit-learn's handwritten digits (1,797 real 8×8 grey images, shipped with
+scikit-learn, no download). 297 of them, stratified by class with ``random_state=0``, form a fixed
+test split that no search ever sees (:func:`digits_splits`); the search uses the other 1,500.
+
+Data order is a function of ``(seed, epoch)`` only: every loader uses a seeded
+:class:`~torch.utils.data.DistributedSampler` whose epoch the trainer sets, so a resumed run sees the
+same batches as an uninterrupted one and every rank of a multi-process run draws its own shard.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities import CombinedLoader
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, TensorDataset
+
+__all__ = ["SearchDataModule", "DatasetInfo", "DATASETS", "digits_splits", "Cutout", "DIGITS_TEST_SIZE"]
+
+DIGITS_TEST_SIZE = 297
+"""Images of the digits held out as the fixed test split (stratified, ``random_state=0``)."""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Shape facts the network needs before any data is loaded."""
+
+    in_channels: int
+    image_size: int
+    num_classes: int
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    hint: str = ""
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    "digits": DatasetInfo(1, 8, 10, hint="bundled with scikit-learn"),
+    "cifar10": DatasetInfo(3, 32, 10, (0.49139968, 0.48215827, 0.44653124), (0.24703233, 0.24348505, 0.26158768),
+                           hint="expects <root>/cifar-10-batches-py"),
+    "cifar100": DatasetInfo(3, 32, 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
+                            hint="expects <root>/cifar-100-python"),
+    "mnist": DatasetInfo(1, 28, 10, (0.1307,), (0.3081,), hint="expects <root>/MNIST/raw"),
+    "fashion_mnist": DatasetInfo(1, 28, 10, (0.2860,), (0.3530,), hint="expects <root>/FashionMNIST/raw"),
+    "svhn": DatasetInfo(3, 32, 10, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), hint="expects <root>/train_32x32.mat"),
+    "imagefolder": DatasetInfo(3, 0, 0, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), hint="one sub-folder per class"),
+}
+
+
+def digits_splits() -> tuple[TensorDataset, TensorDataset]:
+    """The digits as ``(search_pool, test)`` tensor data sets of normalised ``[N, 1, 8, 8]`` images.
+
+    The test split (297 images, stratified by class, ``random_state=0``) is fixed for good: searches use
+    only the pool (1,500 images); retraining evaluates on the test split.
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    labels = torch.tensor(digits.target, dtype=torch.long)
+    pool_idx, test_idx = train_test_split(
+        list(range(len(labels))), test_size=DIGITS_TEST_SIZE, stratify=digits.target, random_state=0
+    )
+    pool_idx, test_idx = torch.tensor(sorted(pool_idx)), torch.tensor(sorted(test_idx))
+    mean, std = images[pool_idx].mean(), images[pool_idx].std()
+    images = (images - mean) / std
+    return TensorDataset(images[pool_idx], labels[pool_idx]), TensorDataset(images[test_idx], labels[test_idx])
+
+
+class Cutout:
+    """Zero a random ``length × length`` square of a ``[C, H, W]`` tensor (DeVries & Taylor, 2017)."""
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+
+    def __call__(self, img: Tensor) -> Tensor:
+        h, w = img.shape[-2:]
+        y, x = int(torch.randint(h, ())), int(torch.randint(w, ()))
+        y1, y2 = max(0, y - self.length // 2), min(h, y + self.length // 2)
+        x1, x2 = max(0, x - self.length // 2), min(w, x + self.length // 2)
+        img = img.clone()
+        img[..., y1:y2, x1:x2] = 0.0
+        return img
+
+
+class SearchDataModule(pl.LightningDataModule):
+    """Search-train / search-val split of a labelled training set, served as one combined loader.
+
+    Args:
+        dataset: ``digits`` (embedded default), ``cifar10``, ``cifar100``, ``mnist``, ``fashion_mnist``,
+            ``svhn`` or ``imagefolder`` (``root`` then is a folder with one sub-folder per class).
+        root: where torchvision data sets live (or the ImageFolder tree).
+        train_portion: fraction of the training set used for the weight step (DARTS: 0.5); the rest is
+            search-val, used by the architecture step and for validation.
+        batch_size: per process: under DDP each of N ranks loads ``batch_size`` samples, so the effective
+            batch is ``N · batch_size`` (scale the learning rates accordingly, e.g. linearly).
+        seed: fixes the split and, with the epoch, the order of the batches.
+        download: let torchvision download a missing data set.
+        cutout_length: cutout augmentation size for image data sets (0: off, as in the DARTS search).
+        resize: for ``imagefolder``: the size images are resized and centre-cropped to.
+    """
+
+    def __init__(
+        self,
+        dataset: str = "digits",
+        root: str = "data",
+        train_portion: float = 0.5,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        seed: int = 0,
+        download: bool = False,
+        cutout_length: int = 0,
+        resize: int | None = None,
+    ) -> None:
+        super().__init__()
+        if dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {dataset!r}; valid datasets are: {', '.join(DATASETS)}")
+        if not 0.0 < train_portion < 1.0:
+            raise ValueError(f"train_portion must lie strictly between 0 and 1, got {train_portion}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.save_hyperparameters()
+        self.dataset_name = dataset
+        self.root = Path(root)
+        self.train_portion = train_portion
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.download = download
+        self.cutout_length = cutout_length
+        self._resize = resize
+        self._classes: list[str] | None = None
+        self.search_train: Dataset | None = None
+        self.search_val: Dataset | None = None
+
+    # ------------------------------------------------------------------ shape facts
+
+    @property
+    def info(self) -> DatasetInfo:
+        return DATASETS[self.dataset_name]
+
+    @property
+    def in_channels(self) -> int:
+        return self.info.in_channels
+
+    @property
+    def num_classes(self) -> int:
+        if self.dataset_name == "imagefolder":
+            return len(self._folder_classes())
+        return self.info.num_classes
+
+    @property
+    def image_size(self) -> int:
+        if self.dataset_name == "imagefolder":
+            if not self._resize:
+                raise ValueError("dataset 'imagefolder' needs a size to resize images to (e.g. --data.init_args.resize 32)")
+            return self._resize
+        return self.info.image_size
+
+    def _folder_classes(self) -> list[str]:
+        if self._classes is None:
+            if not self.root.is_dir():
+                raise FileNotFoundError(
+                    f"ImageFolder root {str(self.root)!r} does not exist; point --data.root at a folder with one sub-folder of images per class"
+                )
+            self._classes = sorted(p.name for p in self.root.iterdir() if p.is_dir())
+            if not self._classes:
+                raise FileNotFoundError(f"ImageFolder root {str(self.root)!r} has no class sub-folders")
+        return self._classes
+
+    # ------------------------------------------------------------------ data sets
+
+    def _transform(self) -> Callable:
+        import torchvision.transforms as T
+
+        info = self.info
+        steps: list = []
+        if self.dataset_name == "imagefolder":
+            steps += [T.Resize(self.image_size), T.CenterCrop(self.image_size), T.RandomHorizontalFlip()]
+        elif self.dataset_name in ("cifar10", "cifar100", "svhn"):
+            steps += [T.RandomCrop(info.image_size, padding=4)]
+            if self.dataset_name != "svhn":
+                steps += [T.RandomHorizontalFlip()]
+        steps += [T.ToTensor(), T.Normalize(info.mean, info.std)]
+        if self.cutout_length > 0:
+            steps += [Cutout(self.cutout_length)]
+        return T.Compose(steps)
+
+    def training_set(self) -> Dataset:
+        """The full labelled training set the search splits (for the digits: the 1,500-image pool)."""
+        if self.dataset_name == "digits":
+            return digits_splits()[0]
+        import torchvision.datasets as D
+
+        transform = self._transform()
+        if self.dataset_name == "imagefolder":
+            self._folder_classes()
+            return D.ImageFolder(str(self.root), transform=transform)
+        constructors = {
+            "cifar10": lambda: D.CIFAR10(str(self.root), train=True, transform=transform, download=self.download),
+            "cifar100": lambda: D.CIFAR100(str(self.root), train=True, transform=transform, download=self.download),
+            "mnist": lambda: D.MNIST(str(self.root), train=True, transform=transform, download=self.download),
+            "fashion_mnist": lambda: D.FashionMNIST(str(self.root), train=True, transform=transform, download=self.download),
+            "svhn": lambda: D.SVHN(str(self.root), split="train", transform=transform, download=self.download),
+        }
+        try:
+            return constructors[self.dataset_name]()
+        except RuntimeError as error:
+            if self.download:
+                raise
+            raise FileNotFoundError(
+                f"{self.dataset_name} not found under {str(self.root.resolve())!r} ({self.info.hint}). "
+                f"Pass --data.download true to let torchvision download it, or put the data there "
+                f"and point --data.root at it. ({error})"
+            ) from error
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.search_train is not None:
+            return
+        full = self.training_set()
+        n = len(full)
+        split = int(math.floor(self.train_portion * n))
+        if split == 0 or split == n:
+            raise ValueError(f"train_portion {self.train_portion} leaves an empty split of {n} samples")
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed)).tolist()
+        self.search_train = Subset(full, order[:split])
+        self.search_val = Subset(full, order[split:])
+
+    # ------------------------------------------------------------------ loaders
+
+    def _replicas(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 1, 0
+        return trainer.world_size, trainer.global_rank
+
+    def _loader(self, dataset: Dataset, shuffle: bool, seed: int) -> DataLoader:
+        replicas, rank = self._replicas()
+        sampler = DistributedSampler(dataset, num_replicas=replicas, rank=rank, shuffle=shuffle, seed=seed)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> CombinedLoader:
+        """One search-train and one search-val batch per step, both reshuffled each epoch."""
+        self.setup("fit")
+        return CombinedLoader(
+            {
+                "train": self._loader(self.search_train, shuffle=True, seed=self.seed),
+                "val": self._loader(self.search_val, shuffle=True, seed=self.seed + 1),
+            },
+            mode="max_size_cycle",
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        """The search-val split: the supernet's validation accuracy is measured on it."""
+        self.setup("validate")
+        return self._loader(self.search_val, shuffle=False, seed=self.seed)

@@ -1,0 +1,43 @@
+"""Explicit synchronisation for multi-process search.
+
+DDP averages the weight gradients of ``loss.backward()``, but not gradients taken with
+``torch.autograd.grad`` (the architecture step), and it keeps batch-norm running statistics per rank.
+These helpers do both explicitly, with one all-reduce over a flat buffer each.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+__all__ = ["is_distributed", "all_reduce_mean_", "sync_batchnorm_statistics_"]
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+@torch.no_grad()
+def all_reduce_mean_(tensors: Sequence[Tensor]) -> None:
+    """Average ``tensors`` in place across ranks with a single all-reduce (no-op in one process)."""
+    if not tensors or not is_distributed():
+        return
+    flat = torch.cat([t.reshape(-1).to(torch.float32) for t in tensors])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= dist.get_world_size()
+    offset = 0
+    for t in tensors:
+        t.copy_(flat[offset : offset + t.numel()].view_as(t))
+        offset += t.numel()
+
+
+def sync_batchnorm_statistics_(module: nn.Module) -> None:
+    """Average every batch norm's running mean and variance across ranks."""
+    buffers = []
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats and m.running_mean is not None:
+            buffers += [m.running_mean, m.running_var]
+    all_reduce_mean_(buffers)

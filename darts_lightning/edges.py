@@ -1,0 +1,79 @@
+"""Edges of a cell: a *mixed* edge (all candidate ops, weighted by the architecture) for the supernet,
+and a *fixed* edge (one op) for the network a genotype describes."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .ops import Identity, Zero, build_op, get_op
+from .relaxations import Relaxation
+
+__all__ = ["MixedEdge", "FixedEdge", "drop_path"]
+
+
+class MixedEdge(nn.Module):
+    """All candidate ops of one edge, combined by a shared :class:`Relaxation`.
+
+    ``ops`` holds the ops that compute something; ``op_indices[i]`` is the column of α that ``ops[i]``
+    answers to. Zero ops (``none``) have a column of α but no module and are never called.
+    """
+
+    def __init__(self, op_names: Sequence[str], channels: int, stride: int, relaxation: Relaxation) -> None:
+        super().__init__()
+        self.op_names = tuple(op_names)
+        self.stride = stride
+        self.relaxation = relaxation
+        op_channels = relaxation.op_channels(channels)
+        ops, indices = [], []
+        for index, name in enumerate(self.op_names):
+            spec = get_op(name)
+            if spec.is_zero:
+                continue
+            op = spec.factory(op_channels, stride, False)
+            if spec.bn_in_search:
+                op = nn.Sequential(op, nn.BatchNorm2d(op_channels, affine=False))
+            ops.append(op)
+            indices.append(index)
+        self.ops = nn.ModuleList(ops)
+        self.op_indices: tuple[int, ...] = tuple(indices)
+
+    def zeros(self, x: Tensor) -> Tensor:
+        """The output of a zero op for input ``x``."""
+        return x[:, :, :: self.stride, :: self.stride].mul(0.0)
+
+    def forward(self, x: Tensor, weights: Tensor) -> Tensor:
+        return self.relaxation.mix(self, x, weights)
+
+    def extra_repr(self) -> str:
+        return f"ops={list(self.op_names)}, stride={self.stride}, relaxation={self.relaxation.name}"
+
+
+def drop_path(x: Tensor, drop_prob: float) -> Tensor:
+    """Zero whole samples with probability ``drop_prob`` and rescale the rest (Larsson et al., FractalNet)."""
+    if drop_prob <= 0.0:
+        return x
+    keep = 1.0 - drop_prob
+    mask = torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)
+    return x / keep * mask
+
+
+class FixedEdge(nn.Module):
+    """One op, as chosen by a genotype; drop-path on non-identity ops while training."""
+
+    def __init__(self, op_name: str, channels: int, stride: int, affine: bool = True) -> None:
+        super().__init__()
+        self.op_name = op_name
+        self.op = build_op(op_name, channels, stride, affine)
+        self.drop_prob = 0.0
+
+    def forward(self, x: Tensor, weights: Tensor | None = None) -> Tensor:
+        out = self.op(x)
+        if self.training and self.drop_prob > 0.0 and not isinstance(self.op, (Identity, Zero)):
+            out = drop_path(out, self.drop_prob)
+        return out
+
+    def extra_repr(self) -> str:
+        return f"op={self.op_name!r}"

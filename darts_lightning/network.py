@@ -1,0 +1,155 @@
+"""Networks of DARTS cells: the supernet searched over (:class:`SearchNetwork`).
+
+The macro skeleton follows DARTS (Liu et al., ICLR 2019, sec. 3.1): a 3×3 conv stem to
+``stem_multiplier · C`` channels, ``layers`` cells with reduction cells (stride 2, doubled channels) at
+1/3 and 2/3 of the depth, global average pooling and a linear classifier.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .cell import SearchCell, dense_edges
+from .genotype import Genotype
+from .ops import DARTS_OPS, resolve_op_names
+from .relaxations import Relaxation, build_relaxation
+
+__all__ = ["SearchNetwork", "reduction_layers", "cell_plan", "check_image_size"]
+
+
+def reduction_layers(layers: int) -> tuple[int, ...]:
+    """Indices of the reduction cells: ``layers // 3`` and ``2 * layers // 3`` (one cell if they coincide)."""
+    return tuple(sorted({layers // 3, 2 * layers // 3}))
+
+
+def check_image_size(image_size: int, layers: int) -> None:
+    """Raise a clear error when ``image_size`` cannot pass through the reduction cells of ``layers`` cells."""
+    reductions = len(reduction_layers(layers))
+    factor = 2**reductions
+    if image_size < factor or image_size % factor:
+        raise ValueError(
+            f"image size {image_size} is too small for {reductions} reduction cells of a {layers}-cell network: "
+            f"each halves the image, so the size must be a positive multiple of {factor}; "
+            "use larger images (resize in the data module) or fewer layers"
+        )
+
+
+def cell_plan(channels: int, layers: int, stem_multiplier: int, multiplier: int) -> Iterator[tuple[int, int, int, bool, bool]]:
+    """Yield ``(c_prev_prev, c_prev, c, reduction, reduction_prev)`` for each cell, as in the DARTS code."""
+    c_pp, c_p, c = stem_multiplier * channels, stem_multiplier * channels, channels
+    reductions = reduction_layers(layers)
+    reduction_prev = False
+    for i in range(layers):
+        reduction = i in reductions
+        if reduction:
+            c *= 2
+        yield c_pp, c_p, c, reduction, reduction_prev
+        reduction_prev = reduction
+        c_pp, c_p = c_p, multiplier * c
+
+
+class SearchNetwork(nn.Module):
+    """The DARTS supernet: mixed edges everywhere, weighted by α (one tensor per cell type).
+
+    Args:
+        in_channels, num_classes: from the data.
+        channels: initial channels C (paper: 16). layers: number of cells L (paper: 8).
+        nodes: intermediate nodes per cell (4). multiplier: nodes concatenated into the output (4).
+        stem_multiplier: the stem outputs ``stem_multiplier · C`` channels (3).
+        op_names: candidate ops (default: the eight DARTS primitives).
+        relaxation: how a mixed edge mixes its ops (``"darts"``: softmax-weighted sum).
+        image_size: when given, checked against the number of reduction cells.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        *,
+        channels: int = 16,
+        layers: int = 8,
+        nodes: int = 4,
+        multiplier: int = 4,
+        stem_multiplier: int = 3,
+        op_names: Sequence[str] = DARTS_OPS,
+        relaxation: str | Relaxation = "darts",
+        image_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        for name, value in (("in_channels", in_channels), ("num_classes", num_classes), ("channels", channels), ("layers", layers), ("nodes", nodes)):
+            if value < 1:
+                raise ValueError(f"{name} must be positive, got {value}")
+        if image_size is not None:
+            check_image_size(image_size, layers)
+        self.op_names = resolve_op_names(op_names)
+        self.nodes, self.multiplier = nodes, multiplier
+        self.shape = {"in_channels": in_channels, "num_classes": num_classes, "channels": channels,
+                      "layers": layers, "stem_multiplier": stem_multiplier}
+        self.relaxation = build_relaxation(relaxation)
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, stem_multiplier * channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(stem_multiplier * channels),
+        )
+        self.cells = nn.ModuleList(
+            SearchCell(
+                c_pp, c_p, c,
+                reduction=reduction, reduction_prev=reduction_prev,
+                nodes=nodes, multiplier=multiplier, op_names=self.op_names, relaxation=self.relaxation,
+            )
+            for c_pp, c_p, c, reduction, reduction_prev in cell_plan(channels, layers, stem_multiplier, multiplier)
+        )
+        c_last = multiplier * list(cell_plan(channels, layers, stem_multiplier, multiplier))[-1][2]
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c_last, num_classes)
+        num_edges = len(dense_edges(nodes))
+        self.alpha_normal = nn.Parameter(1e-3 * torch.randn(num_edges, len(self.op_names)))
+        self.alpha_reduce = nn.Parameter(1e-3 * torch.randn(num_edges, len(self.op_names)))
+
+    # ------------------------------------------------------------------ parameters
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        """The architecture parameters α (normal, reduce)."""
+        return [self.alpha_normal, self.alpha_reduce]
+
+    def named_weight_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        arch = {id(p) for p in self.arch_parameters()}
+        return ((n, p) for n, p in self.named_parameters() if id(p) not in arch)
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        """Every parameter except α: the weights w of the ops, stem, preprocessing and classifier."""
+        return [p for _, p in self.named_weight_parameters()]
+
+    # ------------------------------------------------------------------ forward
+
+    def mixing_weights(self, detach: bool = False) -> tuple[Tensor, Tensor]:
+        """Mixing weights of the normal and reduce cells under the relaxation (softmax(α) for DARTS)."""
+        normal = self.relaxation.edge_weights(self.alpha_normal)
+        reduce = self.relaxation.edge_weights(self.alpha_reduce)
+        if detach:
+            normal, reduce = normal.detach(), reduce.detach()
+        return normal, reduce
+
+    def forward(self, x: Tensor, detach_alpha: bool = False) -> Tensor:
+        """Logits for ``x``. ``detach_alpha=True`` treats α as constant (the weight step): no α gradient
+        is computed and the ops' outputs need not be kept for it."""
+        normal, reduce = self.mixing_weights(detach=detach_alpha)
+        s0 = s1 = self.stem(x)
+        for cell in self.cells:
+            s0, s1 = s1, cell((s0, s1), reduce if cell.reduction else normal)
+        return self.classifier(torch.flatten(self.global_pooling(s1), 1))
+
+    # ------------------------------------------------------------------ derivation
+
+    def genotype(self) -> Genotype:
+        """The discrete cells by the DARTS rule (:meth:`Genotype.from_alphas`)."""
+        return Genotype.from_alphas(
+            self.alpha_normal, self.alpha_reduce, self.op_names, nodes=self.nodes, multiplier=self.multiplier
+        )
+
+    def space_signature(self) -> dict:
+        """What a checkpoint must match to be loaded into this network."""
+        return {"op_names": list(self.op_names), "nodes": self.nodes, "multiplier": self.multiplier,
+                "relaxation": self.relaxation.name, **self.shape}

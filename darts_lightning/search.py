@@ -1,0 +1,316 @@
+"""The DARTS search as a LightningModule (Liu et al., ICLR 2019, Algorithm 1).
+
+Every training step takes one search-train and one search-val batch and
+
+1. updates α by descending the architecture gradient on the search-val batch
+   (first order: ∇α L_val(w, α); see :mod:`darts_lightning.architect`);
+2. updates the weights w by descending ∇w L_train(w, α) on the search-train batch.
+
+Optimisation is manual (two optimizers, two losses per step). ``global_step`` counts search steps: the
+α optimizer is stepped directly, so one batch is one step. Under DDP the weight gradients are averaged by
+DDP; the α gradient, taken with ``torch.autograd.grad``, is averaged by one explicit all-reduce; α is
+excluded from DDP's own gradient buckets.
+
+At the end of every epoch the module derives the genotype, records it in a history kept in the
+checkpoint, logs softmax(α) for every edge and op together with collapse diagnostics, and writes
+``genotype.json``, ``genotype_history.json`` and ``genotype.png`` into the run's log directory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics.classification import MulticlassAccuracy
+
+from .architect import build_architecture_gradient
+from .cell import dense_edges
+from .distributed import all_reduce_mean_, is_distributed, sync_batchnorm_statistics_
+from .genotype import Genotype
+from .network import SearchNetwork
+from .ops import DARTS_OPS
+
+__all__ = ["DARTSSearch", "NonFiniteLossError", "edge_labels"]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite."""
+
+
+def edge_labels(nodes: int) -> list[str]:
+    """``"<source>-<target>"`` for every edge of a dense DARTS cell, in α's row order (states: 0, 1 inputs)."""
+    return [f"{src}-{dst}" for src, dst in dense_edges(nodes)]
+
+
+class DARTSSearch(pl.LightningModule):
+    """Differentiable architecture search over DARTS cells.
+
+    Defaults are the paper's CIFAR-10 search settings (sec. 3.1.1 and A.1.1).
+
+    Args:
+        in_channels, num_classes, image_size: from the data (the CLI links them to the data module).
+        channels: initial channels C (16). layers: cells L (8). nodes: per cell (4).
+        multiplier: nodes concatenated into a cell's output (4). stem_multiplier: (3).
+        ops: candidate op names (default: the eight DARTS primitives); registered names or import paths.
+        relaxation: mixed-edge relaxation (``darts``: softmax).
+        order: architecture-gradient estimate (1: first order).
+        weight_lr, weight_lr_min: SGD learning rate, cosine-annealed per epoch to ``weight_lr_min``
+            over ``max_epochs`` (0.025 → 0.001).
+        weight_momentum, weight_decay: SGD momentum (0.9) and weight decay (3e-4).
+        grad_clip: gradient-norm clip of the weight step (5).
+        arch_lr, arch_betas, arch_weight_decay: Adam on α (3e-4, (0.5, 0.999), 1e-3).
+        channels_last: run the supernet in channels-last memory layout (faster convolutions on CPU).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        num_classes: int = 10,
+        image_size: int = 32,
+        channels: int = 16,
+        layers: int = 8,
+        nodes: int = 4,
+        multiplier: int = 4,
+        stem_multiplier: int = 3,
+        ops: Sequence[str] = DARTS_OPS,
+        relaxation: str = "darts",
+        order: int = 1,
+        weight_lr: float = 0.025,
+        weight_lr_min: float = 0.001,
+        weight_momentum: float = 0.9,
+        weight_decay: float = 3e-4,
+        grad_clip: float = 5.0,
+        arch_lr: float = 3e-4,
+        arch_betas: tuple[float, float] = (0.5, 0.999),
+        arch_weight_decay: float = 1e-3,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.network = SearchNetwork(
+            in_channels, num_classes,
+            channels=channels, layers=layers, nodes=nodes, multiplier=multiplier,
+            stem_multiplier=stem_multiplier, op_names=list(ops), relaxation=relaxation, image_size=image_size,
+        )
+        if channels_last:
+            self.network = self.network.to(memory_format=torch.channels_last)
+        self.arch_gradient = build_architecture_gradient(order)
+        # α is synchronised by an explicit all-reduce of its gradient, not by DDP's buckets.
+        self._ddp_params_and_buffers_to_ignore = [f"network.{n}" for n in ("alpha_normal", "alpha_reduce")]
+        self.train_accuracy = MulticlassAccuracy(num_classes, average="micro")
+        self.val_accuracy = MulticlassAccuracy(num_classes, average="micro")
+        self.genotype_history: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------------ parameters
+
+    def arch_parameters(self) -> list[torch.nn.Parameter]:
+        return self.network.arch_parameters()
+
+    def weight_parameters(self) -> list[torch.nn.Parameter]:
+        return self.network.weight_parameters()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.network(self._layout(x))
+
+    def genotype(self) -> Genotype:
+        return self.network.genotype()
+
+    def _layout(self, x: Tensor) -> Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else x
+
+    # ------------------------------------------------------------------ optimisation
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        weight_optimizer = torch.optim.SGD(
+            self.weight_parameters(), lr=hp.weight_lr, momentum=hp.weight_momentum, weight_decay=hp.weight_decay
+        )
+        arch_optimizer = torch.optim.Adam(
+            self.arch_parameters(), lr=hp.arch_lr, betas=tuple(hp.arch_betas), weight_decay=hp.arch_weight_decay
+        )
+        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 50
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(weight_optimizer, T_max=epochs, eta_min=hp.weight_lr_min)
+        return [weight_optimizer, arch_optimizer], [{"scheduler": scheduler, "interval": "epoch"}]
+
+    def on_fit_start(self) -> None:
+        precision = str(self.trainer.precision)
+        if precision in ("16-mixed", "16", "16-true"):
+            raise ValueError(
+                f"precision={precision!r} is not supported by the search: float16 needs loss scaling, which the "
+                "architecture step (torch.autograd.grad) does not take part in. Use precision='bf16-mixed' "
+                "(or '32-true')."
+            )
+
+    def _check_finite(self, loss: Tensor, what: str) -> None:
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"the {what} loss is {loss.item()} at global step {self.global_step} (epoch {self.current_epoch}, "
+                f"batch {self.trainer.fit_loop.epoch_loop.batch_idx if self._trainer else '?'}); "
+                "the search diverged: lower the learning rates (model.weight_lr, model.arch_lr) or check the data"
+            )
+
+    def training_step(self, batch: dict[str, tuple[Tensor, Tensor]], batch_idx: int) -> None:
+        x_train, y_train = batch["train"]
+        x_val, y_val = batch["val"]
+        x_train, x_val = self._layout(x_train), self._layout(x_val)
+        weight_optimizer, arch_optimizer = self.optimizers()
+
+        # 1. Architecture step on the search-val batch: α ← α − η_α · (estimate of ∇α L_val).
+        arch = self.arch_gradient.estimate(self.network, (x_val, y_val), (x_train, y_train), weight_optimizer.optimizer)
+        self._check_finite(arch.loss, "architecture (search-val)")
+        all_reduce_mean_(arch.grads)
+        for alpha, grad in zip(self.arch_parameters(), arch.grads):
+            alpha.grad = grad
+        arch_optimizer.optimizer.step()  # the raw optimizer: one search step = one global step
+        arch_optimizer.optimizer.zero_grad(set_to_none=True)
+
+        # 2. Weight step on the search-train batch: w ← w − η_w · ∇w L_train(w, α), α held constant.
+        logits = self.network(x_train, detach_alpha=True)
+        loss = F.cross_entropy(logits, y_train)
+        self._check_finite(loss, "weight (search-train)")
+        weight_optimizer.zero_grad()
+        self.manual_backward(loss)
+        if self.hparams.grad_clip and self.hparams.grad_clip > 0:
+            self.clip_gradients(weight_optimizer, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
+        weight_optimizer.step()
+
+        self.train_accuracy(logits.detach(), y_train)
+        self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=True, batch_size=len(y_train))
+        self.log("train/arch_loss", arch.loss, on_step=False, on_epoch=True, batch_size=len(y_val))
+        self.log("train/acc", self.train_accuracy, on_step=False, on_epoch=True)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # End-of-epoch work happens after the last batch, before validation and checkpointing, so that an
+        # epoch-end checkpoint holds the stepped scheduler and the epoch's genotype.
+        if self.trainer.is_last_batch:
+            self._end_of_epoch()
+
+    def _end_of_epoch(self) -> None:
+        weight_optimizer, arch_optimizer = self.optimizers()
+        self.log_dict(
+            {"lr/weights": weight_optimizer.param_groups[0]["lr"], "lr/arch": arch_optimizer.param_groups[0]["lr"]},
+            on_step=False, on_epoch=True,
+        )
+        self.lr_schedulers().step()
+        if is_distributed():
+            sync_batchnorm_statistics_(self.network)
+        genotype = self.genotype()
+        self.genotype_history.append({"epoch": self.current_epoch, "step": self.global_step, "genotype": genotype.to_dict()})
+        self.log_dict(self.architecture_diagnostics(), on_step=False, on_epoch=True)
+        if self.trainer.is_global_zero:
+            self._log_figures(genotype)
+            self._write_genotype_files(genotype)
+
+    # ------------------------------------------------------------------ validation
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        x, y = batch
+        logits = self.network(self._layout(x), detach_alpha=True)
+        self.val_accuracy(logits, y)
+        self.log("val/loss", F.cross_entropy(logits, y), sync_dist=True, batch_size=len(y))
+        self.log("val/acc", self.val_accuracy, prog_bar=True)
+
+    # ------------------------------------------------------------------ diagnostics and logging
+
+    @torch.no_grad()
+    def architecture_diagnostics(self) -> dict[str, float]:
+        """softmax(α) of every edge and op, plus collapse diagnostics per cell type.
+
+        * ``arch/<cell>/entropy``: mean entropy of softmax(α) over edges (ln(#ops) at initialisation);
+        * ``arch/<cell>/margin``: mean gap between the two largest softmax weights of an edge (0 at start);
+        * ``arch/normal/skip_connect``: skip connections in the derived normal cell (DARTS collapse shows
+          as this count growing, Zela et al., ICLR 2020).
+        """
+        out: dict[str, float] = {}
+        labels = edge_labels(self.network.nodes)
+        genotype = self.genotype()
+        for cell, alpha in (("normal", self.network.alpha_normal), ("reduce", self.network.alpha_reduce)):
+            probs = torch.softmax(alpha.detach().float(), dim=-1).cpu()
+            for e, label in enumerate(labels):
+                for o, name in enumerate(self.network.op_names):
+                    out[f"alpha/{cell}/{label}/{name}"] = float(probs[e, o])
+            entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1)
+            top2 = probs.topk(min(2, probs.shape[1]), dim=-1).values
+            out[f"arch/{cell}/entropy"] = float(entropy.mean())
+            out[f"arch/{cell}/margin"] = float((top2[:, 0] - top2[:, -1]).mean())
+            edges = genotype.normal if cell == "normal" else genotype.reduce
+            out[f"arch/{cell}/skip_connect"] = float(sum(op == "skip_connect" for op, _ in edges))
+        return out
+
+    def _log_figures(self, genotype: Genotype) -> None:
+        from pytorch_lightning.loggers import TensorBoardLogger
+
+        from .visualize import alpha_heatmaps, draw_genotype, figure_to_array
+
+        for logger in self.loggers:
+            if not isinstance(logger, TensorBoardLogger):
+                continue
+            writer = logger.experiment
+            normal, reduce = self.network.mixing_weights(detach=True)
+            writer.add_figure(
+                "alpha/heatmap",
+                alpha_heatmaps(normal.float().cpu(), reduce.float().cpu(), self.network.op_names, edge_labels(self.network.nodes)),
+                self.current_epoch,
+            )
+            writer.add_text("genotype", repr(genotype), self.current_epoch)
+            writer.add_image("genotype/cells", figure_to_array(draw_genotype(genotype)), self.current_epoch, dataformats="HWC")
+
+    def output_dir(self) -> Path:
+        """Where genotype files go: the logger's directory of this run (or the trainer's root dir)."""
+        log_dir = self.trainer.log_dir if self._trainer is not None else None
+        return Path(log_dir or (self.trainer.default_root_dir if self._trainer is not None else "."))
+
+    def _write_genotype_files(self, genotype: Genotype) -> None:
+        from .visualize import draw_genotype
+
+        directory = self.output_dir()
+        genotype.save(directory / "genotype.json")
+        (directory / "genotype_history.json").write_text(json.dumps(self.genotype_history, indent=1) + "\n")
+        draw_genotype(genotype, directory / "genotype.png")
+
+    def on_fit_end(self) -> None:
+        if not self.trainer.is_global_zero:
+            return
+        genotype = self.genotype()
+        self._write_genotype_files(genotype)
+        diagnostics = self.architecture_diagnostics()
+        n_ops = len(self.network.op_names)
+        val_acc = self.trainer.callback_metrics.get("val/acc")
+        summary = [
+            f"derived genotype: {genotype!r}",
+            f"written to: {self.output_dir() / 'genotype.json'}",
+            "how far alpha moved (at initialisation: entropy {:.3f}, margin 0.000):".format(math.log(n_ops)),
+        ]
+        for cell in ("normal", "reduce"):
+            summary.append(
+                f"  {cell:6s} entropy {diagnostics[f'arch/{cell}/entropy']:.3f}, margin {diagnostics[f'arch/{cell}/margin']:.3f}, "
+                f"skip_connect in derived cell {int(diagnostics[f'arch/{cell}/skip_connect'])}"
+            )
+        if val_acc is not None:
+            summary.append(f"supernet search-val accuracy: {float(val_acc):.4f}")
+        print("\n".join(summary))
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["search_space"] = self.network.space_signature()
+        checkpoint["genotype_history"] = list(self.genotype_history)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("search_space")
+        current = self.network.space_signature()
+        if saved is not None and saved != current:
+            diff = {k: (saved.get(k), current.get(k)) for k in set(saved) | set(current) if saved.get(k) != current.get(k)}
+            raise ValueError(
+                "the checkpoint was written by a search over a different space; "
+                + "; ".join(f"{k}: checkpoint {a!r}, this model {b!r}" for k, (a, b) in sorted(diff.items()))
+                + ". Load it with the configuration it was trained with."
+            )
+        self.genotype_history = list(checkpoint.get("genotype_history", []))
