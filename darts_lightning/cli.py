@@ -37,13 +37,14 @@ def main(args: Sequence[str] | None = None) -> None:
         from .export import export_main
 
         raise SystemExit(export_main(argv[1:]))
+    # LightningCLI reads sys.argv itself unless it is handed an explicit list.
     DartsLightningCLI(
         pl.LightningModule,
         pl.LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},
-        args=argv,
+        args=None if args is None else argv,
     )
 
 
