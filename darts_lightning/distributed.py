@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-__all__ = ["is_distributed", "all_reduce_mean_", "sync_batchnorm_statistics_"]
+__all__ = ["is_distributed", "all_reduce_mean_", "broadcast_", "sync_batchnorm_statistics_"]
 
 
 def is_distributed() -> bool:
@@ -41,3 +41,12 @@ def sync_batchnorm_statistics_(module: nn.Module) -> None:
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats and m.running_mean is not None:
             buffers += [m.running_mean, m.running_var]
     all_reduce_mean_(buffers)
+
+
+@torch.no_grad()
+def broadcast_(tensors: Sequence[Tensor], src: int = 0) -> None:
+    """Overwrite ``tensors`` on every rank with rank ``src``'s values (no-op in one process)."""
+    if not is_distributed():
+        return
+    for t in tensors:
+        dist.broadcast(t.data, src=src)

@@ -31,7 +31,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from .architect import build_architecture_gradient
 from .cell import dense_edges
-from .distributed import all_reduce_mean_, is_distributed, sync_batchnorm_statistics_
+from .distributed import all_reduce_mean_, broadcast_, is_distributed, sync_batchnorm_statistics_
 from .genotype import Genotype
 from .network import SearchNetwork
 from .ops import DARTS_OPS
@@ -107,6 +107,7 @@ class DARTSSearch(pl.LightningModule):
         self.train_accuracy = MulticlassAccuracy(num_classes, average="micro")
         self.val_accuracy = MulticlassAccuracy(num_classes, average="micro")
         self.genotype_history: list[dict[str, Any]] = []
+        self._output_dir: Path | None = None
 
     # ------------------------------------------------------------------ parameters
 
@@ -140,6 +141,10 @@ class DARTSSearch(pl.LightningModule):
         return [weight_optimizer, arch_optimizer], [{"scheduler": scheduler, "interval": "epoch"}]
 
     def on_fit_start(self) -> None:
+        # DDP broadcasts the weights from rank 0 but α is outside its buckets: start every rank from rank 0's α.
+        broadcast_(self.arch_parameters())
+        self._output_dir = None
+        self.output_dir()
         precision = str(self.trainer.precision)
         if precision in ("16-mixed", "16", "16-true"):
             raise ValueError(
@@ -264,8 +269,10 @@ class DARTSSearch(pl.LightningModule):
 
     def output_dir(self) -> Path:
         """Where genotype files go: the logger's directory of this run (or the trainer's root dir)."""
-        log_dir = self.trainer.log_dir if self._trainer is not None else None
-        return Path(log_dir or (self.trainer.default_root_dir if self._trainer is not None else "."))
+        if self._output_dir is None:
+            # ``trainer.log_dir`` is a collective under DDP: every rank resolves it once, at fit start.
+            self._output_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        return self._output_dir
 
     def _write_genotype_files(self, genotype: Genotype) -> None:
         from .visualize import draw_genotype

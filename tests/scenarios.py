@@ -1,0 +1,60 @@
+"""Distributed scenarios run by :mod:`tests.multiprocess`: one per search method and setting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+
+from darts_lightning import DARTSSearch, SearchDataModule
+
+from .multiprocess import scenario
+
+
+def state_snapshot(model: pl.LightningModule, trainer: pl.Trainer) -> dict:
+    """Everything that must agree across ranks: α, weights, buffers and both optimizers' states."""
+    snapshot = {f"param/{n}": p.detach().clone() for n, p in model.named_parameters()}
+    snapshot.update({f"buffer/{n}": b.detach().clone() for n, b in model.named_buffers()})
+    for i, optimizer in enumerate(trainer.optimizers):
+        for j, state in enumerate(optimizer.state_dict()["state"].values()):
+            for key, value in state.items():
+                if torch.is_tensor(value):
+                    snapshot[f"optimizer{i}/{j}/{key}"] = value.detach().clone()
+    return snapshot
+
+
+class StepChecksums(pl.Callback):
+    """After every search step, a float64 checksum of α, weights and optimizer state."""
+
+    def __init__(self) -> None:
+        self.checksums: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        total = sum(p.detach().double().sum() for p in pl_module.parameters())
+        for optimizer in trainer.optimizers:
+            for state in optimizer.state.values():
+                total = total + sum(v.double().sum() for v in state.values() if torch.is_tensor(v) and v.is_floating_point())
+        self.checksums.append(float(total))
+
+
+def _ddp_trainer(workdir: Path, callbacks: list, **kwargs) -> pl.Trainer:
+    return pl.Trainer(
+        accelerator="cpu", devices=2, strategy="ddp", max_epochs=2, limit_train_batches=3, limit_val_batches=2,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=str(workdir), callbacks=callbacks, **kwargs,
+    )
+
+
+@scenario("darts_first_order")
+def darts_first_order(workdir: Path) -> dict:
+    # A different seed per rank: DDP must still leave every rank with the same model.
+    pl.seed_everything(torch.distributed.get_rank())
+    data = SearchDataModule("digits", batch_size=16)
+    model = DARTSSearch(1, 10, 8, channels=4, layers=3, arch_lr=3e-2, order=1)
+    checksums = StepChecksums()
+    trainer = _ddp_trainer(workdir, [checksums])
+    trainer.fit(model, data)
+    return {"state": state_snapshot(model, trainer), "checksums": checksums.checksums,
+            "first_batch": list(trainer.train_dataloader["train"].sampler)[:16],
+            "global_step": trainer.global_step}

@@ -1,0 +1,286 @@
+"""Tests of darts_lightning.edges and darts_lightning.cell: mixed/fixed edges, search and genotype cells."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from darts_lightning import ops
+from darts_lightning.cell import Cell, GenotypeCell, SearchCell, dense_edges
+from darts_lightning.edges import FixedEdge, MixedEdge
+from darts_lightning.genotype import Genotype
+from darts_lightning.network import SearchNetwork
+from darts_lightning.ops import DARTS_OPS, FactorizedReduce, Identity, ReLUConvBN, Zero
+from darts_lightning.relaxations import SoftmaxRelaxation
+
+C = 8
+# a cheaper candidate list for the cell-shape tests: a pool, skip (FactorizedReduce at stride 2), a conv
+CELL_OPS = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3")
+NON_NONE = [(k, name) for k, name in enumerate(DARTS_OPS) if name != "none"]
+
+DARTS_V2 = Genotype(
+    normal=[("sep_conv_3x3", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("sep_conv_3x3", 1),
+            ("sep_conv_3x3", 1), ("skip_connect", 0), ("skip_connect", 0), ("dil_conv_3x3", 2)],
+    normal_concat=[2, 3, 4, 5],
+    reduce=[("max_pool_3x3", 0), ("max_pool_3x3", 1), ("skip_connect", 2), ("max_pool_3x3", 1),
+            ("max_pool_3x3", 0), ("skip_connect", 2), ("skip_connect", 2), ("max_pool_3x3", 1)],
+    reduce_concat=[2, 3, 4, 5],
+)
+
+
+def one_hot_weights(column: int, num_ops: int = len(DARTS_OPS)) -> torch.Tensor:
+    """An exact one-hot row produced the way the network produces weights: softmax of logits."""
+    logits = torch.full((num_ops,), float("-inf"))
+    logits[column] = 0.0
+    weights = torch.softmax(logits, dim=-1)
+    assert weights[column].item() == 1.0 and weights.sum().item() == 1.0
+    return weights
+
+
+@pytest.fixture
+def x():
+    torch.manual_seed(0)
+    return torch.randn(2, C, 8, 8)
+
+
+# --------------------------------------------------------------------------- MixedEdge
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("column,name", NON_NONE, ids=[n for _, n in NON_NONE])
+def test_mixed_edge_one_hot_equals_single_op(column, name, stride, x):
+    torch.manual_seed(1)
+    edge = MixedEdge(DARTS_OPS, C, stride, SoftmaxRelaxation())
+    op = edge.ops[edge.op_indices.index(column)]
+    for train in (True, False):
+        edge.train(train)
+        out = edge(x, one_hot_weights(column))
+        expected = op(x)
+        assert out.shape == (2, C, 8 // stride, 8 // stride)
+        torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
+
+
+def test_mixed_edge_is_weighted_sum(x):
+    torch.manual_seed(2)
+    edge = MixedEdge(DARTS_OPS, C, 1, SoftmaxRelaxation()).eval()
+    weights = torch.softmax(torch.randn(len(DARTS_OPS)), dim=-1)
+    expected = sum(weights[k] * op(x) for k, op in zip(edge.op_indices, edge.ops))
+    torch.testing.assert_close(edge(x, weights), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_mixed_edge_ops_follow_registry_flags():
+    edge = MixedEdge(DARTS_OPS, C, 2, SoftmaxRelaxation())
+    assert edge.op_indices == tuple(k for k, _ in NON_NONE)
+    for k, op in zip(edge.op_indices, edge.ops):
+        name = DARTS_OPS[k]
+        if name.endswith("pool_3x3"):
+            # DARTS: pools get a non-affine BN inside the mixed edge
+            assert isinstance(op, nn.Sequential) and isinstance(op[1], nn.BatchNorm2d)
+            assert op[1].affine is False
+        else:
+            for m in op.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    assert m.affine is False  # ops are built with affine=False in the search
+    assert isinstance(edge.ops[edge.op_indices.index(DARTS_OPS.index("skip_connect"))], FactorizedReduce)
+
+
+def test_mixed_edge_holds_no_module_for_none():
+    edge = MixedEdge(DARTS_OPS, C, 1, SoftmaxRelaxation())
+    assert len(edge.ops) == len(DARTS_OPS) - 1
+    assert DARTS_OPS.index("none") not in edge.op_indices
+    assert not any(isinstance(m, Zero) for m in edge.modules())
+
+
+@pytest.fixture
+def zero_forward_raises(monkeypatch):
+    def boom(self, x):
+        raise AssertionError("a Zero op was called")
+
+    monkeypatch.setattr(ops.Zero, "forward", boom)
+
+
+def _count_calls(module: nn.Module):
+    calls = []
+    handles = [
+        m.register_forward_hook(lambda mod, inp, out: calls.append(type(mod)))
+        for m in module.modules()
+    ]
+    return calls, handles
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_mixed_edge_never_calls_zero(zero_forward_raises, x, stride):
+    # sanity check of the fixture: a Zero module does raise now
+    with pytest.raises(AssertionError, match="Zero"):
+        Zero(1)(x)
+    edge = MixedEdge(DARTS_OPS, C, stride, SoftmaxRelaxation())
+    calls, handles = _count_calls(edge)
+    op_calls = []
+    handles += [op.register_forward_hook(lambda mod, i, o: op_calls.append(id(mod))) for op in edge.ops]
+    out = edge(x, torch.softmax(torch.randn(len(DARTS_OPS)), dim=-1))
+    for h in handles:
+        h.remove()
+    assert out.shape == (2, C, 8 // stride, 8 // stride)
+    assert Zero not in calls
+    # every op except `none` was called exactly once
+    assert sorted(op_calls) == sorted(id(op) for op in edge.ops)
+    assert len(op_calls) == len(DARTS_OPS) - 1
+
+
+def test_search_network_never_calls_zero(zero_forward_raises):
+    torch.manual_seed(0)
+    net = SearchNetwork(1, 10, channels=4, layers=3, nodes=2, multiplier=2, image_size=8)
+    assert not any(isinstance(m, Zero) for m in net.modules())
+    calls, handles = _count_calls(net)
+    out = net(torch.randn(2, 1, 8, 8))
+    for h in handles:
+        h.remove()
+    assert out.shape == (2, 10)
+    assert Zero not in calls
+    assert calls.count(MixedEdge) == 3 * 5  # every mixed edge (5 per 2-node cell) did run
+
+
+@pytest.mark.parametrize("stride,size,expected", [(1, 8, 8), (2, 8, 4), (2, 7, 4)])
+def test_none_only_edge_returns_zeros(stride, size, expected, zero_forward_raises):
+    edge = MixedEdge(("none",), C, stride, SoftmaxRelaxation())
+    assert len(edge.ops) == 0
+    x = torch.randn(2, C, size, size) + 3.0
+    out = edge(x, torch.ones(1))
+    assert out.shape == (2, C, expected, expected)
+    assert torch.count_nonzero(out) == 0
+    # the stride-2 zeros match the size a strided 3x3 conv gives, so they add up with other edges
+    conv = nn.Conv2d(C, C, 3, stride=stride, padding=1)
+    assert conv(x).shape == out.shape
+
+
+# --------------------------------------------------------------------------- FixedEdge
+
+
+def test_fixed_edge_runs_its_op(x):
+    edge = FixedEdge("max_pool_3x3", C, 2)
+    assert isinstance(edge.op, nn.MaxPool2d)
+    torch.testing.assert_close(edge(x), nn.functional.max_pool2d(x, 3, 2, 1))
+
+
+def test_fixed_edge_drop_path_spares_identity():
+    torch.manual_seed(0)
+    x = torch.randn(16, C, 4, 4)
+    skip = FixedEdge("skip_connect", C, 1).train()
+    skip.drop_prob = 0.9
+    assert torch.equal(skip(x), x)
+    pool = FixedEdge("max_pool_3x3", C, 1).train()
+    pool.drop_prob = 0.5
+    out = pool(x)
+    reference = pool.op(x)
+    dropped = [bool(torch.count_nonzero(out[i]) == 0) for i in range(out.shape[0])]
+    assert 0 < sum(dropped) < len(dropped)  # whole samples are dropped, not all of them
+    for i, d in enumerate(dropped):
+        if not d:
+            torch.testing.assert_close(out[i], reference[i] / 0.5)  # survivors are rescaled
+    pool.eval()
+    assert torch.equal(pool(x), reference)  # no drop-path at evaluation
+
+
+# --------------------------------------------------------------------------- SearchCell
+
+
+def test_dense_edges_order():
+    assert dense_edges(2) == [(0, 2), (1, 2), (0, 3), (1, 3), (2, 3)]
+    assert len(dense_edges(4)) == 14
+
+
+@pytest.mark.parametrize("multiplier", [4, 2])
+@pytest.mark.parametrize("reduction_prev", [False, True])
+@pytest.mark.parametrize("reduction", [False, True])
+def test_search_cell_output_shape(reduction, reduction_prev, multiplier):
+    torch.manual_seed(0)
+    c_pp, c_p, c = 6, 10, 4
+    h = 8
+    cell = SearchCell(
+        c_pp, c_p, c, reduction=reduction, reduction_prev=reduction_prev, nodes=4,
+        multiplier=multiplier, op_names=CELL_OPS, relaxation=SoftmaxRelaxation(),
+    )
+    assert cell.reduction is reduction
+    assert isinstance(cell.preprocess[0], FactorizedReduce if reduction_prev else ReLUConvBN)
+    assert cell.concat == tuple(range(6 - multiplier, 6))
+    s0 = torch.randn(2, c_pp, 2 * h if reduction_prev else h, 2 * h if reduction_prev else h)
+    s1 = torch.randn(2, c_p, h, h)
+    weights = torch.softmax(torch.randn(14, len(CELL_OPS)), dim=-1)
+    out = cell((s0, s1), weights)
+    h_out = h // 2 if reduction else h
+    assert out.shape == (2, multiplier * c, h_out, h_out)
+    strides = [edge.stride for edge in cell.edges]
+    assert strides == [2 if reduction and src < 2 else 1 for src, _ in dense_edges(4)]
+
+
+def test_search_cell_rejects_bad_multiplier():
+    with pytest.raises(ValueError, match="multiplier"):
+        SearchCell(4, 4, 4, reduction=False, reduction_prev=False, nodes=4, multiplier=5,
+                   op_names=DARTS_OPS, relaxation=SoftmaxRelaxation())
+
+
+def test_cell_output_is_concat_of_nodes():
+    # a tiny cell with identity edges: node 2 = s0 + s1, node 3 = s0 + s1 + node2
+    edges = [(0, 2), (1, 2), (0, 3), (1, 3), (2, 3)]
+    cell = Cell([nn.Identity(), nn.Identity()], edges, [FixedEdge("skip_connect", 2, 1) for _ in edges], concat=[2, 3])
+    s0, s1 = torch.randn(1, 2, 4, 4), torch.randn(1, 2, 4, 4)
+    out = cell((s0, s1))
+    n2 = s0 + s1
+    n3 = s0 + s1 + n2
+    torch.testing.assert_close(out, torch.cat([n2, n3], dim=1))
+
+
+# --------------------------------------------------------------------------- GenotypeCell
+
+
+@pytest.mark.parametrize("reduction_prev", [False, True])
+@pytest.mark.parametrize("reduction", [False, True])
+def test_genotype_cell_builds_fixed_edges(reduction, reduction_prev):
+    torch.manual_seed(0)
+    c_pp, c_p, c, h = 6, 10, 4, 8
+    genes = DARTS_V2.reduce if reduction else DARTS_V2.normal
+    concat = DARTS_V2.reduce_concat if reduction else DARTS_V2.normal_concat
+    cell = GenotypeCell(c_pp, c_p, c, edges=genes, concat=concat, reduction=reduction, reduction_prev=reduction_prev)
+    assert len(cell.edges) == 8
+    assert all(isinstance(e, FixedEdge) for e in cell.edges)
+    assert not any(isinstance(m, MixedEdge) for m in cell.modules())
+    assert [e.op_name for e in cell.edges] == [op for op, _ in genes]
+    assert cell.edge_list == tuple((src, 2 + k // 2) for k, (_, src) in enumerate(genes))
+    for edge, (op, src) in zip(cell.edges, genes):
+        stride = 2 if reduction and src < 2 else 1
+        if op == "skip_connect":
+            assert isinstance(edge.op, FactorizedReduce if stride == 2 else Identity)
+        elif op == "max_pool_3x3":
+            assert isinstance(edge.op, nn.MaxPool2d) and edge.op.stride == stride
+        else:
+            assert edge.op[1].stride == (stride, stride)
+            assert all(m.affine for m in edge.op.modules() if isinstance(m, nn.BatchNorm2d))
+    s0 = torch.randn(2, c_pp, 2 * h if reduction_prev else h, 2 * h if reduction_prev else h)
+    s1 = torch.randn(2, c_p, h, h)
+    out = cell((s0, s1))
+    h_out = h // 2 if reduction else h
+    assert out.shape == (2, len(concat) * c, h_out, h_out)
+
+
+def test_genotype_cell_partial_concat_shape():
+    cell = GenotypeCell(4, 4, 4, edges=DARTS_V2.normal, concat=[4, 5], reduction=False, reduction_prev=False)
+    out = cell((torch.randn(1, 4, 8, 8), torch.randn(1, 4, 8, 8)))
+    assert out.shape == (1, 8, 8, 8)
+
+
+@pytest.mark.parametrize("src", [2, 3])
+def test_genotype_cell_rejects_input_from_later_node(src):
+    edges = [("sep_conv_3x3", 0), ("sep_conv_3x3", src), ("sep_conv_3x3", 0), ("sep_conv_3x3", 1)]
+    with pytest.raises(ValueError, match=f"edge {src}->2"):
+        GenotypeCell(4, 4, 4, edges=edges, concat=[2, 3], reduction=False, reduction_prev=False)
+
+
+def test_genotype_cell_rejects_odd_edge_count():
+    with pytest.raises(ValueError, match="two edges per node"):
+        GenotypeCell(4, 4, 4, edges=DARTS_V2.normal[:3], concat=[2], reduction=False, reduction_prev=False)
+
+
+def test_genotype_cell_rejects_missing_concat_state():
+    with pytest.raises(ValueError, match="concat state 6"):
+        GenotypeCell(4, 4, 4, edges=DARTS_V2.normal, concat=[2, 6], reduction=False, reduction_prev=False)
