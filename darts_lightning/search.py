@@ -36,11 +36,21 @@ from .genotype import Genotype
 from .network import SearchNetwork
 from .ops import DARTS_OPS
 
-__all__ = ["DARTSSearch", "NonFiniteLossError", "edge_labels"]
+__all__ = ["DARTSSearch", "NonFiniteLossError", "check_precision", "edge_labels"]
 
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite."""
+
+
+def check_precision(precision: str) -> None:
+    """Raise a clear error for float16 mixed precision (on a GPU; on a CPU Lightning already swaps it for bf16)."""
+    if precision in ("16-mixed", "16", "16-true"):
+        raise ValueError(
+            f"precision={precision!r} is not supported by the search: float16 needs loss scaling, which the "
+            "architecture step (torch.autograd.grad) does not take part in. Use precision='bf16-mixed' "
+            "(or '32-true')."
+        )
 
 
 def edge_labels(nodes: int) -> list[str]:
@@ -145,13 +155,7 @@ class DARTSSearch(pl.LightningModule):
         broadcast_(self.arch_parameters())
         self._output_dir = None
         self.output_dir()
-        precision = str(self.trainer.precision)
-        if precision in ("16-mixed", "16", "16-true"):
-            raise ValueError(
-                f"precision={precision!r} is not supported by the search: float16 needs loss scaling, which the "
-                "architecture step (torch.autograd.grad) does not take part in. Use precision='bf16-mixed' "
-                "(or '32-true')."
-            )
+        check_precision(str(self.trainer.precision))
 
     def _check_finite(self, loss: Tensor, what: str) -> None:
         if not torch.isfinite(loss):

@@ -1,0 +1,30 @@
+"""Shared helpers: a tiny supernet and a quick CPU trainer for the digits."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import pytest
+
+from darts_lightning import DARTSSearch, SearchDataModule
+
+
+def tiny_search(**overrides) -> DARTSSearch:
+    """A 3-cell, 4-channel supernet for the 8×8 one-channel digits."""
+    kwargs = dict(in_channels=1, num_classes=10, image_size=8, channels=4, layers=3, arch_lr=3e-2)
+    kwargs.update(overrides)
+    return DARTSSearch(**kwargs)
+
+
+def quick_trainer(root, **overrides) -> pl.Trainer:
+    kwargs = dict(
+        accelerator="cpu", devices=1, max_epochs=2, limit_train_batches=3, limit_val_batches=2,
+        default_root_dir=str(root), enable_progress_bar=False, enable_model_summary=False,
+        deterministic=True, log_every_n_steps=1,
+    )
+    kwargs.update(overrides)
+    return pl.Trainer(**kwargs)
+
+
+@pytest.fixture
+def digits() -> SearchDataModule:
+    return SearchDataModule("digits", batch_size=16)

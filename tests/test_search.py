@@ -1,0 +1,203 @@
+"""The search LightningModule: a short fit, its logs and files, checkpoints, resume and errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import TensorDataset
+
+from darts_lightning import DARTSSearch, Genotype, NonFiniteLossError, SearchDataModule
+
+from .conftest import quick_trainer, tiny_search
+
+
+def _copy(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def test_short_fit_changes_alpha_and_weights_and_writes_logs(tmp_path, digits):
+    pl.seed_everything(0)
+    model = tiny_search()
+    before = _copy(model.network)
+    trainer = quick_trainer(tmp_path)
+    trainer.fit(model, digits)
+    after = model.network.state_dict()
+    assert trainer.global_step == 6, "one global step per search step (α and weight updates together)"
+    assert not torch.equal(before["alpha_normal"], after["alpha_normal"])
+    assert not torch.equal(before["alpha_reduce"], after["alpha_reduce"])
+    assert not torch.equal(before["stem.0.weight"], after["stem.0.weight"])
+
+    run_dir = Path(trainer.log_dir)
+    genotype = Genotype.load(run_dir / "genotype.json")
+    assert genotype == model.genotype()
+    history = json.loads((run_dir / "genotype_history.json").read_text())
+    assert [h["epoch"] for h in history] == [0, 1]
+    assert Genotype.from_dict(history[-1]["genotype"]) == genotype
+    assert (run_dir / "genotype.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    for op in model.network.op_names:
+        assert f"alpha/normal/0-2/{op}" in scalars and f"alpha/reduce/4-5/{op}" in scalars
+    for tag in ("arch/normal/entropy", "arch/reduce/entropy", "arch/normal/skip_connect", "arch/normal/margin",
+                "val/acc", "val/loss", "train/loss_epoch", "train/acc", "lr/weights", "lr/arch"):
+        assert tag in scalars, tag
+    # softmax(α) of one edge sums to 1 over its ops at every logged epoch
+    per_op = [events.Scalars(f"alpha/normal/1-3/{op}") for op in model.network.op_names]
+    assert len(per_op[0]) == 2
+    for epoch in range(2):
+        assert sum(series[epoch].value for series in per_op) == pytest.approx(1.0, abs=1e-5)
+    assert {"alpha/heatmap", "genotype/cells"} <= set(events.Tags()["images"])
+    assert any(tag.startswith("genotype") for tag in events.Tags()["tensors"])
+
+
+def test_weight_lr_follows_cosine_schedule(tmp_path, digits):
+    model = tiny_search(weight_lr=0.1, weight_lr_min=0.01)
+    trainer = quick_trainer(tmp_path, max_epochs=4, limit_val_batches=0)
+    trainer.fit(model, digits)
+    lr = trainer.optimizers[0].param_groups[0]["lr"]
+    assert lr == pytest.approx(0.01, abs=1e-9), "after max_epochs the cosine schedule reaches weight_lr_min"
+
+
+def test_architecture_step_leaves_weight_gradients_alone(digits):
+    model = tiny_search()
+    digits.setup()
+    x, y = next(iter(torch.utils.data.DataLoader(digits.search_val, batch_size=8)))
+    result = model.arch_gradient.estimate(model.network, (x, y), (x, y))
+    assert all(p.grad is None for p in model.weight_parameters())
+    loss = torch.nn.functional.cross_entropy(model.network(x), y)
+    expected = torch.autograd.grad(loss, model.arch_parameters())
+    for got, want in zip(result.grads, expected):
+        torch.testing.assert_close(got, want)
+
+
+def _last_ckpt(trainer: pl.Trainer) -> Path:
+    return Path(trainer.checkpoint_callback.dirpath) / "last.ckpt"
+
+
+def _checkpointing():
+    return [pl.callbacks.ModelCheckpoint(save_last=True, every_n_epochs=1)]
+
+
+class _StopAfterFirstEpoch(pl.Callback):
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        trainer.should_stop = True
+
+
+def test_resume_from_epoch_checkpoint_equals_uninterrupted_run(tmp_path):
+    def run(root, ckpt_path=None, stop_early=False):
+        pl.seed_everything(0)
+        model = tiny_search()
+        callbacks = _checkpointing() + ([_StopAfterFirstEpoch()] if stop_early else [])
+        trainer = quick_trainer(root, max_epochs=2, callbacks=callbacks)
+        trainer.fit(model, SearchDataModule("digits", batch_size=16), ckpt_path=ckpt_path)
+        return model, trainer
+
+    full, _ = run(tmp_path / "full")
+    _, first = run(tmp_path / "part", stop_early=True)
+    assert first.global_step == 3
+    resumed, trainer = run(tmp_path / "resumed", ckpt_path=_last_ckpt(first))
+    assert trainer.global_step == 6
+    for key, value in full.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+    assert resumed.genotype_history == full.genotype_history
+    for a, b in zip(full.trainer.optimizers, trainer.optimizers):
+        for sa, sb in zip(a.state.values(), b.state.values()):
+            for k in sa:
+                assert torch.equal(torch.as_tensor(sa[k]), torch.as_tensor(sb[k]))
+
+
+class _Crash(pl.Callback):
+    def __init__(self, at_step: int) -> None:
+        self.at_step = at_step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.at_step:
+            raise RuntimeError("simulated crash")
+
+
+def test_run_interrupted_mid_epoch_resumes_from_last_checkpoint(tmp_path):
+    pl.seed_everything(0)
+    full = tiny_search()
+    quick_trainer(tmp_path / "full", max_epochs=2).fit(full, SearchDataModule("digits", batch_size=16))
+
+    pl.seed_everything(0)
+    crashed = quick_trainer(tmp_path / "crash", max_epochs=2, callbacks=_checkpointing() + [_Crash(at_step=4)])
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        crashed.fit(tiny_search(), SearchDataModule("digits", batch_size=16))
+    checkpoint = _last_ckpt(crashed)
+    assert torch.load(checkpoint, weights_only=True)["global_step"] == 3
+
+    pl.seed_everything(0)
+    resumed = tiny_search()
+    trainer = quick_trainer(tmp_path / "crash", max_epochs=2, callbacks=_checkpointing())
+    trainer.fit(resumed, SearchDataModule("digits", batch_size=16), ckpt_path=checkpoint)
+    assert trainer.global_step == 6
+    torch.testing.assert_close(resumed.network.alpha_normal, full.network.alpha_normal, rtol=0, atol=0)
+
+
+def test_checkpoint_loads_with_weights_only_and_holds_search_state(tmp_path, digits):
+    trainer = quick_trainer(tmp_path, max_epochs=1, callbacks=_checkpointing())
+    trainer.fit(tiny_search(), digits)
+    checkpoint = torch.load(_last_ckpt(trainer), weights_only=True)
+    assert checkpoint["search_space"]["op_names"][0] == "none"
+    assert len(checkpoint["genotype_history"]) == 1
+    assert len(checkpoint["optimizer_states"]) == 2 and checkpoint["lr_schedulers"]
+
+
+def test_checkpoint_from_a_different_space_is_rejected(tmp_path, digits):
+    trainer = quick_trainer(tmp_path, max_epochs=1, callbacks=_checkpointing())
+    trainer.fit(tiny_search(), digits)
+    other = tiny_search(ops=["none", "skip_connect", "sep_conv_3x3"])
+    with pytest.raises(ValueError, match="different space.*op_names"):
+        quick_trainer(tmp_path / "other", max_epochs=2).fit(other, digits, ckpt_path=_last_ckpt(trainer))
+
+
+class _NaNDigits(SearchDataModule):
+    def training_set(self):
+        x = torch.full((64, 1, 8, 8), float("nan"))
+        return TensorDataset(x, torch.zeros(64, dtype=torch.long))
+
+
+def test_nan_loss_stops_with_a_message_naming_the_step(tmp_path):
+    with pytest.raises(NonFiniteLossError, match=r"global step 0 .*lower the learning rates"):
+        quick_trainer(tmp_path).fit(tiny_search(), _NaNDigits("digits", batch_size=16))
+
+
+def test_bf16_mixed_precision_searches(tmp_path, digits):
+    model = tiny_search()
+    alpha = model.network.alpha_normal.detach().clone()
+    trainer = quick_trainer(tmp_path, max_epochs=1, precision="bf16-mixed")
+    trainer.fit(model, digits)
+    assert model.network.alpha_normal.dtype == torch.float32
+    assert not torch.equal(alpha, model.network.alpha_normal)
+    assert torch.isfinite(model.network.alpha_normal).all()
+
+
+def test_float16_mixed_precision_is_a_clear_error():
+    # On a CPU, Lightning itself replaces 16-mixed by bf16-mixed; on a GPU the search refuses it at fit start.
+    from darts_lightning.search import check_precision
+
+    with pytest.raises(ValueError, match="bf16-mixed"):
+        check_precision("16-mixed")
+    check_precision("bf16-mixed")
+    check_precision("32-true")
+
+
+def test_unknown_op_and_small_image_are_clear_errors():
+    with pytest.raises(ValueError, match="unknown op 'sep_conv_9x9'.*sep_conv_3x3"):
+        tiny_search(ops=["none", "sep_conv_9x9"])
+    with pytest.raises(ValueError, match="too small for 2 reduction cells"):
+        tiny_search(image_size=2)
+
+
+def test_unsupported_order_is_a_clear_error():
+    with pytest.raises(ValueError, match="order"):
+        tiny_search(order=3)
