@@ -1,0 +1,80 @@
+"""The command line: LightningCLI fit with a YAML config and overrides, the export command, custom ops."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from darts_lightning import Genotype
+from darts_lightning.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+QUICK = [
+    "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+    "--trainer.enable_progress_bar", "false", "--model.channels", "4", "--model.layers", "3",
+]
+
+
+def _fit(tmp_path: Path, *extra: str, config: Path = REPO / "configs" / "darts_digits.yaml") -> Path:
+    main(["fit", "--config", str(REPO / "configs" / "darts_digits.yaml"), "--config", str(config), *QUICK,
+          "--trainer.default_root_dir", str(tmp_path), *extra])
+    (run_dir,) = (tmp_path / "lightning_logs").iterdir()
+    return run_dir
+
+
+def test_fit_from_config_writes_genotype_and_checkpoint_and_export_reproduces_it(tmp_path, capsys):
+    run_dir = _fit(tmp_path, "--model.arch_lr", "0.05")
+    config = (run_dir / "config.yaml").read_text()
+    assert "arch_lr: 0.05" in config and "channels: 4" in config
+    genotype = Genotype.load(run_dir / "genotype.json")
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    assert checkpoint.is_file()
+
+    out = tmp_path / "exported.json"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export-genotype", str(checkpoint), "--out", str(out), "--png", str(tmp_path / "cells.png")])
+    assert exit_info.value.code == 0
+    assert Genotype.load(out) == genotype
+    assert repr(genotype) in capsys.readouterr().out
+    assert (tmp_path / "cells.png").stat().st_size > 0
+
+
+def test_op_given_by_import_path_in_yaml(tmp_path):
+    config = tmp_path / "custom.yaml"
+    config.write_text(
+        "model:\n  class_path: darts_lightning.DARTSSearch\n  init_args:\n"
+        "    ops: [none, skip_connect, 'tests.custom_ops:conv_1x1']\n"
+    )
+    run_dir = _fit(tmp_path, config=config)
+    genotype = Genotype.from_dict(__import__("json").loads((run_dir / "genotype.json").read_text()))
+    assert {op for op, _ in genotype.normal + genotype.reduce} <= {"skip_connect", "tests.custom_ops:conv_1x1"}
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert state["network.alpha_normal"].shape == (14, 3)
+
+
+def test_unknown_op_in_config_lists_the_valid_ops(tmp_path):
+    with pytest.raises(ValueError, match="unknown op 'conv_9x9'; valid ops are: .*sep_conv_3x3"):
+        _fit(tmp_path, "--model.ops", "[none, conv_9x9]")
+
+
+def test_export_rejects_non_search_checkpoints(tmp_path):
+    bogus = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {"layer.weight": torch.zeros(1)}}, bogus)
+    with pytest.raises(ValueError, match="not a checkpoint of a differentiable search"):
+        main(["export-genotype", str(bogus)])
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        main(["export-genotype", str(tmp_path / "missing.ckpt")])
+
+
+def test_module_entry_point_prints_the_config():
+    result = subprocess.run(
+        [sys.executable, "-m", "darts_lightning", "fit", "--config", "configs/darts_digits.yaml", "--print_config"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "class_path: darts_lightning.DARTSSearch" in result.stdout
+    assert "dataset: digits" in result.stdout
