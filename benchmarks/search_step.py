@@ -1,0 +1,110 @@
+"""Time one search step of darts_lightning on random CIFAR-shaped data.
+
+    python benchmarks/search_step.py --channels 16 --layers 8 --batch-size 64 --image-size 32 --order 1
+
+Prints one JSON line: the configuration, ``seconds_per_step`` (median over ``--steps`` steps after
+``--warmup`` steps; a step is the architecture step plus the weight step, as the Trainer runs them) and
+``peak_memory_mb`` (peak resident memory of this process on CPU, which includes about 0.8 GB for the
+torch import itself; peak allocated memory on GPU). Run each configuration in a fresh process, as this
+script does when invoked once per configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import time
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities import CombinedLoader
+from torch.utils.data import DataLoader, TensorDataset
+
+from darts_lightning import DARTSSearch
+
+
+class RandomImages(pl.LightningDataModule):
+    def __init__(self, batch_size: int, image_size: int, steps: int) -> None:
+        super().__init__()
+        n = batch_size * steps
+        g = torch.Generator().manual_seed(0)
+        self.train = TensorDataset(torch.randn(n, 3, image_size, image_size, generator=g), torch.randint(10, (n,), generator=g))
+        self.val = TensorDataset(torch.randn(n, 3, image_size, image_size, generator=g), torch.randint(10, (n,), generator=g))
+        self.batch_size = batch_size
+
+    def train_dataloader(self):
+        return CombinedLoader(
+            {"train": DataLoader(self.train, self.batch_size), "val": DataLoader(self.val, self.batch_size)},
+            mode="max_size_cycle",
+        )
+
+
+class StepTimer(pl.Callback):
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def _sync(self) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._sync()
+        self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._sync()
+        self.times.append(time.perf_counter() - self.start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--channels", type=int, default=16)
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--order", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--precision", default="32-true", help="Lightning precision, e.g. 32-true or bf16-mixed")
+    parser.add_argument("--channels-last", action="store_true", help="channels-last memory layout")
+    parser.add_argument("--method", default="darts", choices=["darts"])
+    args = parser.parse_args()
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    pl.seed_everything(0, verbose=False)
+    model = DARTSSearch(
+        3, 10, args.image_size, channels=args.channels, layers=args.layers, order=args.order,
+        channels_last=args.channels_last,
+    )
+    timer = StepTimer()
+    trainer = pl.Trainer(
+        accelerator=args.device, devices=1, precision=args.precision, max_steps=args.warmup + args.steps,
+        limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, callbacks=[timer],
+    )
+    if args.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    trainer.fit(model, RandomImages(args.batch_size, args.image_size, args.warmup + args.steps))
+    timed = timer.times[args.warmup :]
+    if args.device == "cuda":
+        peak_mb = torch.cuda.max_memory_allocated() / 2**20
+        device_name = torch.cuda.get_device_name()
+    else:
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        device_name = "cpu"
+    print(json.dumps({
+        "impl": "darts_lightning", "method": args.method, "order": args.order, "channels": args.channels,
+        "layers": args.layers, "batch_size": args.batch_size, "image_size": args.image_size,
+        "device": device_name, "threads": torch.get_num_threads(), "precision": args.precision,
+        "channels_last": args.channels_last, "seconds_per_step": statistics.median(timed),
+        "step_times": [round(t, 4) for t in timed], "peak_memory_mb": round(peak_mb, 1),
+    }))
+
+
+if __name__ == "__main__":
+    main()
