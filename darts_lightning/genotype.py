@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from .ops import get_op
+from .ops import get_op, list_ops
 
 __all__ = ["Genotype", "GenotypeError", "SCHEMA_VERSION"]
 
@@ -32,14 +32,25 @@ class GenotypeError(ValueError):
 
 def _edges(value: Any, field: str) -> Edges:
     try:
-        edges = tuple((str(op), int(src)) for op, src in value)
-    except (TypeError, ValueError) as error:
+        pairs = [tuple(pair) for pair in value]
+    except TypeError as error:
         raise GenotypeError(f"genotype field {field!r} must be a list of (op, input) pairs, got {value!r}") from error
-    for op, src in edges:
-        if isinstance(op, str) and op and src >= 0:
-            continue
-        raise GenotypeError(f"genotype field {field!r} holds an invalid edge ({op!r}, {src})")
-    return edges
+    for pair in pairs:
+        ok = len(pair) == 2 and isinstance(pair[0], str) and pair[0]
+        ok = ok and isinstance(pair[1], int) and not isinstance(pair[1], bool) and pair[1] >= 0
+        if not ok:
+            raise GenotypeError(f"genotype field {field!r} holds an invalid edge {pair!r}: expected (op name, input index >= 0)")
+    return tuple((op, int(src)) for op, src in pairs)
+
+
+def _concat(value: Any, field: str) -> tuple[int, ...]:
+    try:
+        states = tuple(value)
+    except TypeError as error:
+        raise GenotypeError(f"genotype field {field!r} must be a list of state indices, got {value!r}") from error
+    if not all(isinstance(s, int) and not isinstance(s, bool) for s in states):
+        raise GenotypeError(f"genotype field {field!r} must hold integer state indices, got {value!r}")
+    return tuple(int(s) for s in states)
 
 
 @dataclass(frozen=True)
@@ -54,8 +65,8 @@ class Genotype:
     def __post_init__(self) -> None:
         object.__setattr__(self, "normal", _edges(self.normal, "normal"))
         object.__setattr__(self, "reduce", _edges(self.reduce, "reduce"))
-        object.__setattr__(self, "normal_concat", tuple(int(i) for i in self.normal_concat))
-        object.__setattr__(self, "reduce_concat", tuple(int(i) for i in self.reduce_concat))
+        object.__setattr__(self, "normal_concat", _concat(self.normal_concat, "normal_concat"))
+        object.__setattr__(self, "reduce_concat", _concat(self.reduce_concat, "reduce_concat"))
 
     # ------------------------------------------------------------------ checks
 
@@ -64,8 +75,12 @@ class Genotype:
         """Number of intermediate nodes (two edges each)."""
         return len(self.normal) // 2
 
-    def validate(self, nodes: int | None = None) -> "Genotype":
-        """Check that every op is known and every edge fits a cell of ``nodes`` nodes; returns ``self``."""
+    def validate(self, nodes: int | None = None, *, allow_import_paths: bool = False) -> "Genotype":
+        """Check that every op is known and every edge fits a cell of ``nodes`` nodes; returns ``self``.
+
+        Ops must be registered names. An op given as an import path (``package.module:factory``) would
+        import that module, so it is accepted only with ``allow_import_paths=True``, for files you trust.
+        """
         for field in ("normal", "reduce"):
             edges: Edges = getattr(self, field)
             n = self.nodes if nodes is None else nodes
@@ -74,6 +89,12 @@ class Genotype:
                     f"genotype {field!r} has {len(edges)} edges, but a cell of {n} nodes needs {2 * n} (two per node)"
                 )
             for k, (op, src) in enumerate(edges):
+                if op not in list_ops() and not allow_import_paths:
+                    if ":" in op or "." in op:
+                        raise GenotypeError(
+                            f"genotype op {op!r} is an import path; reading it would import code. Pass "
+                            "allow_import_paths=True if you trust the source, or register the op with register_op"
+                        )
                 get_op(op)  # raises the unknown-op error with the valid names
                 node = k // 2
                 if src >= node + 2:
@@ -156,7 +177,7 @@ class Genotype:
     __str__ = __repr__
 
     @classmethod
-    def parse(cls, text: str) -> "Genotype":
+    def parse(cls, text: str, *, allow_import_paths: bool = False) -> "Genotype":
         """Read the DARTS repr (``Genotype(normal=[...], normal_concat=..., ...)``) without ``eval``.
 
         Concats may be lists or ``range(a, b)`` as in the DARTS code's published genotypes. Unknown ops are
@@ -178,7 +199,7 @@ class Genotype:
         extra = set(fields) - {"normal", "normal_concat", "reduce", "reduce_concat"}
         if missing or extra:
             raise GenotypeError(f"genotype repr: missing fields {sorted(missing)}, unexpected fields {sorted(extra)}")
-        return cls(**fields).validate()
+        return cls(**fields).validate(allow_import_paths=allow_import_paths)
 
     # ------------------------------------------------------------------ JSON
 
@@ -194,16 +215,17 @@ class Genotype:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Genotype":
+    def from_dict(cls, data: dict[str, Any], *, allow_import_paths: bool = False) -> "Genotype":
         if not isinstance(data, dict) or data.get("format") != _FORMAT:
             raise GenotypeError(f"not a darts_lightning genotype (expected \"format\": {_FORMAT!r})")
         version = data.get("schema_version")
         if version != SCHEMA_VERSION:
             raise GenotypeError(f"genotype schema_version {version!r} is not supported (this version reads {SCHEMA_VERSION})")
         try:
-            return cls(data["normal"], data["normal_concat"], data["reduce"], data["reduce_concat"]).validate()
+            genotype = cls(data["normal"], data["normal_concat"], data["reduce"], data["reduce_concat"])
         except KeyError as error:
             raise GenotypeError(f"genotype JSON lacks the field {error.args[0]!r}") from error
+        return genotype.validate(allow_import_paths=allow_import_paths)
 
     def save(self, path: str | Path) -> Path:
         """Write the genotype as JSON (with a schema version)."""
@@ -213,8 +235,8 @@ class Genotype:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "Genotype":
-        """Read a genotype written by :meth:`save`."""
+    def load(cls, path: str | Path, *, allow_import_paths: bool = False) -> "Genotype":
+        """Read a genotype written by :meth:`save` (see :meth:`validate` for ``allow_import_paths``)."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no genotype file at {str(path)!r}")
@@ -222,7 +244,7 @@ class Genotype:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as error:
             raise GenotypeError(f"{str(path)!r} is not valid JSON: {error}") from error
-        return cls.from_dict(data)
+        return cls.from_dict(data, allow_import_paths=allow_import_paths)
 
 
 def _literal(node: ast.AST, field: str | None) -> Any:

@@ -50,7 +50,9 @@ def test_op_given_by_import_path_in_yaml(tmp_path):
         "    ops: [none, skip_connect, 'tests.custom_ops:conv_1x1']\n"
     )
     run_dir = _fit(tmp_path, config=config)
-    genotype = Genotype.from_dict(__import__("json").loads((run_dir / "genotype.json").read_text()))
+    with pytest.raises(ValueError, match="import path"):
+        Genotype.load(run_dir / "genotype.json")
+    genotype = Genotype.load(run_dir / "genotype.json", allow_import_paths=True)
     assert {op for op, _ in genotype.normal + genotype.reduce} <= {"skip_connect", "tests.custom_ops:conv_1x1"}
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert state["network.alpha_normal"].shape == (14, 3)

@@ -339,3 +339,31 @@ def test_hashable_and_equal_by_value():
     other = Genotype(DARTS_V2.normal, [2, 3, 4, 5], DARTS_V2.reduce, [4, 5])
     assert other != a
     assert len({a, other}) == 2
+
+
+def test_import_path_ops_in_a_genotype_need_explicit_consent():
+    text = (
+        "Genotype(normal=[('tests.custom_ops:conv_1x1', 0), ('skip_connect', 1)], normal_concat=[2], "
+        "reduce=[('skip_connect', 0), ('skip_connect', 1)], reduce_concat=[2])"
+    )
+    with pytest.raises(GenotypeError, match="import path"):
+        Genotype.parse(text)
+    assert Genotype.parse(text, allow_import_paths=True).normal[0][0] == "tests.custom_ops:conv_1x1"
+
+
+@pytest.mark.parametrize("concat", ["5", "['a']", "[True]"])
+def test_malformed_concat_is_a_genotype_error(concat):
+    with pytest.raises(GenotypeError, match="normal_concat"):
+        Genotype.parse(
+            f"Genotype(normal=[('skip_connect', 0), ('skip_connect', 1)], normal_concat={concat}, "
+            "reduce=[('skip_connect', 0), ('skip_connect', 1)], reduce_concat=[2])"
+        )
+
+
+@pytest.mark.parametrize("edge", ["('skip_connect', 1.5)", "('skip_connect', True)", "(3, 0)", "('skip_connect',)"])
+def test_malformed_edges_are_genotype_errors(edge):
+    with pytest.raises(GenotypeError, match="invalid edge|unsupported expression"):
+        Genotype.parse(
+            f"Genotype(normal=[{edge}, ('skip_connect', 1)], normal_concat=[2], "
+            "reduce=[('skip_connect', 0), ('skip_connect', 1)], reduce_concat=[2])"
+        )
