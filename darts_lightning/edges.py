@@ -3,9 +3,11 @@ and a *fixed* edge (one op) for the network a genotype describes."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from itertools import islice
+from typing import Iterator, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .ops import Identity, Zero, build_op, get_op
@@ -19,6 +21,10 @@ class MixedEdge(nn.Module):
 
     ``ops`` holds the ops that compute something; ``op_indices[i]`` is the column of α that ``ops[i]``
     answers to. Zero ops (``none``) have a column of α but no module and are never called.
+
+    Ops that begin with a ReLU (the separable and dilated convolutions) share one ReLU of the edge input
+    instead of each computing and storing their own: the same result, with fewer activations kept for
+    the backward pass.
     """
 
     def __init__(self, op_names: Sequence[str], channels: int, stride: int, relaxation: Relaxation) -> None:
@@ -39,6 +45,23 @@ class MixedEdge(nn.Module):
             indices.append(index)
         self.ops = nn.ModuleList(ops)
         self.op_indices: tuple[int, ...] = tuple(indices)
+        self._starts_with_relu = tuple(
+            isinstance(op, nn.Sequential) and len(op) > 1 and isinstance(op[0], nn.ReLU) for op in ops
+        )
+
+    def candidate_outputs(self, x: Tensor) -> Iterator[tuple[int, Tensor]]:
+        """``(alpha_column, op(x))`` for every op that computes something (``none`` excluded)."""
+        activated = None
+        for index, op, starts_with_relu in zip(self.op_indices, self.ops, self._starts_with_relu):
+            if starts_with_relu:
+                if activated is None:
+                    activated = F.relu(x)
+                out = activated
+                for layer in islice(op, 1, None):
+                    out = layer(out)
+                yield index, out
+            else:
+                yield index, op(x)
 
     def zeros(self, x: Tensor) -> Tensor:
         """The output of a zero op for input ``x``."""

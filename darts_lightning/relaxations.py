@@ -59,8 +59,8 @@ class SoftmaxRelaxation(Relaxation):
 
     def mix(self, edge: "MixedEdge", x: Tensor, weights: Tensor) -> Tensor:
         out = None
-        for index, op in zip(edge.op_indices, edge.ops):
-            term = weights[index] * op(x)
+        for index, y in edge.candidate_outputs(x):
+            term = weights[index] * y
             out = term if out is None else out + term
         return edge.zeros(x) if out is None else out
 

@@ -117,14 +117,17 @@ def test_mixed_edge_never_calls_zero(zero_forward_raises, x, stride):
     edge = MixedEdge(DARTS_OPS, C, stride, SoftmaxRelaxation())
     calls, handles = _count_calls(edge)
     op_calls = []
-    handles += [op.register_forward_hook(lambda mod, i, o: op_calls.append(id(mod))) for op in edge.ops]
+    # An op's last layer runs exactly when the op runs (ops that start with a ReLU share the edge's ReLU,
+    # so their Sequential itself is not called).
+    last_layers = [op[-1] if isinstance(op, nn.Sequential) else op for op in edge.ops]
+    handles += [m.register_forward_hook(lambda mod, i, o: op_calls.append(id(mod))) for m in last_layers]
     out = edge(x, torch.softmax(torch.randn(len(DARTS_OPS)), dim=-1))
     for h in handles:
         h.remove()
     assert out.shape == (2, C, 8 // stride, 8 // stride)
     assert Zero not in calls
     # every op except `none` was called exactly once
-    assert sorted(op_calls) == sorted(id(op) for op in edge.ops)
+    assert sorted(op_calls) == sorted(id(m) for m in last_layers)
     assert len(op_calls) == len(DARTS_OPS) - 1
 
 
@@ -284,3 +287,18 @@ def test_genotype_cell_rejects_odd_edge_count():
 def test_genotype_cell_rejects_missing_concat_state():
     with pytest.raises(ValueError, match="concat state 6"):
         GenotypeCell(4, 4, 4, edges=DARTS_V2.normal, concat=[2, 6], reduction=False, reduction_prev=False)
+
+
+def test_ops_starting_with_relu_share_one_relu_of_the_edge_input(x):
+    edge = MixedEdge(DARTS_OPS, C, 1, SoftmaxRelaxation())
+    relu_calls = []
+    handles = [m.register_forward_hook(lambda mod, i, o: relu_calls.append(mod)) for m in edge.modules() if isinstance(m, nn.ReLU)]
+    outputs = dict(edge.candidate_outputs(x))
+    for h in handles:
+        h.remove()
+    # the leading ReLUs of sep_conv_3x3/5x5 and dil_conv_3x3/5x5 are not called; only the sep convs' inner ones
+    assert len(relu_calls) == 2
+    edge.eval()
+    for index, op in zip(edge.op_indices, edge.ops):
+        torch.testing.assert_close(dict(edge.candidate_outputs(x))[index], op(x), rtol=0, atol=0)
+    assert set(outputs) == set(range(1, len(DARTS_OPS)))
