@@ -70,7 +70,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", default="32-true", help="Lightning precision, e.g. 32-true or bf16-mixed")
-    parser.add_argument("--channels-last", action="store_true", help="channels-last memory layout")
+    parser.add_argument("--memory-format", choices=["auto", "channels_last", "contiguous"], default="auto",
+                        help="auto: channels-last on CPU (the module's default)")
     parser.add_argument("--method", default="darts", choices=["darts"])
     args = parser.parse_args()
 
@@ -79,7 +80,7 @@ def main() -> None:
     pl.seed_everything(0, verbose=False)
     model = DARTSSearch(
         3, 10, args.image_size, channels=args.channels, layers=args.layers, order=args.order,
-        channels_last=args.channels_last,
+        channels_last={"auto": None, "channels_last": True, "contiguous": False}[args.memory_format],
     )
     timer = StepTimer()
     trainer = pl.Trainer(
@@ -101,7 +102,7 @@ def main() -> None:
         "impl": "darts_lightning", "method": args.method, "order": args.order, "channels": args.channels,
         "layers": args.layers, "batch_size": args.batch_size, "image_size": args.image_size,
         "device": device_name, "threads": torch.get_num_threads(), "precision": args.precision,
-        "channels_last": args.channels_last, "seconds_per_step": statistics.median(timed),
+        "channels_last": model._channels_last, "seconds_per_step": statistics.median(timed),
         "step_times": [round(t, 4) for t in timed], "peak_memory_mb": round(peak_mb, 1),
     }))
 

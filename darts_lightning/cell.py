@@ -22,12 +22,17 @@ from .edges import FixedEdge, MixedEdge
 from .ops import FactorizedReduce, ReLUConvBN
 from .relaxations import Relaxation
 
-__all__ = ["Cell", "SearchCell", "GenotypeCell", "dense_edges", "darts_preprocess"]
+__all__ = ["Cell", "SearchCell", "GenotypeCell", "dense_edges", "edge_labels", "darts_preprocess"]
 
 
 def dense_edges(nodes: int, num_inputs: int = 2) -> list[tuple[int, int]]:
     """All ``(source, target)`` state pairs of a dense cell, in the DARTS order of the rows of α."""
     return [(src, num_inputs + i) for i in range(nodes) for src in range(num_inputs + i)]
+
+
+def edge_labels(nodes: int, num_inputs: int = 2) -> list[str]:
+    """``"<source>-<target>"`` state labels of the edges of a dense cell, in α's row order."""
+    return [f"{src}-{dst}" for src, dst in dense_edges(nodes, num_inputs)]
 
 
 class Cell(nn.Module):

@@ -30,13 +30,13 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
 from .architect import build_architecture_gradient
-from .cell import dense_edges
+from .cell import edge_labels
 from .distributed import all_reduce_mean_, broadcast_, is_distributed, sync_batchnorm_statistics_
 from .genotype import Genotype
 from .network import SearchNetwork
 from .ops import DARTS_OPS
 
-__all__ = ["DARTSSearch", "NonFiniteLossError", "check_precision", "edge_labels"]
+__all__ = ["DARTSSearch", "NonFiniteLossError", "check_precision"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -51,11 +51,6 @@ def check_precision(precision: str) -> None:
             "architecture step (torch.autograd.grad) does not take part in. Use precision='bf16-mixed' "
             "(or '32-true')."
         )
-
-
-def edge_labels(nodes: int) -> list[str]:
-    """``"<source>-<target>"`` for every edge of a dense DARTS cell, in α's row order (states: 0, 1 inputs)."""
-    return [f"{src}-{dst}" for src, dst in dense_edges(nodes)]
 
 
 class DARTSSearch(pl.LightningModule):
@@ -75,7 +70,8 @@ class DARTSSearch(pl.LightningModule):
         weight_momentum, weight_decay: SGD momentum (0.9) and weight decay (3e-4).
         grad_clip: gradient-norm clip of the weight step (5).
         arch_lr, arch_betas, arch_weight_decay: Adam on α (3e-4, (0.5, 0.999), 1e-3).
-        channels_last: run the supernet in channels-last memory layout (faster convolutions on CPU).
+        channels_last: run the supernet in channels-last memory layout. ``None`` (default): on a CPU,
+            where it makes a search step about twice as fast for this network, and not elsewhere.
     """
 
     def __init__(
@@ -99,7 +95,7 @@ class DARTSSearch(pl.LightningModule):
         arch_lr: float = 3e-4,
         arch_betas: tuple[float, float] = (0.5, 0.999),
         arch_weight_decay: float = 1e-3,
-        channels_last: bool = False,
+        channels_last: bool | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -109,8 +105,7 @@ class DARTSSearch(pl.LightningModule):
             channels=channels, layers=layers, nodes=nodes, multiplier=multiplier,
             stem_multiplier=stem_multiplier, op_names=list(ops), relaxation=relaxation, image_size=image_size,
         )
-        if channels_last:
-            self.network = self.network.to(memory_format=torch.channels_last)
+        self._channels_last = bool(channels_last)
         self.arch_gradient = build_architecture_gradient(order)
         # α is synchronised by an explicit all-reduce of its gradient, not by DDP's buckets.
         self._ddp_params_and_buffers_to_ignore = [f"network.{n}" for n in ("alpha_normal", "alpha_reduce")]
@@ -134,7 +129,12 @@ class DARTSSearch(pl.LightningModule):
         return self.network.genotype()
 
     def _layout(self, x: Tensor) -> Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else x
+        return x.contiguous(memory_format=torch.channels_last) if self._channels_last else x
+
+    def setup(self, stage: str) -> None:
+        choice = self.hparams.channels_last
+        self._channels_last = self.trainer.strategy.root_device.type == "cpu" if choice is None else bool(choice)
+        self.network.to(memory_format=torch.channels_last if self._channels_last else torch.contiguous_format)
 
     # ------------------------------------------------------------------ optimisation
 

@@ -41,7 +41,6 @@ __all__ = [
     "draw_genotype",
     "alpha_heatmap",
     "alpha_heatmaps",
-    "cell_edge_labels",
     "figure_to_array",
 ]
 
@@ -342,18 +341,6 @@ def draw_genotype(genotype: "Genotype", path: str | Path | None = None, dpi: int
 # ----------------------------------------------------------------------------- architecture weights
 
 
-def cell_edge_labels(nodes: int = 4) -> list[str]:
-    """Labels of the rows of a DARTS α matrix, in its order: ``"c_{k-2}→0", "c_{k-1}→0", "c_{k-2}→1", ...``.
-
-    Row order is that of :func:`darts_lightning.cell.dense_edges`: for each node ``i``, its sources
-    ``0 .. i + 1``.
-    """
-    def state_name(state: int) -> str:
-        return INPUT_LABELS[state] if state < 2 else str(state - 2)
-
-    return [f"{state_name(src)}→{i}" for i in range(nodes) for src in range(i + 2)]
-
-
 def _as_matrix(weights: torch.Tensor | np.ndarray) -> np.ndarray:
     """A 2-D float numpy copy of a tensor or array."""
     if isinstance(weights, torch.Tensor):
@@ -374,7 +361,7 @@ def alpha_heatmap(
     """Heatmap of an (edges × ops) weight matrix, values written in the cells, with a colorbar.
 
     ``weights`` is shown as given: pass ``softmax(alpha, dim=-1)`` to see the mixing weights. Rows are
-    labelled by ``edge_labels`` (e.g. :func:`cell_edge_labels`), columns by ``op_names``. Draws into
+    labelled by ``edge_labels`` (e.g. :func:`darts_lightning.cell.edge_labels`), columns by ``op_names``. Draws into
     ``ax`` when given; returns the figure.
     """
     matrix = _as_matrix(weights)

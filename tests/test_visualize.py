@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
+from darts_lightning.cell import edge_labels
 from matplotlib.figure import Figure
 
 from darts_lightning.genotype import Genotype
 from darts_lightning.visualize import (
     alpha_heatmap,
     alpha_heatmaps,
-    cell_edge_labels,
     draw_cell,
     draw_genotype,
     figure_to_array,
@@ -95,17 +96,10 @@ def test_draw_cell_rejects_bad_cells(edges, concat):
         draw_cell(edges, concat)
 
 
-def test_cell_edge_labels_order():
-    labels = cell_edge_labels(4)
-    assert len(labels) == 14
-    assert labels[:5] == ["c_{k-2}→0", "c_{k-1}→0", "c_{k-2}→1", "c_{k-1}→1", "0→1"]
-    assert labels[-1] == "2→3"
-
-
 def test_alpha_heatmap_shows_weights():
     torch.manual_seed(0)
     weights = torch.softmax(torch.randn(14, len(OPS)), dim=-1)
-    fig = alpha_heatmap(weights, OPS, cell_edge_labels(4), title="normal")
+    fig = alpha_heatmap(weights, OPS, edge_labels(4), title="normal")
     ax = fig.axes[0]
     (image,) = ax.images
     np.testing.assert_allclose(np.asarray(image.get_array()), weights.numpy(), rtol=1e-6)
@@ -123,7 +117,7 @@ def test_alpha_heatmap_shows_weights():
 def test_alpha_heatmaps_side_by_side():
     normal = np.random.default_rng(0).random((14, len(OPS)))
     reduce = torch.rand(14, len(OPS))
-    fig = alpha_heatmaps(normal, reduce, OPS, cell_edge_labels(4))
+    fig = alpha_heatmaps(normal, reduce, OPS, edge_labels(4))
     heatmaps = [ax for ax in fig.axes if ax.images and ax.get_title()]
     assert [ax.get_title() for ax in heatmaps] == ["normal", "reduce"]
     np.testing.assert_allclose(np.asarray(heatmaps[0].images[0].get_array()), normal)
@@ -133,4 +127,4 @@ def test_alpha_heatmaps_side_by_side():
 
 def test_alpha_heatmap_rejects_mismatched_labels():
     with pytest.raises(ValueError):
-        alpha_heatmap(torch.zeros(14, 8), OPS[:7], cell_edge_labels(4))
+        alpha_heatmap(torch.zeros(14, 8), OPS[:7], edge_labels(4))
