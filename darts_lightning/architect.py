@@ -3,11 +3,20 @@
 DARTS (Liu et al., ICLR 2019, eq. 3-4) solves the bilevel problem
     min_α L_val(w*(α), α)   s.t.   w*(α) = argmin_w L_train(w, α)
 by alternating an architecture step on a validation batch with a weight step on a training batch.
-An :class:`ArchitectureGradient` computes the α gradient of one architecture step. The first-order
-estimate (eq. 6 with ξ = 0) takes the current weights as w*(α): ∇α L_val(w, α).
+An :class:`ArchitectureGradient` computes the α gradient of one architecture step.
 
-Each estimate asks autograd for α gradients only (``torch.autograd.grad(..., inputs=α)``), so no
-weight gradients are computed and nothing is accumulated into ``.grad`` of the weights.
+* First order (eq. 6 with ξ = 0) takes the current weights as w*(α): ∇α L_val(w, α).
+* Second order (eq. 6-8) unrolls one virtual weight step
+      w' = w − ξ · (∇w L_train(w, α) + μ·v + λ·w)          (ξ: weight learning rate, v: SGD momentum)
+  and descends
+      ∇α L_val(w', α) − ξ · ∇²α,w L_train(w, α) · ∇w' L_val(w', α),
+  the Hessian-vector product taken by central finite differences (eq. 8) with
+  w± = w ± ε · ∇w' L_val(w', α), ε = ``epsilon`` / ‖∇w' L_val(w', α)‖, or exactly by double backward.
+
+Nothing here touches the real weights, their ``.grad``, the optimizer state or the batch-norm running
+statistics: the network is evaluated at w', w± with ``torch.func.functional_call`` on copies of its
+buffers, and autograd is asked only for the gradients each formula needs (``torch.autograd.grad``).
+No model is rebuilt or deep-copied.
 """
 
 from __future__ import annotations
@@ -17,10 +26,16 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.func import functional_call
 
 from .network import SearchNetwork
 
-__all__ = ["ArchitectureGradient", "FirstOrderGradient", "ArchStepResult", "build_architecture_gradient"]
+__all__ = [
+    "ArchitectureGradient", "FirstOrderGradient", "SecondOrderGradient", "ArchStepResult",
+    "build_architecture_gradient", "HESSIAN_MODES",
+]
+
+HESSIAN_MODES = ("finite_difference", "exact")
 
 
 @dataclass
@@ -56,8 +71,95 @@ class FirstOrderGradient(ArchitectureGradient):
         return ArchStepResult(grads, loss.detach(), logits.detach())
 
 
-def build_architecture_gradient(order: int) -> ArchitectureGradient:
-    """The estimate for ``order`` (1: first order)."""
+class SecondOrderGradient(ArchitectureGradient):
+    """Second-order (unrolled) DARTS, Liu et al. eq. 6-8.
+
+    Args:
+        hessian: ``"finite_difference"`` (the paper's eq. 8, two extra forward passes with α-only
+            backward) or ``"exact"`` (double backward; for checking and small models).
+        epsilon: the finite-difference step is ``epsilon / ‖∇w' L_val(w', α)‖`` (paper: 0.01).
+        xi: the virtual step size ξ; ``None`` uses the weight optimizer's current learning rate, as the
+            paper does. ``xi=0`` reduces the estimate to the first-order one.
+    """
+
+    def __init__(self, hessian: str = "finite_difference", epsilon: float = 0.01, xi: float | None = None) -> None:
+        if hessian not in HESSIAN_MODES:
+            raise ValueError(f"hessian must be one of {', '.join(HESSIAN_MODES)}, got {hessian!r}")
+        if not epsilon > 0:
+            raise ValueError(f"the finite-difference epsilon must be positive, got {epsilon}")
+        self.hessian = hessian
+        self.epsilon = epsilon
+        self.xi = xi
+
+    @staticmethod
+    def _call(network: SearchNetwork, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor) -> Tensor:
+        # Fresh copies of the buffers: the virtual passes must not move the batch-norm running statistics.
+        return functional_call(network, {**params, **{n: b.clone() for n, b in buffers.items()}}, (x,))
+
+    def estimate(self, network, val_batch, train_batch, weight_optimizer=None) -> ArchStepResult:
+        if weight_optimizer is None:
+            raise ValueError("the second-order estimate needs the weight optimizer (its learning rate and momentum)")
+        (x_val, y_val), (x_train, y_train) = val_batch, train_batch
+        names, weights = zip(*network.named_weight_parameters())
+        alphas = network.arch_parameters()
+        alpha_params = {"alpha_normal": alphas[0], "alpha_reduce": alphas[1]}
+        buffers = dict(network.named_buffers())
+        group = weight_optimizer.param_groups[0]
+        xi = group["lr"] if self.xi is None else self.xi
+        momentum, weight_decay = group.get("momentum", 0.0), group.get("weight_decay", 0.0)
+        exact = self.hessian == "exact"
+
+        # Virtual step: w' = w − ξ (∇w L_train(w, α) + μ v + λ w). The exact Hessian reuses this graph.
+        alpha_for_train = alpha_params if exact else {k: a.detach() for k, a in alpha_params.items()}
+        train_loss = F.cross_entropy(self._call(network, {**dict(zip(names, weights)), **alpha_for_train}, buffers, x_train), y_train)
+        train_grads = torch.autograd.grad(train_loss, weights, create_graph=exact)
+        unrolled = []
+        with torch.no_grad():
+            for w, g in zip(weights, train_grads):
+                step = g + weight_decay * w
+                buffer = weight_optimizer.state.get(w, {}).get("momentum_buffer")
+                if momentum and buffer is not None:
+                    step = step + momentum * buffer
+                unrolled.append((w - xi * step).requires_grad_())
+
+        # ∇α L_val(w', α) and ∇w' L_val(w', α).
+        logits = self._call(network, {**dict(zip(names, unrolled)), **alpha_params}, buffers, x_val)
+        val_loss = F.cross_entropy(logits, y_val)
+        grads = torch.autograd.grad(val_loss, [*alphas, *unrolled])
+        alpha_grads, direction = list(grads[: len(alphas)]), grads[len(alphas) :]
+        if xi == 0:
+            return ArchStepResult(alpha_grads, val_loss.detach(), logits.detach())
+
+        if exact:
+            dot = sum((g * d).sum() for g, d in zip(train_grads, direction))
+            hessian_vector = torch.autograd.grad(dot, alphas)
+        else:
+            hessian_vector = self._finite_difference(network, names, weights, alpha_params, buffers, direction, x_train, y_train)
+        for i, hv in enumerate(hessian_vector):
+            alpha_grads[i] = alpha_grads[i] - xi * hv
+        return ArchStepResult(alpha_grads, val_loss.detach(), logits.detach())
+
+    def _finite_difference(self, network, names, weights, alpha_params, buffers, direction, x, y) -> list[Tensor]:
+        """(∇α L_train(w⁺, α) − ∇α L_train(w⁻, α)) / 2ε with w± = w ± ε·direction (eq. 8), in fp32."""
+        norm = torch.sqrt(sum((d.float() ** 2).sum() for d in direction))
+        eps = self.epsilon / norm
+        alphas = list(alpha_params.values())
+        gradients = []
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            for sign in (1.0, -1.0):
+                with torch.no_grad():
+                    shifted = {n: w + sign * eps * d for n, w, d in zip(names, weights, direction)}
+                loss = F.cross_entropy(self._call(network, {**shifted, **alpha_params}, buffers, x), y)
+                gradients.append(torch.autograd.grad(loss, alphas))
+        return [(gp - gm) / (2 * eps) for gp, gm in zip(*gradients)]
+
+
+def build_architecture_gradient(
+    order: int, hessian: str = "finite_difference", epsilon: float = 0.01, xi: float | None = None
+) -> ArchitectureGradient:
+    """The estimate for ``order`` (1: first order, 2: second order with the given Hessian mode)."""
     if order == 1:
         return FirstOrderGradient()
-    raise ValueError(f"order must be 1 (first-order DARTS), got {order!r}")
+    if order == 2:
+        return SecondOrderGradient(hessian=hessian, epsilon=epsilon, xi=xi)
+    raise ValueError(f"order must be 1 (first-order DARTS) or 2 (second order, unrolled), got {order!r}")

@@ -64,7 +64,10 @@ class DARTSSearch(pl.LightningModule):
         multiplier: nodes concatenated into a cell's output (4). stem_multiplier: (3).
         ops: candidate op names (default: the eight DARTS primitives); registered names or import paths.
         relaxation: mixed-edge relaxation (``darts``: softmax).
-        order: architecture-gradient estimate (1: first order).
+        order: architecture-gradient estimate: 1 (first order) or 2 (second order, unrolled).
+        hessian: second order: ``finite_difference`` (the paper's eq. 8) or ``exact`` (double backward).
+        hessian_epsilon: second order: the finite-difference step is ε = hessian_epsilon / ‖∇w' L_val‖ (0.01).
+        unrolled_lr: second order: the virtual step size ξ; ``None`` uses the current weight learning rate.
         weight_lr, weight_lr_min: SGD learning rate, cosine-annealed per epoch to ``weight_lr_min``
             over ``max_epochs`` (0.025 → 0.001).
         weight_momentum, weight_decay: SGD momentum (0.9) and weight decay (3e-4).
@@ -87,6 +90,9 @@ class DARTSSearch(pl.LightningModule):
         ops: Sequence[str] = DARTS_OPS,
         relaxation: str = "darts",
         order: int = 1,
+        hessian: str = "finite_difference",
+        hessian_epsilon: float = 0.01,
+        unrolled_lr: float | None = None,
         weight_lr: float = 0.025,
         weight_lr_min: float = 0.001,
         weight_momentum: float = 0.9,
@@ -106,7 +112,7 @@ class DARTSSearch(pl.LightningModule):
             stem_multiplier=stem_multiplier, op_names=list(ops), relaxation=relaxation, image_size=image_size,
         )
         self._channels_last = bool(channels_last)
-        self.arch_gradient = build_architecture_gradient(order)
+        self.arch_gradient = build_architecture_gradient(order, hessian=hessian, epsilon=hessian_epsilon, xi=unrolled_lr)
         # α is synchronised by an explicit all-reduce of its gradient, not by DDP's buckets.
         self._ddp_params_and_buffers_to_ignore = [f"network.{n}" for n in ("alpha_normal", "alpha_reduce")]
         self.train_accuracy = MulticlassAccuracy(num_classes, average="micro")

@@ -58,3 +58,66 @@ def darts_first_order(workdir: Path) -> dict:
     return {"state": state_snapshot(model, trainer), "checksums": checksums.checksums,
             "first_batch": list(trainer.train_dataloader["train"].sampler)[:16],
             "global_step": trainer.global_step}
+
+
+@scenario("darts_second_order")
+def darts_second_order(workdir: Path) -> dict:
+    pl.seed_everything(torch.distributed.get_rank())
+    data = SearchDataModule("digits", batch_size=16)
+    model = DARTSSearch(1, 10, 8, channels=4, layers=3, arch_lr=3e-2, order=2)
+    checksums = StepChecksums()
+    trainer = _ddp_trainer(workdir, [checksums])
+    trainer.fit(model, data)
+    return {"state": state_snapshot(model, trainer), "checksums": checksums.checksums,
+            "global_step": trainer.global_step}
+
+
+class _BatchNormInEval(pl.Callback):
+    """Batch norm from running statistics, so that the loss of a batch is the mean of per-sample losses."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        for m in pl_module.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
+class _UnionBatches(pl.LightningDataModule):
+    """The same fixed batches for every rank count: rank r of N gets rows r::N of each union batch."""
+
+    def __init__(self, rank: int, world_size: int, steps: int = 3, union_batch: int = 16) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        n = steps * union_batch
+        x_train, y_train = torch.randn(n, 1, 8, 8, generator=g), torch.randint(10, (n,), generator=g)
+        x_val, y_val = torch.randn(n, 1, 8, 8, generator=g), torch.randint(10, (n,), generator=g)
+        per_rank = union_batch // world_size
+        rows = torch.cat([torch.arange(s * union_batch, (s + 1) * union_batch)[rank::world_size] for s in range(steps)])
+        self.train = torch.utils.data.TensorDataset(x_train[rows], y_train[rows])
+        self.val = torch.utils.data.TensorDataset(x_val[rows], y_val[rows])
+        self.per_rank = per_rank
+
+    def train_dataloader(self):
+        from pytorch_lightning.utilities import CombinedLoader
+        from torch.utils.data import DataLoader
+
+        return CombinedLoader({"train": DataLoader(self.train, self.per_rank), "val": DataLoader(self.val, self.per_rank)})
+
+
+def union_batch_run(devices: int, rank: int, workdir: Path) -> dict:
+    """First-order search for 3 steps on fixed union batches, split over ``devices`` ranks."""
+    pl.seed_everything(0)
+    model = DARTSSearch(1, 10, 8, channels=4, layers=3, arch_lr=3e-2, order=1, channels_last=False)
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto", max_steps=3,
+        limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, default_root_dir=str(workdir), callbacks=[_BatchNormInEval()],
+        use_distributed_sampler=False,
+    )
+    trainer.fit(model, _UnionBatches(rank, devices))
+    return {"alpha": [a.detach().clone() for a in model.arch_parameters()],
+            "weights": [w.detach().clone() for w in model.weight_parameters()]}
+
+
+@scenario("first_order_union_batch")
+def first_order_union_batch(workdir: Path) -> dict:
+    return union_batch_run(2, torch.distributed.get_rank(), workdir)

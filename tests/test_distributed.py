@@ -20,6 +20,13 @@ def _ok(results: dict, name: str) -> list[dict]:
     return [r["value"] for r in ranks]
 
 
+def _assert_ranks_agree(rank0: dict, rank1: dict) -> None:
+    assert rank0["checksums"] == rank1["checksums"]
+    assert rank0["state"].keys() == rank1["state"].keys()
+    for key, value in rank0["state"].items():
+        assert torch.equal(value, rank1["state"][key]), f"{key} differs across ranks"
+
+
 def test_first_order_darts_ranks_agree_after_every_step(distributed_results):
     rank0, rank1 = _ok(distributed_results, "darts_first_order")
     assert rank0["global_step"] == rank1["global_step"] == 6
@@ -33,3 +40,21 @@ def test_first_order_darts_ranks_agree_after_every_step(distributed_results):
         assert torch.equal(value, rank1["state"][key]), f"{key} differs across ranks"
     assert any(k.startswith("optimizer1/") for k in rank0["state"]), "the α optimizer state is compared too"
     assert any("running_mean" in k for k in rank0["state"])
+
+
+def test_second_order_darts_ranks_agree_after_every_step(distributed_results):
+    rank0, rank1 = _ok(distributed_results, "darts_second_order")
+    assert rank0["global_step"] == rank1["global_step"] == 6
+    _assert_ranks_agree(rank0, rank1)
+
+
+def test_two_processes_equal_one_process_on_the_union_batch(distributed_results, tmp_path):
+    """First order, batch norm from running statistics: averaging the ranks' gradients is the gradient
+    of the union batch, so 2 × 8 samples per step give the run of 1 × 16."""
+    from .scenarios import union_batch_run
+
+    rank0, rank1 = _ok(distributed_results, "first_order_union_batch")
+    single = union_batch_run(1, 0, tmp_path)
+    for got, want in zip(rank0["alpha"] + rank0["weights"], single["alpha"] + single["weights"]):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+    assert not torch.equal(rank0["alpha"][0], torch.zeros_like(rank0["alpha"][0]))

@@ -201,3 +201,25 @@ def test_unknown_op_and_small_image_are_clear_errors():
 def test_unsupported_order_is_a_clear_error():
     with pytest.raises(ValueError, match="order"):
         tiny_search(order=3)
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_second_order_search_runs_and_moves_alpha(tmp_path, digits, precision):
+    pl.seed_everything(0)
+    model = tiny_search(order=2)
+    alpha = model.network.alpha_normal.detach().clone()
+    trainer = quick_trainer(tmp_path, max_epochs=1, precision=precision)
+    trainer.fit(model, digits)
+    assert trainer.global_step == 3
+    assert torch.isfinite(model.network.alpha_normal).all()
+    assert not torch.equal(alpha, model.network.alpha_normal)
+
+
+def test_second_order_differs_from_first_order(tmp_path, digits):
+    def alpha_after(order):
+        pl.seed_everything(0)
+        model = tiny_search(order=order)
+        quick_trainer(tmp_path / str(order), max_epochs=1, limit_val_batches=0).fit(model, SearchDataModule("digits", batch_size=16))
+        return model.network.alpha_normal.detach()
+
+    assert not torch.allclose(alpha_after(1), alpha_after(2))
