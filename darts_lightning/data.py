@@ -27,7 +27,7 @@ from pytorch_lightning.utilities import CombinedLoader
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, TensorDataset
 
-__all__ = ["SearchDataModule", "DatasetInfo", "DATASETS", "digits_splits", "Cutout", "DIGITS_TEST_SIZE"]
+__all__ = ["ImageDataModule", "SearchDataModule", "ClassificationDataModule", "DatasetInfo", "DATASETS", "digits_splits", "Cutout", "DIGITS_TEST_SIZE"]
 
 DIGITS_TEST_SIZE = 297
 """Images of the digits held out as the fixed test split (stratified, ``random_state=0``)."""
@@ -95,55 +95,50 @@ class Cutout:
         return img
 
 
-class SearchDataModule(pl.LightningDataModule):
-    """Search-train / search-val split of a labelled training set, served as one combined loader.
+class ImageDataModule(pl.LightningDataModule):
+    """What the search and the retraining data modules share: the data sets, their shapes and transforms.
 
     Args:
         dataset: ``digits`` (embedded default), ``cifar10``, ``cifar100``, ``mnist``, ``fashion_mnist``,
             ``svhn`` or ``imagefolder`` (``root`` then is a folder with one sub-folder per class).
         root: where torchvision data sets live (or the ImageFolder tree).
-        train_portion: fraction of the training set used for the weight step (DARTS: 0.5); the rest is
-            search-val, used by the architecture step and for validation.
         batch_size: per process: under DDP each of N ranks loads ``batch_size`` samples, so the effective
             batch is ``N · batch_size`` (scale the learning rates accordingly, e.g. linearly).
-        seed: fixes the split and, with the epoch, the order of the batches.
+        num_workers: data-loading worker processes.
+        seed: fixes any split and, with the epoch, the order of the batches.
         download: let torchvision download a missing data set.
-        cutout_length: cutout augmentation size for image data sets (0: off, as in the DARTS search).
+        cutout_length: cutout augmentation size for training images (0: off).
         resize: for ``imagefolder``: the size images are resized and centre-cropped to.
+        test_root: for ``imagefolder``: the class tree of the test split.
     """
 
     def __init__(
         self,
         dataset: str = "digits",
         root: str = "data",
-        train_portion: float = 0.5,
         batch_size: int = 64,
         num_workers: int = 0,
         seed: int = 0,
         download: bool = False,
         cutout_length: int = 0,
         resize: int | None = None,
+        test_root: str | None = None,
     ) -> None:
         super().__init__()
         if dataset not in DATASETS:
             raise ValueError(f"unknown dataset {dataset!r}; valid datasets are: {', '.join(DATASETS)}")
-        if not 0.0 < train_portion < 1.0:
-            raise ValueError(f"train_portion must lie strictly between 0 and 1, got {train_portion}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        self.save_hyperparameters()
         self.dataset_name = dataset
         self.root = Path(root)
-        self.train_portion = train_portion
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
         self.download = download
         self.cutout_length = cutout_length
         self._resize = resize
+        self.test_root = Path(test_root) if test_root else None
         self._classes: list[str] | None = None
-        self.search_train: Dataset | None = None
-        self.search_val: Dataset | None = None
 
     # ------------------------------------------------------------------ shape facts
 
@@ -182,38 +177,52 @@ class SearchDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------------ data sets
 
-    def _transform(self) -> Callable:
+    def _transform(self, train: bool) -> Callable:
+        """DARTS's CIFAR augmentation for training images (random crop with padding 4, horizontal flip,
+        normalisation, optional cutout); normalisation only for test images."""
         import torchvision.transforms as T
 
         info = self.info
         steps: list = []
         if self.dataset_name == "imagefolder":
-            steps += [T.Resize(self.image_size), T.CenterCrop(self.image_size), T.RandomHorizontalFlip()]
-        elif self.dataset_name in ("cifar10", "cifar100", "svhn"):
+            steps += [T.Resize(self.image_size), T.CenterCrop(self.image_size)]
+            steps += [T.RandomHorizontalFlip()] if train else []
+        elif train and self.dataset_name in ("cifar10", "cifar100", "svhn"):
             steps += [T.RandomCrop(info.image_size, padding=4)]
             if self.dataset_name != "svhn":
                 steps += [T.RandomHorizontalFlip()]
         steps += [T.ToTensor(), T.Normalize(info.mean, info.std)]
-        if self.cutout_length > 0:
+        if train and self.cutout_length > 0:
             steps += [Cutout(self.cutout_length)]
         return T.Compose(steps)
 
-    def training_set(self) -> Dataset:
-        """The full labelled training set the search splits (for the digits: the 1,500-image pool)."""
+    def dataset(self, split: str = "train") -> Dataset:
+        """The labelled ``train`` or ``test`` split (for the digits: the 1,500-image pool or the fixed 297)."""
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        train = split == "train"
         if self.dataset_name == "digits":
-            return digits_splits()[0]
+            pool, test = digits_splits()
+            if train and self.cutout_length > 0:
+                return _Transformed(pool, Cutout(self.cutout_length))
+            return pool if train else test
         import torchvision.datasets as D
 
-        transform = self._transform()
+        transform = self._transform(train)
         if self.dataset_name == "imagefolder":
             self._folder_classes()
-            return D.ImageFolder(str(self.root), transform=transform)
+            root = self.root if train else self.test_root
+            if root is None:
+                raise ValueError("dataset 'imagefolder' needs --data.init_args.test_root for its test split")
+            if not root.is_dir():
+                raise FileNotFoundError(f"ImageFolder {split} root {str(root)!r} does not exist")
+            return D.ImageFolder(str(root), transform=transform)
         constructors = {
-            "cifar10": lambda: D.CIFAR10(str(self.root), train=True, transform=transform, download=self.download),
-            "cifar100": lambda: D.CIFAR100(str(self.root), train=True, transform=transform, download=self.download),
-            "mnist": lambda: D.MNIST(str(self.root), train=True, transform=transform, download=self.download),
-            "fashion_mnist": lambda: D.FashionMNIST(str(self.root), train=True, transform=transform, download=self.download),
-            "svhn": lambda: D.SVHN(str(self.root), split="train", transform=transform, download=self.download),
+            "cifar10": lambda: D.CIFAR10(str(self.root), train=train, transform=transform, download=self.download),
+            "cifar100": lambda: D.CIFAR100(str(self.root), train=train, transform=transform, download=self.download),
+            "mnist": lambda: D.MNIST(str(self.root), train=train, transform=transform, download=self.download),
+            "fashion_mnist": lambda: D.FashionMNIST(str(self.root), train=train, transform=transform, download=self.download),
+            "svhn": lambda: D.SVHN(str(self.root), split=split, transform=transform, download=self.download),
         }
         try:
             return constructors[self.dataset_name]()
@@ -226,17 +235,9 @@ class SearchDataModule(pl.LightningDataModule):
                 f"and point --data.root at it. ({error})"
             ) from error
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.search_train is not None:
-            return
-        full = self.training_set()
-        n = len(full)
-        split = int(math.floor(self.train_portion * n))
-        if split == 0 or split == n:
-            raise ValueError(f"train_portion {self.train_portion} leaves an empty split of {n} samples")
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed)).tolist()
-        self.search_train = Subset(full, order[:split])
-        self.search_val = Subset(full, order[split:])
+    def training_set(self) -> Dataset:
+        """The full labelled training set (for the digits: the 1,500-image search pool)."""
+        return self.dataset("train")
 
     # ------------------------------------------------------------------ loaders
 
@@ -258,6 +259,63 @@ class SearchDataModule(pl.LightningDataModule):
             pin_memory=torch.cuda.is_available(),
         )
 
+
+class _Transformed(Dataset):
+    """A tensor data set with a transform applied to its images."""
+
+    def __init__(self, base: Dataset, transform: Callable) -> None:
+        self.base, self.transform = base, transform
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int):
+        x, y = self.base[index]
+        return self.transform(x), y
+
+
+class SearchDataModule(ImageDataModule):
+    """Search-train / search-val split of a labelled training set, served as one combined loader.
+
+    Args:
+        train_portion: fraction of the training set used for the weight step (DARTS: 0.5); the rest is
+            search-val, used by the architecture step and for validation.
+        Every other argument: see :class:`ImageDataModule`. Both splits take the training augmentation,
+        as in the DARTS search.
+    """
+
+    def __init__(
+        self,
+        dataset: str = "digits",
+        root: str = "data",
+        train_portion: float = 0.5,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        seed: int = 0,
+        download: bool = False,
+        cutout_length: int = 0,
+        resize: int | None = None,
+    ) -> None:
+        super().__init__(dataset, root, batch_size, num_workers, seed, download, cutout_length, resize)
+        if not 0.0 < train_portion < 1.0:
+            raise ValueError(f"train_portion must lie strictly between 0 and 1, got {train_portion}")
+        self.save_hyperparameters()
+        self.train_portion = train_portion
+        self.search_train: Dataset | None = None
+        self.search_val: Dataset | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.search_train is not None:
+            return
+        full = self.training_set()
+        n = len(full)
+        split = int(math.floor(self.train_portion * n))
+        if split == 0 or split == n:
+            raise ValueError(f"train_portion {self.train_portion} leaves an empty split of {n} samples")
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed)).tolist()
+        self.search_train = Subset(full, order[:split])
+        self.search_val = Subset(full, order[split:])
+
     def train_dataloader(self) -> CombinedLoader:
         """One search-train and one search-val batch per step, both reshuffled each epoch."""
         self.setup("fit")
@@ -273,3 +331,47 @@ class SearchDataModule(pl.LightningDataModule):
         """The search-val split: the supernet's validation accuracy is measured on it."""
         self.setup("validate")
         return self._loader(self.search_val, shuffle=False, seed=self.seed)
+
+
+class ClassificationDataModule(ImageDataModule):
+    """Train on the whole training set, validate and test on the test split (retraining a genotype).
+
+    For the digits: the 1,500-image search pool (search-train ∪ search-val) for training and the fixed
+    297-image test split that no search sees for validation and testing. For CIFAR and the other
+    torchvision sets: the training set and the test set, as the DARTS evaluation reports test error.
+    Defaults are the data settings of the DARTS CIFAR-10 retraining recipe (batch 96, cutout 16).
+    """
+
+    def __init__(
+        self,
+        dataset: str = "digits",
+        root: str = "data",
+        batch_size: int = 96,
+        num_workers: int = 0,
+        seed: int = 0,
+        download: bool = False,
+        cutout_length: int = 16,
+        resize: int | None = None,
+        test_root: str | None = None,
+    ) -> None:
+        super().__init__(dataset, root, batch_size, num_workers, seed, download, cutout_length, resize, test_root)
+        self.save_hyperparameters()
+        self.train_set: Dataset | None = None
+        self.test_set: Dataset | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None:
+            self.train_set = self.dataset("train")
+            self.test_set = self.dataset("test")
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup("fit")
+        return self._loader(self.train_set, shuffle=True, seed=self.seed)
+
+    def val_dataloader(self) -> DataLoader:
+        self.setup("validate")
+        return self._loader(self.test_set, shuffle=False, seed=self.seed)
+
+    def test_dataloader(self) -> DataLoader:
+        self.setup("test")
+        return self._loader(self.test_set, shuffle=False, seed=self.seed)

@@ -201,6 +201,42 @@ class Genotype:
             raise GenotypeError(f"genotype repr: missing fields {sorted(missing)}, unexpected fields {sorted(extra)}")
         return cls(**fields).validate(allow_import_paths=allow_import_paths)
 
+    # ------------------------------------------------------------------ published genotypes
+
+    @staticmethod
+    def published_names() -> list[str]:
+        """Names of the published genotypes shipped with the package (see :mod:`darts_lightning.published`)."""
+        from .published import PUBLISHED
+
+        return sorted(PUBLISHED)
+
+    @classmethod
+    def published(cls, name: str) -> "Genotype":
+        """A published genotype by name, e.g. ``Genotype.published("DARTS_V2")``."""
+        from .published import PUBLISHED
+
+        if name not in PUBLISHED:
+            raise GenotypeError(f"no published genotype named {name!r}; known names: {', '.join(sorted(PUBLISHED))}")
+        return cls.parse(PUBLISHED[name])
+
+    @classmethod
+    def resolve(cls, spec: "Genotype | str | Path", *, allow_import_paths: bool = False) -> "Genotype":
+        """A genotype from a :class:`Genotype`, a published name, a DARTS repr string or a JSON file path."""
+        if isinstance(spec, Genotype):
+            return spec
+        text = str(spec).strip()
+        if text.startswith("Genotype("):
+            return cls.parse(text, allow_import_paths=allow_import_paths)
+        if text in cls.published_names():
+            return cls.published(text)
+        path = Path(text)
+        if path.suffix == ".json" or path.exists():
+            return cls.load(path, allow_import_paths=allow_import_paths)
+        raise GenotypeError(
+            f"cannot read a genotype from {text!r}: not a published name ({', '.join(cls.published_names())}), "
+            "not a 'Genotype(...)' repr and not an existing genotype.json file"
+        )
+
     # ------------------------------------------------------------------ JSON
 
     def to_dict(self) -> dict[str, Any]:

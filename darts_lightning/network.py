@@ -37,18 +37,31 @@ def check_image_size(image_size: int, layers: int) -> None:
         )
 
 
-def cell_plan(channels: int, layers: int, stem_multiplier: int, multiplier: int) -> Iterator[tuple[int, int, int, bool, bool]]:
-    """Yield ``(c_prev_prev, c_prev, c, reduction, reduction_prev)`` for each cell, as in the DARTS code."""
-    c_pp, c_p, c = stem_multiplier * channels, stem_multiplier * channels, channels
+def cell_plan(
+    channels: int,
+    layers: int,
+    stem_channels: int,
+    multiplier: int,
+    reduce_multiplier: int | None = None,
+    stem_reduces: bool = False,
+) -> Iterator[tuple[int, int, int, bool, bool]]:
+    """Yield ``(c_prev_prev, c_prev, c, reduction, reduction_prev)`` for each cell, as in the DARTS code.
+
+    A cell outputs ``multiplier · c`` channels (``reduce_multiplier · c`` for a reduction cell);
+    ``stem_reduces`` says the stem halved the image last (the ImageNet stems), so the first cell
+    reduces its older input.
+    """
+    reduce_multiplier = multiplier if reduce_multiplier is None else reduce_multiplier
+    c_pp, c_p, c = stem_channels, stem_channels, channels
     reductions = reduction_layers(layers)
-    reduction_prev = False
+    reduction_prev = stem_reduces
     for i in range(layers):
         reduction = i in reductions
         if reduction:
             c *= 2
         yield c_pp, c_p, c, reduction, reduction_prev
         reduction_prev = reduction
-        c_pp, c_p = c_p, multiplier * c
+        c_pp, c_p = c_p, (reduce_multiplier if reduction else multiplier) * c
 
 
 class SearchNetwork(nn.Module):
@@ -99,9 +112,9 @@ class SearchNetwork(nn.Module):
                 reduction=reduction, reduction_prev=reduction_prev,
                 nodes=nodes, multiplier=multiplier, op_names=self.op_names, relaxation=self.relaxation,
             )
-            for c_pp, c_p, c, reduction, reduction_prev in cell_plan(channels, layers, stem_multiplier, multiplier)
+            for c_pp, c_p, c, reduction, reduction_prev in cell_plan(channels, layers, stem_multiplier * channels, multiplier)
         )
-        c_last = multiplier * list(cell_plan(channels, layers, stem_multiplier, multiplier))[-1][2]
+        c_last = multiplier * list(cell_plan(channels, layers, stem_multiplier * channels, multiplier))[-1][2]
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_last, num_classes)
         num_edges = len(dense_edges(nodes))

@@ -3,7 +3,8 @@
 Every training step takes one search-train and one search-val batch and
 
 1. updates α by descending the architecture gradient on the search-val batch
-   (first order: ∇α L_val(w, α); see :mod:`darts_lightning.architect`);
+   (first order: ∇α L_val(w, α); second order: the unrolled estimate of eq. 6-8; see
+   :mod:`darts_lightning.architect`);
 2. updates the weights w by descending ∇w L_train(w, α) on the search-train batch.
 
 Optimisation is manual (two optimizers, two losses per step). ``global_step`` counts search steps: the

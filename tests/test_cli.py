@@ -80,3 +80,14 @@ def test_module_entry_point_prints_the_config():
     assert result.returncode == 0, result.stderr
     assert "class_path: darts_lightning.DARTSSearch" in result.stdout
     assert "dataset: digits" in result.stdout
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
+def test_every_shipped_config_parses(config, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(REPO / "configs" / config), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = capsys.readouterr().out
+    assert "class_path: darts_lightning." in printed
+    if config.startswith("darts2"):
+        assert "order: 2" in printed

@@ -251,6 +251,6 @@ def test_cutout_zeroes_a_square(seed):
 
 def test_cutout_in_transform_pipeline():
     dm = SearchDataModule("cifar10", cutout_length=16)
-    steps = dm._transform().transforms
+    steps = dm._transform(train=True).transforms
     assert isinstance(steps[-1], Cutout) and steps[-1].length == 16
-    assert not any(isinstance(s, Cutout) for s in SearchDataModule("cifar10")._transform().transforms)
+    assert not any(isinstance(s, Cutout) for s in SearchDataModule("cifar10")._transform(train=True).transforms)
