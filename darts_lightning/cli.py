@@ -14,7 +14,7 @@ from typing import Sequence
 import pytorch_lightning as pl
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
-__all__ = ["DartsLightningCLI", "main"]
+__all__ = ["DartsLightningCLI", "main", "run_cli"]
 
 
 class DartsLightningCLI(LightningCLI):
@@ -32,19 +32,25 @@ class DartsLightningCLI(LightningCLI):
 
 
 def main(args: Sequence[str] | None = None) -> None:
+    """The console script: ``darts-lightning {fit,validate,test,predict,export-genotype} ...``."""
     argv = list(sys.argv[1:] if args is None else args)
     if argv and argv[0] == "export-genotype":
         from .export import export_main
 
         raise SystemExit(export_main(argv[1:]))
+    run_cli(args)
+
+
+def run_cli(args: Sequence[str] | None = None) -> DartsLightningCLI:
+    """Run a LightningCLI subcommand and return the CLI (its ``trainer``, ``model`` and ``datamodule``)."""
     # LightningCLI reads sys.argv itself unless it is handed an explicit list.
-    DartsLightningCLI(
+    return DartsLightningCLI(
         pl.LightningModule,
         pl.LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},
-        args=None if args is None else argv,
+        args=None if args is None else list(args),
     )
 
 

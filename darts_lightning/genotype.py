@@ -233,7 +233,7 @@ class Genotype:
         if path.suffix == ".json" or path.exists():
             return cls.load(path, allow_import_paths=allow_import_paths)
         raise GenotypeError(
-            f"cannot read a genotype from {text!r}: not a published name ({', '.join(cls.published_names())}), "
+            f"cannot read a genotype from {text!r}: not a published name (known names: {', '.join(cls.published_names())}), "
             "not a 'Genotype(...)' repr and not an existing genotype.json file"
         )
 

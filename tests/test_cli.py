@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from darts_lightning import Genotype
-from darts_lightning.cli import main
+from darts_lightning.cli import main, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = [
@@ -91,3 +91,29 @@ def test_every_shipped_config_parses(config, capsys):
     assert "class_path: darts_lightning." in printed
     if config.startswith("darts2"):
         assert "order: 2" in printed
+
+
+def test_search_then_retrain_then_test_pipeline(tmp_path):
+    """The documented pipeline, shrunk: search on the digits, retrain the genotype it exported on the
+    search pool, evaluate on the fixed test split."""
+    search_dir = _fit(tmp_path / "search")
+    genotype_file = search_dir / "genotype.json"
+    retrain = ["--config", str(REPO / "configs" / "retrain_digits.yaml"), "--model.genotype", str(genotype_file),
+               "--model.channels", "4", "--model.layers", "3", "--trainer.enable_progress_bar", "false",
+               "--trainer.default_root_dir", str(tmp_path / "retrain")]
+    main(["fit", *retrain, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3"])
+    (run_dir,) = (tmp_path / "retrain" / "lightning_logs").iterdir()
+    assert Genotype.load(run_dir / "export" / "genotype.json") == Genotype.load(genotype_file)
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    cli = run_cli(["test", *retrain, "--ckpt_path", str(checkpoint)])
+    assert 0.0 <= float(cli.trainer.callback_metrics["test/acc"]) <= 1.0
+    assert len(cli.datamodule.test_set) == 297  # the fixed test split no search saw
+    assert torch.load(checkpoint, weights_only=True)["genotype"]["repr"] == repr(Genotype.load(genotype_file))
+
+
+def test_retrain_config_accepts_published_names_and_repr_strings(tmp_path, capsys):
+    for genotype in ("PC_DARTS", repr(Genotype.published("GDAS"))):
+        with pytest.raises(SystemExit):
+            main(["fit", "--config", str(REPO / "configs" / "retrain_digits.yaml"), "--model.genotype", genotype,
+                  "--print_config"])
+        assert "class_path: darts_lightning.GenotypeClassifier" in capsys.readouterr().out

@@ -58,3 +58,11 @@ def test_two_processes_equal_one_process_on_the_union_batch(distributed_results,
     for got, want in zip(rank0["alpha"] + rank0["weights"], single["alpha"] + single["weights"]):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
     assert not torch.equal(rank0["alpha"][0], torch.zeros_like(rank0["alpha"][0]))
+
+
+def test_retraining_ranks_agree_after_every_step(distributed_results):
+    rank0, rank1 = _ok(distributed_results, "retrain")
+    assert rank0["global_step"] == rank1["global_step"] == 6
+    params = [k for k in rank0["state"] if k.startswith("param/")]
+    assert params
+    _assert_ranks_agree(rank0, rank1)
