@@ -4,6 +4,8 @@
 and trainer can be overridden (``--model.init_args.arch_lr 3e-3``, ``--data.init_args.batch_size 32``,
 ``--trainer.max_epochs 5``) and ``--print_config`` shows the complete configuration.
 ``darts-lightning export-genotype CKPT`` writes the genotype of a search checkpoint.
+``darts-lightning protocol`` runs the DARTS evaluation protocol (several searches, selection, final
+evaluation over several seeds; see :mod:`darts_lightning.protocol`).
 """
 
 from __future__ import annotations
@@ -32,12 +34,16 @@ class DartsLightningCLI(LightningCLI):
 
 
 def main(args: Sequence[str] | None = None) -> None:
-    """The console script: ``darts-lightning {fit,validate,test,predict,export-genotype} ...``."""
+    """The console script: ``darts-lightning {fit,validate,test,predict,export-genotype,protocol} ...``."""
     argv = list(sys.argv[1:] if args is None else args)
     if argv and argv[0] == "export-genotype":
         from .export import export_main
 
         raise SystemExit(export_main(argv[1:]))
+    if argv and argv[0] == "protocol":
+        from .protocol import protocol_main
+
+        raise SystemExit(protocol_main(argv[1:]))
     run_cli(args)
 
 

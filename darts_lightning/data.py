@@ -340,6 +340,10 @@ class ClassificationDataModule(ImageDataModule):
     297-image test split that no search sees for validation and testing. For CIFAR and the other
     torchvision sets: the training set and the test set, as the DARTS evaluation reports test error.
     Defaults are the data settings of the DARTS CIFAR-10 retraining recipe (batch 96, cutout 16).
+
+    ``holdout=True`` instead trains on search-train and validates and tests on search-val (the split of
+    :class:`SearchDataModule` with the same ``train_portion`` and ``seed``): for choosing among genotypes
+    without looking at the test split.
     """
 
     def __init__(
@@ -353,14 +357,27 @@ class ClassificationDataModule(ImageDataModule):
         cutout_length: int = 16,
         resize: int | None = None,
         test_root: str | None = None,
+        holdout: bool = False,
+        train_portion: float = 0.5,
     ) -> None:
         super().__init__(dataset, root, batch_size, num_workers, seed, download, cutout_length, resize, test_root)
         self.save_hyperparameters()
+        self.holdout = holdout
+        self.train_portion = train_portion
         self.train_set: Dataset | None = None
         self.test_set: Dataset | None = None
 
     def setup(self, stage: str | None = None) -> None:
-        if self.train_set is None:
+        if self.train_set is not None:
+            return
+        if self.holdout:
+            search = SearchDataModule(
+                self.dataset_name, str(self.root), self.train_portion, self.batch_size, seed=self.seed,
+                download=self.download, cutout_length=self.cutout_length, resize=self._resize,
+            )
+            search.setup()
+            self.train_set, self.test_set = search.search_train, search.search_val
+        else:
             self.train_set = self.dataset("train")
             self.test_set = self.dataset("test")
 

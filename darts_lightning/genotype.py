@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import json
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -16,7 +17,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from .ops import get_op, list_ops
+from .ops import DARTS_OPS, get_op, list_ops
 
 __all__ = ["Genotype", "GenotypeError", "SCHEMA_VERSION"]
 
@@ -24,6 +25,8 @@ SCHEMA_VERSION = 1
 _FORMAT = "darts_lightning.genotype"
 
 Edges = tuple[tuple[str, int], ...]
+
+_DARTS_OPS_WITHOUT_NONE: tuple[str, ...] = tuple(op for op in DARTS_OPS if op != "none")
 
 
 class GenotypeError(ValueError):
@@ -162,6 +165,39 @@ class Genotype:
 
         concat = tuple(range(2 + nodes - multiplier, 2 + nodes))
         return cls(parse(alpha_normal, edge_weights_normal), concat, parse(alpha_reduce, edge_weights_reduce), concat)
+
+    @classmethod
+    def random(
+        cls,
+        generator: random.Random,
+        op_names: Sequence[str] = _DARTS_OPS_WITHOUT_NONE,
+        nodes: int = 4,
+    ) -> "Genotype":
+        """A genotype drawn uniformly from the DARTS cell space: the baseline a search has to beat.
+
+        For every node ``i`` of both cells, two distinct inputs among states ``0..i+1`` (without
+        replacement), each with an op drawn uniformly from ``op_names``; every intermediate node is
+        concatenated. ``none`` is left out by default because a derived DARTS cell never holds it. The two
+        inputs of a node are stored in ascending order, so equal cells compare equal. All randomness comes
+        from ``generator``, so the same seed gives the same genotype.
+        """
+        op_names = list(op_names)
+        if not op_names:
+            raise GenotypeError("op_names is empty; a random genotype needs at least one op")
+        if nodes < 1:
+            raise GenotypeError(f"a cell needs at least one intermediate node, got nodes={nodes}")
+
+        def cell() -> Edges:
+            genes: list[tuple[str, int]] = []
+            for node in range(nodes):
+                for src in sorted(generator.sample(range(node + 2), 2)):
+                    genes.append((generator.choice(op_names), src))
+            return tuple(genes)
+
+        normal = cell()
+        reduce = cell()
+        concat = tuple(range(2, nodes + 2))
+        return cls(normal, concat, reduce, concat).validate(allow_import_paths=True)
 
     # ------------------------------------------------------------------ text formats
 

@@ -367,3 +367,60 @@ def test_malformed_edges_are_genotype_errors(edge):
             f"Genotype(normal=[{edge}, ('skip_connect', 1)], normal_concat=[2], "
             "reduce=[('skip_connect', 0), ('skip_connect', 1)], reduce_concat=[2])"
         )
+
+
+# ---------------------------------------------------------------------- random genotypes
+
+
+def test_random_genotype_validates_and_fits_the_darts_cell_space():
+    import random
+
+    genotype = Genotype.random(random.Random(0))
+    assert genotype.validate(nodes=4) is genotype
+    assert genotype.normal_concat == genotype.reduce_concat == (2, 3, 4, 5)
+    assert Genotype.parse(repr(genotype)) == genotype
+
+
+def test_random_genotype_is_reproducible_per_seed_and_differs_across_seeds():
+    import random
+
+    assert Genotype.random(random.Random(7)) == Genotype.random(random.Random(7))
+    assert len({Genotype.random(random.Random(seed)) for seed in range(20)}) == 20
+
+
+def test_random_genotype_never_holds_none_and_each_node_has_distinct_inputs():
+    import random
+
+    for seed in range(200):
+        genotype = Genotype.random(random.Random(seed))
+        for cell in (genotype.normal, genotype.reduce):
+            assert all(op != "none" and op in OPS for op, _ in cell)
+            for node in range(4):
+                (_, a), (_, b) = cell[2 * node : 2 * node + 2]
+                assert a != b and max(a, b) <= node + 1
+
+
+def test_random_genotype_takes_its_ops_and_node_count():
+    import random
+
+    genotype = Genotype.random(random.Random(3), op_names=["skip_connect", "sep_conv_3x3"], nodes=2)
+    assert genotype.nodes == 2 and genotype.normal_concat == (2, 3)
+    assert {op for op, _ in genotype.normal + genotype.reduce} <= {"skip_connect", "sep_conv_3x3"}
+    with pytest.raises(GenotypeError, match="empty"):
+        Genotype.random(random.Random(0), op_names=[])
+
+
+def test_random_genotype_covers_every_input_and_op():
+    """Uniform sampling reaches every state each node may take and every op."""
+    import random
+
+    generator = random.Random(0)
+    inputs = {node: set() for node in range(4)}
+    ops = set()
+    for _ in range(100):
+        genotype = Genotype.random(generator)
+        for k, (op, src) in enumerate(genotype.normal + genotype.reduce):
+            inputs[(k % 8) // 2].add(src)
+            ops.add(op)
+    assert all(inputs[node] == set(range(node + 2)) for node in range(4))
+    assert ops == set(OPS) - {"none"}

@@ -75,3 +75,14 @@ def test_genotype_errors():
         tiny_classifier(genotype="DARTS_V9")
     with pytest.raises(ValueError, match="unknown op 'conv_9x9'"):
         tiny_classifier(genotype=repr(Genotype.published("DARTS_V2")).replace("dil_conv_3x3", "conv_9x9"))
+
+
+def test_holdout_mode_trains_on_search_train_and_evaluates_on_search_val():
+    from darts_lightning import SearchDataModule
+
+    search = SearchDataModule("digits", seed=3)
+    search.setup()
+    holdout = ClassificationDataModule("digits", seed=3, cutout_length=0, holdout=True)
+    holdout.setup()
+    assert holdout.train_set.indices == search.search_train.indices
+    assert holdout.test_set.indices == search.search_val.indices

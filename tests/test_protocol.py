@@ -1,0 +1,89 @@
+"""The DARTS evaluation protocol end to end, shrunk to seconds: searches, selection, final evaluation."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import statistics
+from pathlib import Path
+
+import pytest
+
+from darts_lightning import Genotype
+from darts_lightning.cli import main
+from darts_lightning.data import DIGITS_TEST_SIZE
+from darts_lightning.protocol import choose, run_protocol
+
+REPO = Path(__file__).resolve().parents[1]
+SEARCH_ARGS = ("--model.channels 4 --model.layers 3 --trainer.max_epochs 1 --trainer.limit_train_batches 2 "
+               "--trainer.limit_val_batches 1")
+RETRAIN_ARGS = "--model.channels 4 --model.layers 3 --trainer.max_epochs 1 --trainer.limit_train_batches 2"
+
+
+def test_protocol_searches_selects_on_the_holdout_split_and_evaluates_on_the_test_split(tmp_path, capsys):
+    output = tmp_path / "protocol"
+    with pytest.raises(SystemExit) as exit_info:
+        main([
+            "protocol", "--search-config", str(REPO / "configs" / "darts_digits.yaml"),
+            "--retrain-config", str(REPO / "configs" / "retrain_digits.yaml"),
+            "--search-seeds", "0", "1", "--selection-epochs", "1", "--final-seeds", "0", "1",
+            "--output", str(output), "--search-args", SEARCH_ARGS, "--retrain-args", RETRAIN_ARGS,
+        ])
+    assert exit_info.value.code == 0
+    record = json.loads((output / "protocol.json").read_text())
+
+    searches = record["searches"]
+    assert [s["seed"] for s in searches] == [0, 1]
+    for search in searches:
+        genotype = Genotype.parse(search["genotype"])
+        assert Genotype.load(search["genotype_file"]) == genotype
+        assert 0.0 <= search["selection_score"] <= 1.0
+
+    best = max(searches, key=lambda s: (s["selection_score"], -s["seed"]))
+    assert record["chosen_seed"] == best["seed"]
+    assert record["chosen_genotype"] == best["genotype"]
+
+    # Selection trained on search-train and scored on search-val (750 images), never on the test split;
+    # the saved configs of the selection runs say so too.
+    assert record["selection_eval_size"] == 750 != DIGITS_TEST_SIZE
+    for search in searches:
+        assert "holdout: true" in (Path(search["selection_log_dir"]) / "config.yaml").read_text()
+    assert record["final_eval_size"] == DIGITS_TEST_SIZE
+
+    accuracies = [f["test_acc"] for f in record["final"]]
+    assert [f["seed"] for f in record["final"]] == [0, 1] and len(accuracies) == 2
+    assert all(0.0 <= a <= 1.0 for a in accuracies)
+    assert record["test_acc_mean"] == pytest.approx(statistics.fmean(accuracies))
+    assert record["test_acc_std"] == pytest.approx(statistics.stdev(accuracies))
+    assert record["search_args"] == shlex.split(SEARCH_ARGS) and record["retrain_args"] == shlex.split(RETRAIN_ARGS)
+
+    printed = capsys.readouterr().out.strip().splitlines()
+    summary = json.loads(printed[-1])
+    assert summary["chosen_seed"] == record["chosen_seed"]
+    assert summary["test_acc_mean"] == pytest.approx(record["test_acc_mean"])
+    assert any("test accuracy" in line for line in printed)
+
+
+def test_choice_takes_the_highest_score_and_breaks_ties_by_the_lowest_seed():
+    searches = [{"seed": 3, "selection_score": 0.9}, {"seed": 1, "selection_score": 0.9}, {"seed": 0, "selection_score": 0.8}]
+    assert choose(searches)["seed"] == 1
+    assert choose(list(reversed(searches)))["seed"] == 1
+    assert choose([{"seed": 5, "selection_score": 0.5}, {"seed": 2, "selection_score": 0.4}])["seed"] == 5
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"search_seeds": [0, 0]}, "repeat"),
+    ({"final_seeds": []}, "at least one"),
+    ({"selection_epochs": 0}, "selection_epochs"),
+])
+def test_invalid_settings_are_refused_before_any_training(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        run_protocol(output=tmp_path, **kwargs)
+
+
+def test_protocol_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["protocol", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--search-seeds" in out and "--selection-epochs" in out and "holdout" in out
