@@ -47,6 +47,7 @@ import torch
 from scipy import stats
 
 from darts_lightning import ClassificationDataModule, Genotype, GenotypeClassifier
+from darts_lightning.data import DIGITS_TEST_SIZE
 
 
 def t_half_width(values: Sequence[float]) -> float | None:
@@ -108,7 +109,7 @@ def compare(searched: dict[str, Any], randoms: Sequence[dict[str, Any]]) -> dict
         "ci95": None,
         "welch_df": None,
         "searched_better_than_every_random": all(searched["mean"] > m for m in means),
-        "one_test_image": 1.0 / 297,
+        "one_test_image": 1.0 / DIGITS_TEST_SIZE,
     }
     if k < 2 or n < 2:
         result["note"] = "an interval needs at least 2 seeds and 2 random genotypes"

@@ -11,6 +11,7 @@ evaluation over several seeds; see :mod:`darts_lightning.protocol`).
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import Sequence
 
 import pytorch_lightning as pl
@@ -48,16 +49,22 @@ def main(args: Sequence[str] | None = None) -> None:
 
 
 def run_cli(args: Sequence[str] | None = None) -> DartsLightningCLI:
-    """Run a LightningCLI subcommand and return the CLI (its ``trainer``, ``model`` and ``datamodule``)."""
-    # LightningCLI reads sys.argv itself unless it is handed an explicit list.
-    return DartsLightningCLI(
-        pl.LightningModule,
-        pl.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        save_config_kwargs={"overwrite": True},
-        args=None if args is None else list(args),
-    )
+    """Run a LightningCLI subcommand and return the CLI (its ``trainer``, ``model`` and ``datamodule``).
+
+    ``args=None`` reads ``sys.argv``; an explicit list replaces it (LightningCLI's warning that
+    ``sys.argv`` holds other arguments, e.g. those of ``darts-lightning protocol``, is silenced).
+    """
+    with warnings.catch_warnings():
+        if args is not None:
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        return DartsLightningCLI(
+            pl.LightningModule,
+            pl.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_kwargs={"overwrite": True},
+            args=None if args is None else list(args),
+        )
 
 
 if __name__ == "__main__":

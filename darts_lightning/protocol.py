@@ -12,7 +12,8 @@ three stages with the LightningCLI configs of the package:
    while choosing. All candidates share one split and one seed (0), so their scores differ only by
    their cells. The highest score wins; ties go to the lowest search seed.
 3. **Final evaluation**: the chosen genotype is trained with the retrain config's own schedule on the
-   full training set, once per final seed, and tested on the test split.
+   full training set, once per final seed (which seeds both the initialisation and the batch order),
+   and the weights at the end of training are tested on the test split.
 
 ``{output}/protocol.json`` records every search, every selection score, the choice, the per-seed test
 accuracies and their mean and sample standard deviation (n - 1). For fixed seeds the result is
@@ -29,7 +30,6 @@ import argparse
 import json
 import shlex
 import statistics
-import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -40,14 +40,6 @@ __all__ = ["choose", "run_protocol", "protocol_main"]
 
 SELECTION_SEED = 0
 """Training seed and data-split seed of every selection run: one shared split makes scores comparable."""
-
-
-def _run(args: Sequence[str]) -> Any:
-    """:func:`run_cli` without LightningCLI's warning that ``sys.argv`` holds arguments too: under
-    ``darts-lightning protocol`` it holds the protocol's own, which the explicit ``args`` replace."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-        return run_cli(args)
 
 
 def _metric(cli: Any, name: str) -> float:
@@ -107,7 +99,7 @@ def run_protocol(
     searches: list[dict[str, Any]] = []
     for seed in search_seeds:
         root = output / f"search_seed{seed}"
-        cli = _run([
+        cli = run_cli([
             "fit", "--config", str(search_config), "--seed_everything", str(seed), "--data.init_args.seed", str(seed),
             "--trainer.default_root_dir", str(root), *quiet, *search_args,
         ])
@@ -121,7 +113,7 @@ def run_protocol(
     # Stage 2: a short training of every genotype on the holdout split; the test split stays unseen.
     selection_eval_size: int | None = None
     for search in searches:
-        cli = _run([
+        cli = run_cli([
             "fit", "--config", str(retrain_config), "--model.genotype", search["genotype_file"],
             "--data.init_args.holdout", "true", "--trainer.max_epochs", str(selection_epochs),
             "--seed_everything", str(SELECTION_SEED), "--data.init_args.seed", str(SELECTION_SEED),
@@ -138,11 +130,14 @@ def run_protocol(
     finals: list[dict[str, Any]] = []
     final_eval_size: int | None = None
     for seed in final_seeds:
-        cli = _run([
+        cli = run_cli([
             "fit", "--config", str(retrain_config), "--model.genotype", chosen["genotype_file"],
             "--data.init_args.holdout", "false", "--seed_everything", str(seed), "--data.init_args.seed", str(seed),
             "--trainer.default_root_dir", str(output / f"final_seed{seed}"), *quiet, *retrain_args,
         ])
+        if cli.datamodule.holdout:
+            raise RuntimeError("a final run used the holdout split; do not override data.holdout in retrain_args")
+        # The weights at the end of training are tested: no checkpoint is picked by its test accuracy.
         cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
         final_eval_size = len(cli.datamodule.test_set)
         finals.append({"seed": seed, "test_acc": _metric(cli, "test/acc"), "log_dir": cli.trainer.log_dir})
