@@ -1,0 +1,179 @@
+"""Discrete-encoding search as a LightningModule: one searcher, one evaluator, a budget.
+
+Each training step proposes architectures until one is new (by the space's isomorphism-aware key),
+evaluates it, and tells the searcher its reward. Re-proposed architectures are answered from the history
+at no budget cost. The run stops when ``budget`` distinct architectures have been evaluated, when the
+searcher reports convergence, when the best reward has not improved for ``patience`` evaluations, or
+when ``max_samples`` proposals were made (a converged policy that keeps proposing known architectures
+must not hang the run); each stop says why.
+
+The full history (architecture, reward, cost, metrics) lives in the checkpoint together with the
+searcher's state and random generator, so a resumed search neither re-evaluates nor forgets anything.
+The best architecture is written as ``best_arch.txt`` (and ``genotype.json`` + ``genotype.png`` for the
+DARTS space) into the run's log directory.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from .evaluators import build_evaluator
+from .searchers import build_searcher
+from .spaces import get_space
+
+__all__ = ["DiscreteSearch"]
+
+
+class DiscreteSearch(pl.LightningModule):
+    """Run a discrete searcher against an evaluator.
+
+    Args:
+        space: ``nasbench201`` or ``darts``.
+        searcher: ``random`` (or another registered searcher); ``searcher_args`` go to its constructor.
+        evaluator: ``lookup`` (or another registered evaluator); ``evaluator_args`` go to its constructor.
+        budget: distinct architectures to evaluate.
+        max_samples: cap on proposals (default: 50 × budget).
+        patience: stop when the best reward has not improved for this many evaluations (None: never).
+        seed: the searcher's random seed.
+    """
+
+    def __init__(
+        self,
+        space: str = "nasbench201",
+        searcher: str = "random",
+        searcher_args: dict[str, Any] | None = None,
+        evaluator: str = "lookup",
+        evaluator_args: dict[str, Any] | None = None,
+        budget: int = 100,
+        max_samples: int | None = None,
+        patience: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.space = get_space(space)
+        if budget < 1:
+            raise ValueError(f"budget must be positive, got {budget}")
+        if budget > self.space.size():
+            raise ValueError(
+                f"budget {budget} exceeds the {self.space.name} space's {self.space.size()} architectures"
+            )
+        self.searcher = build_searcher(searcher, self.space, seed=seed, **(searcher_args or {}))
+        self.evaluator = build_evaluator(evaluator, self.space, **(evaluator_args or {}))
+        self.budget = budget
+        self.max_samples = max_samples or 50 * budget
+        self.patience = patience
+        self.history: list[dict[str, Any]] = []
+        self.samples = 0
+        self.stop_reason: str | None = None
+        self._seen: dict[Any, float] = {}
+
+    # ------------------------------------------------------------------ the loop
+
+    def train_dataloader(self) -> DataLoader:
+        # One step per evaluation; the loop stops itself when the budget is spent.
+        return DataLoader(range(self.budget), batch_size=1)
+
+    def configure_optimizers(self):
+        return None
+
+    def best(self) -> dict[str, Any] | None:
+        """The history entry with the highest reward (the first one on ties)."""
+        return max(self.history, key=lambda h: h["reward"]) if self.history else None
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        if self._should_stop():
+            return
+        while True:
+            if self.samples >= self.max_samples:
+                self._stop(f"{self.samples} proposals gave {len(self.history)} distinct architectures: "
+                           "the searcher stopped finding new ones (raise max_samples to go on)")
+                return
+            arch = self.searcher.ask()
+            self.samples += 1
+            key = self.space.key(arch)
+            if key in self._seen:
+                self.searcher.tell(arch, self._seen[key])
+                continue
+            break
+        evaluation = self.evaluator.evaluate(arch)
+        self._seen[key] = evaluation.reward
+        self.history.append({
+            "arch": self.space.format(arch), "reward": evaluation.reward, "cost": evaluation.cost,
+            "metrics": dict(evaluation.metrics), "sample": self.samples,
+        })
+        self.searcher.tell(arch, evaluation.reward)
+        best = self.best()
+        self.log_dict({"search/reward": evaluation.reward, "search/best_reward": best["reward"],
+                       "search/evaluated": float(len(self.history))}, on_step=True, on_epoch=False, batch_size=1)
+        self._should_stop()
+
+    def _should_stop(self) -> bool:
+        if self.stop_reason is not None:
+            return True
+        if len(self.history) >= self.budget:
+            self._stop(f"budget of {self.budget} distinct architectures spent")
+        elif self.searcher.converged():
+            self._stop("the searcher converged")
+        elif self.patience and len(self.history) > self.patience:
+            best_at = max(range(len(self.history)), key=lambda i: (self.history[i]["reward"], -i))
+            if len(self.history) - 1 - best_at >= self.patience:
+                self._stop(f"no improvement in the last {self.patience} evaluations")
+        return self.stop_reason is not None
+
+    def _stop(self, reason: str) -> None:
+        self.stop_reason = reason
+        self.trainer.should_stop = True
+
+    # ------------------------------------------------------------------ results
+
+    def on_fit_end(self) -> None:
+        log_dir = self.trainer.log_dir
+        if not self.trainer.is_global_zero:
+            return
+        best = self.best()
+        print(f"search stopped: {self.stop_reason or 'end of the loop'}; "
+              f"{len(self.history)} architectures evaluated in {self.samples} proposals")
+        if best is None:
+            return
+        print(f"best reward {best['reward']:.4f}: {best['arch']}")
+        directory = Path(log_dir or self.trainer.default_root_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "best_arch.txt").write_text(best["arch"] + "\n")
+        (directory / "history.json").write_text(json.dumps(self.history, indent=1) + "\n")
+        arch = self.space.parse(best["arch"])
+        if self.space.name == "darts":
+            from .visualize import draw_genotype
+
+            arch.save(directory / "genotype.json")
+            draw_genotype(arch, directory / "genotype.png")
+        for logger in self.loggers:
+            experiment = getattr(logger, "experiment", None)
+            if hasattr(experiment, "add_text"):
+                experiment.add_text("search/best_arch", best["arch"], self.global_step)
+                experiment.add_histogram("search/rewards", torch.tensor([h["reward"] for h in self.history]), self.global_step)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["discrete_search"] = {
+            "space": self.space.name, "history": self.history, "samples": self.samples,
+            "searcher": self.searcher.state_dict(), "stop_reason": self.stop_reason,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint["discrete_search"]
+        if state["space"] != self.space.name:
+            raise ValueError(f"the checkpoint searched the {state['space']} space, this model the {self.space.name} space")
+        self.history = list(state["history"])
+        self.samples = state["samples"]
+        self.stop_reason = state["stop_reason"]
+        self.searcher.load_state_dict(state["searcher"])
+        self._seen = {self.space.key(self.space.parse(h["arch"])): h["reward"] for h in self.history}
