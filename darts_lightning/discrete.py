@@ -7,6 +7,10 @@ searcher reports convergence, when the best reward has not improved for ``patien
 when ``max_samples`` proposals were made (a converged policy that keeps proposing known architectures
 must not hang the run); each stop says why.
 
+The loop is driven by batches: the data module's under the CLI (a lookup evaluator ignores their
+content), else a loader of ``budget`` dummy steps; configs set ``max_epochs: -1`` and let the search
+stop itself.
+
 The full history (architecture, reward, cost, metrics) lives in the checkpoint together with the
 searcher's state and random generator, so a resumed search neither re-evaluates nor forgets anything.
 The best architecture is written as ``best_arch.txt`` (and ``genotype.json`` + ``genotype.png`` for the
