@@ -101,8 +101,8 @@ class SecondOrderGradient(ArchitectureGradient):
             raise ValueError("the second-order estimate needs the weight optimizer (its learning rate and momentum)")
         (x_val, y_val), (x_train, y_train) = val_batch, train_batch
         names, weights = zip(*network.named_weight_parameters())
-        alphas = network.arch_parameters()
-        alpha_params = {"alpha_normal": alphas[0], "alpha_reduce": alphas[1]}
+        alpha_params = network.named_arch_parameters()
+        alphas = list(alpha_params.values())
         buffers = dict(network.named_buffers())
         group = weight_optimizer.param_groups[0]
         xi = group["lr"] if self.xi is None else self.xi

@@ -103,3 +103,20 @@ def build_evaluator(name: str, space: SearchSpace | str, **kwargs: Any) -> Evalu
     if name not in _EVALUATORS:
         raise ValueError(f"unknown evaluator {name!r}; valid evaluators are: {', '.join(list_evaluators())}")
     return _EVALUATORS[name](space, **kwargs)
+
+
+def _weight_sharing_evaluator(space: SearchSpace | str, **kwargs: Any) -> Evaluator:
+    from .weight_sharing import WeightSharingEvaluator
+
+    return WeightSharingEvaluator(space, **kwargs)
+
+
+def _scratch_evaluator(space: SearchSpace | str, **kwargs: Any) -> Evaluator:
+    from .weight_sharing import ScratchEvaluator
+
+    return ScratchEvaluator(space, **kwargs)
+
+
+# Imported when first built: darts_lightning.weight_sharing imports this module.
+register_evaluator("weight_sharing", _weight_sharing_evaluator)
+register_evaluator("scratch", _scratch_evaluator)

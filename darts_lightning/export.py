@@ -13,13 +13,18 @@ from .genotype import Genotype
 __all__ = ["genotype_from_checkpoint", "export_main"]
 
 
-def genotype_from_checkpoint(path: str | Path) -> Genotype:
-    """Derive the genotype from the α stored in a search checkpoint (loaded with ``weights_only=True``)."""
+def genotype_from_checkpoint(path: str | Path):
+    """Derive the cell from the α stored in a search checkpoint (loaded with ``weights_only=True``): a
+    :class:`Genotype` for the DARTS space, an ``NB201Arch`` for NAS-Bench-201."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     state = checkpoint.get("state_dict", {})
+    if "network.alpha" in state:
+        from .nasbench201 import NB201Arch
+
+        return NB201Arch.from_alpha(state["network.alpha"])
     if "network.alpha_normal" not in state:
         raise ValueError(
             f"{str(path)!r} is not a checkpoint of a differentiable search (no 'network.alpha_normal' in its state dict)"
@@ -46,6 +51,11 @@ def export_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--png", default=None, help="also draw both cells into this PNG file")
     args = parser.parse_args(argv)
     genotype = genotype_from_checkpoint(args.checkpoint)
+    if not isinstance(genotype, Genotype):  # a NAS-Bench-201 cell: its string form
+        Path(args.out).write_text(str(genotype) + "\n")
+        print(genotype)
+        print(f"written to {args.out}")
+        return 0
     genotype.save(args.out)
     if args.png:
         from .visualize import draw_genotype

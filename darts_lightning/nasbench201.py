@@ -76,6 +76,11 @@ class NB201Arch:
             k += node
         return "+".join(parts)
 
+    @classmethod
+    def from_alpha(cls, alpha: Tensor) -> "NB201Arch":
+        """The strongest op of every edge (``none`` included, as in NAS-Bench-201's DARTS baselines)."""
+        return cls(tuple(NB201_OPS[i] for i in alpha.detach().argmax(dim=-1).tolist()))
+
     # ------------------------------------------------------------------ sampling and variation
 
     @classmethod
@@ -168,6 +173,7 @@ class NB201Network(nn.Module):
         if isinstance(arch, str):
             arch = NB201Arch.parse(arch)
         self.arch = arch
+        self.channels, self.cells_per_stage = list(channels), cells_per_stage
         self.relaxation = build_relaxation(relaxation) if arch is None else None
         self.stem = nn.Sequential(nn.Conv2d(in_channels, channels[0], 3, padding=1, bias=False), nn.BatchNorm2d(channels[0]))
         layers: list[nn.Module] = []
@@ -182,11 +188,45 @@ class NB201Network(nn.Module):
         if arch is None:
             self.alpha = nn.Parameter(1e-3 * torch.randn(len(NB201_EDGES), len(NB201_OPS)))
 
+    # The interface of a searchable network (as :class:`~darts_lightning.network.SearchNetwork`).
+
+    @property
+    def op_names(self) -> tuple[str, ...]:
+        return NB201_OPS
+
     def arch_parameters(self) -> list[nn.Parameter]:
         return [self.alpha] if self.arch is None else []
 
-    def forward(self, x: Tensor) -> Tensor:
-        weights = self.relaxation.edge_weights(self.alpha) if self.arch is None else None
+    def named_arch_parameters(self) -> dict[str, nn.Parameter]:
+        return {"alpha": self.alpha} if self.arch is None else {}
+
+    def named_weight_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        arch = {id(p) for p in self.arch_parameters()}
+        return ((n, p) for n, p in self.named_parameters() if id(p) not in arch)
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        return [p for _, p in self.named_weight_parameters()]
+
+    def cell_weights(self, detach: bool = True) -> dict[str, Tensor]:
+        weights = self.relaxation.edge_weights(self.alpha)
+        return {"cell": weights.detach() if detach else weights}
+
+    def edge_labels(self) -> list[str]:
+        return [f"{src}-{dst}" for src, dst in NB201_EDGES]
+
+    @staticmethod
+    def derived_ops(arch: NB201Arch) -> dict[str, list[str]]:
+        return {"cell": list(arch.ops)}
+
+    def space_signature(self) -> dict:
+        return {"space": "nasbench201", "op_names": list(NB201_OPS), "channels": self.channels,
+                "cells_per_stage": self.cells_per_stage, "relaxation": self.relaxation.name if self.relaxation else None}
+
+    def forward(self, x: Tensor, detach_alpha: bool = False) -> Tensor:
+        weights = None
+        if self.arch is None:
+            weights = self.relaxation.edge_weights(self.alpha)
+            weights = weights.detach() if detach_alpha else weights
         out = self.stem(x)
         for layer in self.layers:
             out = layer((out,), weights) if isinstance(layer, Cell) else layer(out)
@@ -194,7 +234,4 @@ class NB201Network(nn.Module):
 
     def derive(self) -> NB201Arch:
         """The supernet's cell: the strongest op of every edge (``none`` included, as in NAS-Bench-201)."""
-        if self.arch is not None:
-            return self.arch
-        best = self.alpha.detach().argmax(dim=-1).tolist()
-        return NB201Arch(tuple(NB201_OPS[i] for i in best))
+        return self.arch if self.arch is not None else NB201Arch.from_alpha(self.alpha)

@@ -12,7 +12,7 @@ from typing import Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
-from .cell import SearchCell, dense_edges
+from .cell import SearchCell, dense_edges, edge_labels
 from .genotype import Genotype
 from .ops import DARTS_OPS, resolve_op_names
 from .relaxations import Relaxation, build_relaxation
@@ -127,6 +127,17 @@ class SearchNetwork(nn.Module):
         """The architecture parameters α (normal, reduce)."""
         return [self.alpha_normal, self.alpha_reduce]
 
+    def named_arch_parameters(self) -> dict[str, nn.Parameter]:
+        return {"alpha_normal": self.alpha_normal, "alpha_reduce": self.alpha_reduce}
+
+    def cell_weights(self, detach: bool = True) -> dict[str, Tensor]:
+        """Mixing weights ``[edges, ops]`` per cell type, for logging."""
+        normal, reduce = self.mixing_weights(detach=detach)
+        return {"normal": normal, "reduce": reduce}
+
+    def edge_labels(self) -> list[str]:
+        return edge_labels(self.nodes)
+
     def named_weight_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
         arch = {id(p) for p in self.arch_parameters()}
         return ((n, p) for n, p in self.named_parameters() if id(p) not in arch)
@@ -155,6 +166,15 @@ class SearchNetwork(nn.Module):
         return self.classifier(torch.flatten(self.global_pooling(s1), 1))
 
     # ------------------------------------------------------------------ derivation
+
+    def derive(self) -> Genotype:
+        """The discrete cells by the DARTS rule (same as :meth:`genotype`)."""
+        return self.genotype()
+
+    @staticmethod
+    def derived_ops(genotype: Genotype) -> dict[str, list[str]]:
+        """The ops of each derived cell type."""
+        return {"normal": [op for op, _ in genotype.normal], "reduce": [op for op, _ in genotype.reduce]}
 
     def genotype(self) -> Genotype:
         """The discrete cells by the DARTS rule (:meth:`Genotype.from_alphas`)."""

@@ -31,10 +31,9 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
 from .architect import build_architecture_gradient
-from .cell import edge_labels
 from .distributed import all_reduce_mean_, broadcast_, is_distributed, sync_batchnorm_statistics_
 from .genotype import Genotype
-from .network import SearchNetwork
+from .network import SearchNetwork, check_image_size
 from .ops import DARTS_OPS
 
 __all__ = ["DARTSSearch", "NonFiniteLossError", "check_precision"]
@@ -42,6 +41,15 @@ __all__ = ["DARTSSearch", "NonFiniteLossError", "check_precision"]
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite."""
+
+
+def _arch_text(arch: Any) -> str:
+    return repr(arch) if isinstance(arch, Genotype) else str(arch)
+
+
+def _arch_record(arch: Any) -> Any:
+    """A derived cell as plain data for the genotype history."""
+    return arch.to_dict() if isinstance(arch, Genotype) else str(arch)
 
 
 def check_precision(precision: str) -> None:
@@ -65,6 +73,10 @@ class DARTSSearch(pl.LightningModule):
         multiplier: nodes concatenated into a cell's output (4). stem_multiplier: (3).
         ops: candidate op names (default: the eight DARTS primitives); registered names or import paths.
         relaxation: mixed-edge relaxation (``darts``: softmax).
+        space: ``darts`` (the DARTS cell) or ``nasbench201`` (the NAS-Bench-201 cell; ``channels`` is the
+            first stage's width, ``layers`` the cells per stage, NAS-Bench-201: 16 and 5; ``ops`` and
+            ``nodes`` are fixed by the benchmark). First-order DARTS is known to collapse to skip
+            connections on NAS-Bench-201 (Dong & Yang, 2020): that is the method, not a bug.
         order: architecture-gradient estimate: 1 (first order) or 2 (second order, unrolled).
         hessian: second order: ``finite_difference`` (the paper's eq. 8) or ``exact`` (double backward).
         hessian_epsilon: second order: the finite-difference step is ε = hessian_epsilon / ‖∇w' L_val‖ (0.01).
@@ -90,6 +102,7 @@ class DARTSSearch(pl.LightningModule):
         stem_multiplier: int = 3,
         ops: Sequence[str] = DARTS_OPS,
         relaxation: str = "darts",
+        space: str = "darts",
         order: int = 1,
         hessian: str = "finite_difference",
         hessian_epsilon: float = 0.01,
@@ -107,15 +120,26 @@ class DARTSSearch(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
-        self.network = SearchNetwork(
-            in_channels, num_classes,
-            channels=channels, layers=layers, nodes=nodes, multiplier=multiplier,
-            stem_multiplier=stem_multiplier, op_names=list(ops), relaxation=relaxation, image_size=image_size,
-        )
+        if space == "darts":
+            self.network = SearchNetwork(
+                in_channels, num_classes,
+                channels=channels, layers=layers, nodes=nodes, multiplier=multiplier,
+                stem_multiplier=stem_multiplier, op_names=list(ops), relaxation=relaxation, image_size=image_size,
+            )
+        elif space == "nasbench201":
+            from .nasbench201 import NB201Network
+
+            check_image_size(image_size, 3)  # two reduction blocks
+            self.network = NB201Network(
+                None, num_classes=num_classes, in_channels=in_channels,
+                channels=(channels, 2 * channels, 4 * channels), cells_per_stage=layers, relaxation=relaxation,
+            )
+        else:
+            raise ValueError(f"space must be 'darts' or 'nasbench201' for a differentiable search, got {space!r}")
         self._channels_last = bool(channels_last)
         self.arch_gradient = build_architecture_gradient(order, hessian=hessian, epsilon=hessian_epsilon, xi=unrolled_lr)
         # α is synchronised by an explicit all-reduce of its gradient, not by DDP's buckets.
-        self._ddp_params_and_buffers_to_ignore = [f"network.{n}" for n in ("alpha_normal", "alpha_reduce")]
+        self._ddp_params_and_buffers_to_ignore = [f"network.{n}" for n in self.network.named_arch_parameters()]
         self.train_accuracy = MulticlassAccuracy(num_classes, average="micro")
         self.val_accuracy = MulticlassAccuracy(num_classes, average="micro")
         self.genotype_history: list[dict[str, Any]] = []
@@ -132,8 +156,9 @@ class DARTSSearch(pl.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.network(self._layout(x))
 
-    def genotype(self) -> Genotype:
-        return self.network.genotype()
+    def genotype(self) -> Any:
+        """The derived cell: a :class:`Genotype` (DARTS space) or an ``NB201Arch`` (NAS-Bench-201)."""
+        return self.network.derive()
 
     def _layout(self, x: Tensor) -> Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self._channels_last else x
@@ -218,7 +243,7 @@ class DARTSSearch(pl.LightningModule):
         if is_distributed():
             sync_batchnorm_statistics_(self.network)
         genotype = self.genotype()
-        self.genotype_history.append({"epoch": self.current_epoch, "step": self.global_step, "genotype": genotype.to_dict()})
+        self.genotype_history.append({"epoch": self.current_epoch, "step": self.global_step, "genotype": _arch_record(genotype)})
         self.log_dict(self.architecture_diagnostics(), on_step=False, on_epoch=True)
         if self.trainer.is_global_zero:
             self._log_figures(genotype)
@@ -245,10 +270,10 @@ class DARTSSearch(pl.LightningModule):
           as this count growing, Zela et al., ICLR 2020).
         """
         out: dict[str, float] = {}
-        labels = edge_labels(self.network.nodes)
-        genotype = self.genotype()
-        for cell, alpha in (("normal", self.network.alpha_normal), ("reduce", self.network.alpha_reduce)):
-            probs = torch.softmax(alpha.detach().float(), dim=-1).cpu()
+        labels = self.network.edge_labels()
+        derived = self.network.derived_ops(self.genotype())
+        for cell, weights in self.network.cell_weights(detach=True).items():
+            probs = weights.float().cpu()
             for e, label in enumerate(labels):
                 for o, name in enumerate(self.network.op_names):
                     out[f"alpha/{cell}/{label}/{name}"] = float(probs[e, o])
@@ -256,27 +281,29 @@ class DARTSSearch(pl.LightningModule):
             top2 = probs.topk(min(2, probs.shape[1]), dim=-1).values
             out[f"arch/{cell}/entropy"] = float(entropy.mean())
             out[f"arch/{cell}/margin"] = float((top2[:, 0] - top2[:, -1]).mean())
-            edges = genotype.normal if cell == "normal" else genotype.reduce
-            out[f"arch/{cell}/skip_connect"] = float(sum(op == "skip_connect" for op, _ in edges))
+            out[f"arch/{cell}/skip_connect"] = float(derived[cell].count("skip_connect"))
         return out
 
-    def _log_figures(self, genotype: Genotype) -> None:
+    def _log_figures(self, genotype: Any) -> None:
         from pytorch_lightning.loggers import TensorBoardLogger
 
-        from .visualize import alpha_heatmaps, draw_genotype, figure_to_array
+        from .visualize import alpha_heatmap, alpha_heatmaps, draw_genotype, figure_to_array
 
         for logger in self.loggers:
             if not isinstance(logger, TensorBoardLogger):
                 continue
             writer = logger.experiment
-            normal, reduce = self.network.mixing_weights(detach=True)
-            writer.add_figure(
-                "alpha/heatmap",
-                alpha_heatmaps(normal.float().cpu(), reduce.float().cpu(), self.network.op_names, edge_labels(self.network.nodes)),
-                self.current_epoch,
-            )
-            writer.add_text("genotype", repr(genotype), self.current_epoch)
-            writer.add_image("genotype/cells", figure_to_array(draw_genotype(genotype)), self.current_epoch, dataformats="HWC")
+            weights = {k: v.float().cpu() for k, v in self.network.cell_weights(detach=True).items()}
+            labels, ops = self.network.edge_labels(), self.network.op_names
+            if set(weights) == {"normal", "reduce"}:
+                figure = alpha_heatmaps(weights["normal"], weights["reduce"], ops, labels)
+            else:
+                (name, w), = weights.items()
+                figure = alpha_heatmap(w, ops, labels, title=name)
+            writer.add_figure("alpha/heatmap", figure, self.current_epoch)
+            writer.add_text("genotype", _arch_text(genotype), self.current_epoch)
+            if isinstance(genotype, Genotype):
+                writer.add_image("genotype/cells", figure_to_array(draw_genotype(genotype)), self.current_epoch, dataformats="HWC")
 
     def output_dir(self) -> Path:
         """Where genotype files go: the logger's directory of this run (or the trainer's root dir)."""
@@ -285,13 +312,17 @@ class DARTSSearch(pl.LightningModule):
             self._output_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
         return self._output_dir
 
-    def _write_genotype_files(self, genotype: Genotype) -> None:
-        from .visualize import draw_genotype
-
+    def _write_genotype_files(self, genotype: Any) -> None:
         directory = self.output_dir()
-        genotype.save(directory / "genotype.json")
+        directory.mkdir(parents=True, exist_ok=True)
+        if isinstance(genotype, Genotype):
+            from .visualize import draw_genotype
+
+            genotype.save(directory / "genotype.json")
+            draw_genotype(genotype, directory / "genotype.png")
+        else:
+            (directory / "arch.txt").write_text(str(genotype) + "\n")
         (directory / "genotype_history.json").write_text(json.dumps(self.genotype_history, indent=1) + "\n")
-        draw_genotype(genotype, directory / "genotype.png")
 
     def on_fit_end(self) -> None:
         if not self.trainer.is_global_zero:
@@ -302,11 +333,11 @@ class DARTSSearch(pl.LightningModule):
         n_ops = len(self.network.op_names)
         val_acc = self.trainer.callback_metrics.get("val/acc")
         summary = [
-            f"derived genotype: {genotype!r}",
-            f"written to: {self.output_dir() / 'genotype.json'}",
+            f"derived genotype: {_arch_text(genotype)}",
+            f"written to: {self.output_dir() / ('genotype.json' if isinstance(genotype, Genotype) else 'arch.txt')}",
             "how far alpha moved (at initialisation: entropy {:.3f}, margin 0.000):".format(math.log(n_ops)),
         ]
-        for cell in ("normal", "reduce"):
+        for cell in self.network.cell_weights():
             summary.append(
                 f"  {cell:6s} entropy {diagnostics[f'arch/{cell}/entropy']:.3f}, margin {diagnostics[f'arch/{cell}/margin']:.3f}, "
                 f"skip_connect in derived cell {int(diagnostics[f'arch/{cell}/skip_connect'])}"

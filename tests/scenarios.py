@@ -135,3 +135,52 @@ def retrain(workdir: Path) -> dict:
     trainer.fit(model, data)
     return {"state": state_snapshot(model, trainer), "checksums": checksums.checksums,
             "global_step": trainer.global_step}
+
+
+class _PathsAndStart(pl.Callback):
+    """The path of every step, and the parameters as training starts (after DDP's broadcast from rank 0)."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+        self.start: dict[str, torch.Tensor] = {}
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.start = {n: p.detach().clone() for n, p in pl_module.named_parameters()}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.paths.append(pl_module.last_path)
+
+
+@scenario("single_path_weight_sharing")
+def single_path_weight_sharing(workdir: Path) -> dict:
+    from darts_lightning.edges import MixedEdge
+    from darts_lightning.weight_sharing import SinglePathSupernet
+
+    # A different seed per rank: DDP must still leave every rank with the same model.
+    pl.seed_everything(torch.distributed.get_rank())
+    data = SearchDataModule("digits", batch_size=16)
+    model = SinglePathSupernet("nasbench201", in_channels=1, num_classes=10, image_size=8, channels=4, layers=1)
+    checksums, recorder = StepChecksums(), _PathsAndStart()
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=2, strategy="ddp_find_unused_parameters_true", max_epochs=2,
+        limit_train_batches=3, limit_val_batches=2, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(workdir),
+        callbacks=[checksums, recorder],
+    )
+    trainer.fit(model, data)
+    # For every weight of a mixed-edge op: was its op on some trained path at its edge, and did it move?
+    sampled = [model.space.parse(p) for p in recorder.paths]
+    final = dict(model.named_parameters())
+    op_weights = {}
+    for name, edge in model.network.named_modules():
+        if isinstance(edge, MixedEdge):
+            k = int(name.rsplit(".", 1)[1])
+            for j, index in enumerate(edge.op_indices):
+                on_a_path = any(a.ops[k] == edge.op_names[index] for a in sampled)
+                for pname, _ in edge.ops[j].named_parameters():
+                    key = f"network.{name}.ops.{j}.{pname}"
+                    op_weights[key] = (on_a_path, not torch.equal(recorder.start[key], final[key]))
+    return {"state": state_snapshot(model, trainer), "checksums": checksums.checksums, "paths": recorder.paths,
+            "expected_paths": [model.space.format(model.path_at(s)) for s in range(trainer.global_step)],
+            "op_weights": op_weights, "first_batch": list(trainer.train_dataloader["train"].sampler)[:16],
+            "global_step": trainer.global_step}

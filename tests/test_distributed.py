@@ -66,3 +66,22 @@ def test_retraining_ranks_agree_after_every_step(distributed_results):
     params = [k for k in rank0["state"] if k.startswith("param/")]
     assert params
     _assert_ranks_agree(rank0, rank1)
+
+
+def test_single_path_weight_sharing_ranks_sample_the_same_paths_and_agree(distributed_results):
+    rank0, rank1 = _ok(distributed_results, "single_path_weight_sharing")
+    assert rank0["global_step"] == rank1["global_step"] == 6
+    # Every rank trained the same cell at every step: the path is a function of (seed, global step) ...
+    assert rank0["paths"] == rank1["paths"] == rank0["expected_paths"]
+    assert len(set(rank0["paths"])) > 1
+    # ... on its own shard of the data ...
+    assert rank0["first_batch"] != rank1["first_batch"]
+    # ... and the ranks end with bit-identical weights, α, BN statistics and optimizer states.
+    _assert_ranks_agree(rank0, rank1)
+    assert any(k.startswith("optimizer0/") for k in rank0["state"])
+    assert any("running_mean" in k for k in rank0["state"])
+    # Weights off every trained path never moved (no gradient, no momentum, no weight decay) on any rank.
+    for rank in (rank0, rank1):
+        assert not [k for k, (on_a_path, moved) in rank["op_weights"].items() if moved and not on_a_path]
+        assert any(moved for on_a_path, moved in rank["op_weights"].values())
+        assert any(not on_a_path for on_a_path, moved in rank["op_weights"].values())

@@ -223,3 +223,34 @@ def test_second_order_differs_from_first_order(tmp_path, digits):
         return model.network.alpha_normal.detach()
 
     assert not torch.allclose(alpha_after(1), alpha_after(2))
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_differentiable_search_on_the_nasbench201_space(tmp_path, digits, order):
+    from darts_lightning.nasbench201 import NB201Arch
+
+    pl.seed_everything(0)
+    model = tiny_search(space="nasbench201", channels=4, layers=1, order=order)
+    alpha = model.network.alpha.detach().clone()
+    trainer = quick_trainer(tmp_path, max_epochs=1)
+    trainer.fit(model, digits)
+    assert not torch.equal(alpha, model.network.alpha)
+    arch = model.genotype()
+    assert isinstance(arch, NB201Arch)
+    assert NB201Arch.parse((Path(trainer.log_dir) / "arch.txt").read_text()) == arch
+    diagnostics = model.architecture_diagnostics()
+    assert diagnostics["arch/cell/skip_connect"] == list(arch.ops).count("skip_connect")
+    assert sum(diagnostics[f"alpha/cell/0-1/{op}"] for op in model.network.op_names) == pytest.approx(1.0)
+
+
+def test_export_command_reads_a_nasbench201_search_checkpoint(tmp_path, digits):
+    from darts_lightning.cli import main
+    from darts_lightning.nasbench201 import NB201Arch
+
+    model = tiny_search(space="nasbench201", channels=4, layers=1)
+    trainer = quick_trainer(tmp_path, max_epochs=1, callbacks=_checkpointing())
+    trainer.fit(model, digits)
+    out = tmp_path / "arch.txt"
+    with pytest.raises(SystemExit):
+        main(["export-genotype", str(_last_ckpt(trainer)), "--out", str(out)])
+    assert NB201Arch.parse(out.read_text()) == model.genotype()

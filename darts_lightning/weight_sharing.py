@@ -1,0 +1,612 @@
+"""Single-path weight sharing: train one supernet by uniformly sampled paths, then score cells with it.
+
+**Training** (:class:`SinglePathSupernet`). Random search with weight sharing (Li & Talwalkar, "Random
+Search and Reproducibility for Neural Architecture Search", UAI 2019) and single-path one-shot NAS (Guo
+et al., "Single Path One-Shot Neural Architecture Search with Uniform Sampling", ECCV 2020) train the
+shared weights of a supernet without architecture parameters: every step draws ONE architecture
+uniformly from the space and trains only the ops on its path. Uniform sampling gives every cell the same
+share of the training, so that the shared weights rank cells without favouring the ones a controller
+happens to prefer (the point both papers make against jointly optimised α). The supernet is the space's
+own: ``NB201Network(None)`` for ``nasbench201`` and :class:`~darts_lightning.SearchNetwork` for
+``darts``, built with the ``single_path`` relaxation (:class:`~darts_lightning.relaxations.SinglePathRelaxation`),
+whose mixed edges call the chosen op only. Their α parameters exist because these classes are shared
+with the differentiable search; here they are frozen and never read.
+
+* The architecture of step t is ``space.sample`` with a generator seeded from ``(seed, t)`` only
+  (:func:`sample_path`): every DDP rank draws the same path without communicating, and a resumed run
+  draws the sequence an uninterrupted one would. With gradient accumulation one path serves all the
+  batches of one optimizer step.
+* The weights are trained on ``batch["train"]`` of a :class:`~darts_lightning.SearchDataModule` (the
+  search-val half is never trained on; it scores cells afterwards).
+* Defaults are the weight-sharing random search (RSPS) setting of NAS-Bench-201 (Dong & Yang, ICLR 2020,
+  its released ``RANDOM.config`` and ``RANDOM-NAS`` script): SGD with Nesterov momentum 0.9, learning rate
+  0.025 cosine-annealed to 0.001, weight decay 5e-4, gradient-norm clip 5, batch 64 (250 epochs on
+  CIFAR-10). Li & Talwalkar's CNN experiments use the DARTS search routine (weight decay 3e-4, no
+  Nesterov); set ``weight_decay`` and ``nesterov`` to follow them instead.
+
+**Parameters a path does not use.** Gradients are set to ``None`` before every step (PyTorch's default
+``zero_grad``), so ops off the path keep their weights, momentum buffers and weight-decay untouched: a
+step trains exactly the sampled network. Under DDP the unused parameters change from step to step, which
+DDP only accepts with ``find_unused_parameters=True``: run with ``Trainer(strategy="ddp_find_unused_parameters_true")``
+(or ``DDPStrategy(find_unused_parameters=True)``); :meth:`SinglePathSupernet.setup` refuses a plain
+``ddp`` strategy with that advice instead of failing at the second step. Since all ranks sample the same
+path, a parameter is either used on every rank (its gradient is averaged by DDP) or on none (DDP leaves
+its gradient ``None`` everywhere), so every rank steps the same parameters and the ranks stay identical.
+Batch-norm running statistics are averaged over the ranks at the end of every epoch, as in
+:class:`~darts_lightning.DARTSSearch`.
+
+**Scoring** (:class:`WeightSharingEvaluator`, evaluator ``weight_sharing``): a cell's reward is its
+accuracy with the shared weights on a few fixed search-val batches, optionally after re-estimating the
+batch-norm statistics of its path on search-train batches (SPOS, sec. 3.3: running statistics
+accumulated over all paths do not fit any single one). :class:`ScratchEvaluator` (evaluator ``scratch``)
+is the expensive reference: a short training of the cell from scratch, scored on the holdout split.
+
+**Usage** on the digits, NAS-Bench-201 space::
+
+    # 1. train the supernet (a few minutes on 2 CPU cores)
+    darts-lightning fit --config configs/rsws_nb201_digits.yaml
+    # 2. random search scored by the shared weights; the search-val split comes from the checkpoint
+    darts-lightning fit --model darts_lightning.DiscreteSearch --model.space nasbench201 \\
+        --model.searcher random --model.budget 100 --model.evaluator weight_sharing \\
+        --model.evaluator_args '{"supernet": "runs/rsws_nb201_digits/lightning_logs/version_0/checkpoints/last.ckpt",
+                                 "batches": 4, "reestimate_bn": true}' \\
+        --trainer.accelerator cpu --trainer.max_epochs 1 --trainer.default_root_dir runs/rsws_nb201_digits_search
+
+The best cell is written to ``best_arch.txt`` of the search's log directory; re-score the top cells with
+the ``scratch`` evaluator (or the NAS-Bench-201 ``lookup`` table for CIFAR-10) to check the ranking.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import random
+import tempfile
+import time
+from contextlib import contextmanager
+from itertools import islice
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.strategies import DDPStrategy
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from .cell import dense_edges
+from .data import ClassificationDataModule, SearchDataModule
+from .distributed import is_distributed, sync_batchnorm_statistics_
+from .evaluators import Evaluation, Evaluator
+from .genotype import Genotype
+from .nasbench201 import NB201_EDGES, NB201Arch, NB201Network
+from .network import SearchNetwork
+from .ops import NB201_OPS
+from .relaxations import SinglePathRelaxation
+from .retrain import GenotypeClassifier
+from .spaces import DartsSpace, NB201Space, SearchSpace, get_space
+
+__all__ = [
+    "sample_path", "path_rows", "build_supernet", "SinglePathSupernet", "WeightSharingEvaluator",
+    "ScratchClassifier", "ScratchEvaluator",
+]
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def sample_path(space: SearchSpace, seed: int, step: int | str) -> Any:
+    """The architecture of training step ``step``: ``space.sample`` from a generator seeded with
+    ``(seed, step)`` alone, so that every process draws the same one without communicating.
+
+    A string seed is hashed by :class:`random.Random` with SHA-512, identically in every process (unlike
+    Python's salted ``hash``).
+    """
+    return space.sample(random.Random(f"single-path/{seed}/{step}"))
+
+
+def path_rows(network: nn.Module, arch: Any) -> list[tuple[Tensor, Tensor]]:
+    """The rows the single-path relaxation needs to run ``arch`` in ``network``: for each architecture
+    tensor, ``[edges, ops]`` on the CPU, one-hot on the chosen op of every edge the cell has, zero on the
+    edges it does not have."""
+    if isinstance(network, NB201Network):
+        if not isinstance(arch, NB201Arch):
+            raise TypeError(f"a NAS-Bench-201 supernet runs NB201Arch cells, got {type(arch).__name__}")
+        rows = torch.zeros(len(NB201_EDGES), len(NB201_OPS))
+        for edge, op in enumerate(arch.ops):
+            rows[edge, NB201_OPS.index(op)] = 1.0
+        return [(network.alpha, rows)]
+    if isinstance(network, SearchNetwork):
+        if not isinstance(arch, Genotype):
+            raise TypeError(f"a DARTS supernet runs Genotype cells, got {type(arch).__name__}")
+        return [
+            (network.alpha_normal, _darts_rows(network, arch.normal, arch.normal_concat, "normal")),
+            (network.alpha_reduce, _darts_rows(network, arch.reduce, arch.reduce_concat, "reduce")),
+        ]
+    raise TypeError(f"no single-path rows for a {type(network).__name__}; supported: NB201Network, SearchNetwork")
+
+
+def _darts_rows(network: SearchNetwork, edges: Sequence[tuple[str, int]], concat: Sequence[int], cell: str) -> Tensor:
+    nodes = network.nodes
+    if len(edges) != 2 * nodes:
+        raise ValueError(f"the {cell} cell has {len(edges)} edges; the supernet's cells have {nodes} nodes of two edges")
+    expected = tuple(range(2 + nodes - network.multiplier, 2 + nodes))
+    if tuple(concat) != expected:
+        raise ValueError(f"the {cell} cell concatenates states {list(concat)}; the supernet concatenates {list(expected)}")
+    dense = dense_edges(nodes)
+    rows = torch.zeros(len(dense), len(network.op_names))
+    for k, (op, src) in enumerate(edges):
+        if op not in network.op_names:
+            raise ValueError(f"op {op!r} of the {cell} cell is not among the supernet's ops {list(network.op_names)}")
+        if not 0 <= src < 2 + k // 2:
+            raise ValueError(f"edge {k} of the {cell} cell takes state {src}, which node {k // 2} cannot read")
+        row = dense.index((src, 2 + k // 2))
+        if rows[row].any():
+            raise ValueError(
+                f"node {k // 2} of the {cell} cell takes state {src} twice; a single path needs distinct inputs per node"
+            )
+        rows[row, network.op_names.index(op)] = 1.0
+    return rows
+
+
+def build_supernet(
+    space: SearchSpace,
+    *,
+    in_channels: int,
+    num_classes: int,
+    image_size: int | None = None,
+    channels: int = 16,
+    layers: int | None = None,
+    network_args: Mapping[str, Any] | None = None,
+) -> nn.Module:
+    """The single-path supernet of ``space``.
+
+    ``nasbench201``: ``NB201Network(None)`` with stages of ``channels``, 2× and 4× channels and ``layers``
+    cells per stage (benchmark: 16 and 5). ``darts``: a :class:`SearchNetwork` of ``layers`` cells (8) with
+    ``channels`` initial channels (16) over the space's ops and nodes. ``network_args`` go to the
+    network's constructor.
+    """
+    extra = dict(network_args or {})
+    if isinstance(space, NB201Space):
+        return NB201Network(
+            None, num_classes=num_classes, in_channels=in_channels,
+            channels=(channels, 2 * channels, 4 * channels), cells_per_stage=5 if layers is None else layers,
+            relaxation="single_path", **extra,
+        )
+    if isinstance(space, DartsSpace):
+        return SearchNetwork(
+            in_channels, num_classes, channels=channels, layers=8 if layers is None else layers,
+            nodes=space.nodes, multiplier=space.nodes, op_names=space.op_names, relaxation="single_path",
+            image_size=image_size, **extra,
+        )
+    raise ValueError(f"no single-path supernet for the {space.name!r} space; supported: nasbench201, darts")
+
+
+# --------------------------------------------------------------------------- supernet training
+
+
+class SinglePathSupernet(pl.LightningModule):
+    """Train a supernet by uniform single-path sampling (Li & Talwalkar, UAI 2019; Guo et al., ECCV 2020).
+
+    Args:
+        space: ``nasbench201`` or ``darts``.
+        in_channels, num_classes, image_size: from the data (the CLI links them to the data module).
+        channels, layers: the supernet's size (see :func:`build_supernet`; ``layers=None``: 5 cells per
+            stage for ``nasbench201``, 8 cells for ``darts``). network_args: further constructor arguments.
+        seed: the paths are a function of ``(seed, global_step)`` (:func:`sample_path`).
+        lr, lr_min, momentum, nesterov, weight_decay: SGD, cosine-annealed per epoch over ``max_epochs``
+            (NAS-Bench-201's RSPS setting: 0.025 → 0.001, 0.9, Nesterov, 5e-4).
+        grad_clip: gradient-norm clip (5); the trainer's ``gradient_clip_val``, when set, takes precedence.
+        channels_last: channels-last memory layout; ``None``: on a CPU only (as :class:`DARTSSearch`).
+
+    ``last_path`` holds the text form of the cell the last training step trained.
+    """
+
+    def __init__(
+        self,
+        space: str = "nasbench201",
+        in_channels: int = 3,
+        num_classes: int = 10,
+        image_size: int = 32,
+        channels: int = 16,
+        layers: int | None = None,
+        network_args: dict[str, Any] | None = None,
+        seed: int = 0,
+        lr: float = 0.025,
+        lr_min: float = 0.001,
+        momentum: float = 0.9,
+        nesterov: bool = True,
+        weight_decay: float = 5e-4,
+        grad_clip: float = 5.0,
+        channels_last: bool | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.space = get_space(space)
+        self.network = build_supernet(
+            self.space, in_channels=in_channels, num_classes=num_classes, image_size=image_size,
+            channels=channels, layers=layers, network_args=network_args,
+        )
+        if not isinstance(self.network.relaxation, SinglePathRelaxation):
+            raise ValueError("the supernet must use the single_path relaxation")
+        # α is never read on a single path: frozen, it is in no optimizer and DDP does not reduce it
+        # (DDP still broadcasts it from rank 0 at the start, like every parameter).
+        for alpha in self.network.arch_parameters():
+            alpha.requires_grad_(False)
+        self._channels_last = bool(channels_last)
+        self.last_path: str | None = None
+
+    # ------------------------------------------------------------------ paths and forward
+
+    def path_at(self, step: int) -> Any:
+        """The cell trained at global step ``step``."""
+        return sample_path(self.space, self.hparams.seed, step)
+
+    def validation_path(self, batch_idx: int) -> Any:
+        """The cell scored on validation batch ``batch_idx``: the same cells every epoch, so that
+        ``val/acc`` is comparable across epochs."""
+        return sample_path(self.space, self.hparams.seed, f"validation/{batch_idx}")
+
+    def forward(self, x: Tensor, arch: Any) -> Tensor:
+        """Logits of the cell ``arch`` with the shared weights; only the ops of its path run."""
+        with self.network.relaxation.use_path(path_rows(self.network, arch)):
+            return self.network(self._layout(x))
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        """The shared weights (everything but the frozen α)."""
+        return [p for p in self.network.parameters() if p.requires_grad]
+
+    def _layout(self, x: Tensor) -> Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self._channels_last else x
+
+    def setup(self, stage: str) -> None:
+        strategy = self.trainer.strategy
+        if (
+            stage == "fit"
+            and isinstance(strategy, DDPStrategy)
+            and self.trainer.world_size > 1
+            and not strategy._ddp_kwargs.get("find_unused_parameters", False)
+        ):
+            raise ValueError(
+                "single-path training leaves the parameters off the sampled path without gradients, which DDP "
+                "accepts only with find_unused_parameters=True: use strategy='ddp_find_unused_parameters_true' "
+                "(--trainer.strategy ddp_find_unused_parameters_true) or DDPStrategy(find_unused_parameters=True)"
+            )
+        choice = self.hparams.channels_last
+        self._channels_last = strategy.root_device.type == "cpu" if choice is None else bool(choice)
+        self.network.to(memory_format=torch.channels_last if self._channels_last else torch.contiguous_format)
+
+    # ------------------------------------------------------------------ optimisation
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        optimizer = torch.optim.SGD(
+            self.weight_parameters(), lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov, weight_decay=hp.weight_decay
+        )
+        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 250
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=hp.lr_min)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        clip = self.hparams.grad_clip if gradient_clip_val is None else gradient_clip_val
+        if clip and clip > 0:
+            # Parameters off the path have no gradient and are left out of the norm.
+            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm=gradient_clip_algorithm or "norm")
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        x, y = batch["train"] if isinstance(batch, Mapping) else batch
+        arch = self.path_at(self.global_step)
+        self.last_path = self.space.format(arch)
+        logits = self(x, arch)
+        loss = F.cross_entropy(logits, y)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"the training loss is {loss.item()} at global step {self.global_step} on path {self.last_path}; "
+                "lower the learning rate (model.lr) or check the data"
+            )
+        self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=True, batch_size=len(y))
+        self.log("train/acc", (logits.detach().argmax(-1) == y).float().mean(), on_step=False, on_epoch=True, batch_size=len(y))
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # Before validation and the epoch-end checkpoint: every rank then holds the same statistics.
+        if self.trainer.is_last_batch and is_distributed():
+            sync_batchnorm_statistics_(self.network)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch["val"] if isinstance(batch, Mapping) else batch
+        logits = self(x, self.validation_path(batch_idx))
+        self.log("val/loss", F.cross_entropy(logits, y), sync_dist=True, batch_size=len(y))
+        self.log("val/acc", (logits.argmax(-1) == y).float().mean(), prog_bar=True, sync_dist=True, batch_size=len(y))
+
+
+# --------------------------------------------------------------------------- scoring with the shared weights
+
+
+def _batchnorms(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
+def _accepted(cls: type, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    names = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    return {k: v for k, v in kwargs.items() if k in names}
+
+
+class WeightSharingEvaluator(Evaluator):
+    """Score a cell by its accuracy with the shared weights of a single-path supernet.
+
+    Li & Talwalkar (UAI 2019, sec. 4) rank sampled cells by the supernet's accuracy on held-out data;
+    NAS-Bench-201's RSPS does the same on its validation split. The same ``batches`` search-val batches
+    score every cell (fixed once, in order), so rewards are comparable.
+
+    With ``reestimate_bn`` the batch-norm running statistics are first recomputed for the cell's path, as
+    a cumulative average over ``bn_batches`` search-train batches (SPOS, Guo et al., ECCV 2020, sec. 3.3):
+    the statistics the supernet accumulated mix all paths. The statistics are saved before and restored
+    after, so an evaluation leaves the supernet's state dict bit-identical.
+
+    Args:
+        space: the space of the supernet.
+        supernet: a :class:`SinglePathSupernet` (used in place, on its device) or the path of its checkpoint
+            (loaded onto ``device``).
+        data: a :class:`SearchDataModule` or its arguments; ``None``: the data module recorded in the
+            checkpoint (its search-train/search-val split).
+        batches: search-val batches per evaluation. reestimate_bn, bn_batches: see above.
+        device: where a checkpoint is loaded.
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace | str = "nasbench201",
+        supernet: SinglePathSupernet | str | Path | None = None,
+        data: SearchDataModule | Mapping[str, Any] | None = None,
+        batches: int = 4,
+        reestimate_bn: bool = False,
+        bn_batches: int = 4,
+        device: str = "cpu",
+    ) -> None:
+        super().__init__(space)
+        if batches < 1 or (reestimate_bn and bn_batches < 1):
+            raise ValueError(f"batches ({batches}) and bn_batches ({bn_batches}) must be positive")
+        recorded: Mapping[str, Any] | None = None
+        if isinstance(supernet, (str, Path)):
+            path = Path(supernet)
+            if not path.is_file():
+                raise FileNotFoundError(f"no supernet checkpoint at {str(path)!r}")
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+            state = checkpoint.get("state_dict", {})
+            if "hyper_parameters" not in checkpoint or not any(k.startswith("network.") for k in state):
+                raise ValueError(f"{str(path)!r} is not a checkpoint of a SinglePathSupernet")
+            module = SinglePathSupernet(**_accepted(SinglePathSupernet, checkpoint["hyper_parameters"]))
+            module.load_state_dict(checkpoint["state_dict"])
+            module.to(device)
+            recorded = checkpoint.get(pl.LightningDataModule.CHECKPOINT_HYPER_PARAMS_KEY)
+        elif isinstance(supernet, SinglePathSupernet):
+            module = supernet
+        else:
+            raise ValueError("WeightSharingEvaluator needs a supernet: a SinglePathSupernet or the path of its checkpoint")
+        if module.space.name != self.space.name:
+            raise ValueError(f"the supernet was trained on the {module.space.name} space, not the {self.space.name} space")
+        self.module = module
+        if data is None:
+            if recorded is None:
+                raise ValueError(
+                    "no data given and no data module recorded in the supernet checkpoint: pass data (a "
+                    "SearchDataModule or its arguments, with the split the supernet was trained with)"
+                )
+            data = recorded
+        if isinstance(data, Mapping):
+            data = SearchDataModule(**_accepted(SearchDataModule, data))
+        data.setup("fit")
+        self.data = data
+        self.reestimate_bn = reestimate_bn
+        # Fixed once: every cell is scored on the same batches.
+        self.val_batches = list(islice(DataLoader(data.search_val, batch_size=data.batch_size, shuffle=False), batches))
+        self.bn_batches = (
+            list(islice(DataLoader(data.search_train, batch_size=data.batch_size, shuffle=False), bn_batches))
+            if reestimate_bn else []
+        )
+
+    @contextmanager
+    def _restoring_state(self) -> Iterator[None]:
+        """Save the batch-norm buffers, momenta and the train/eval mode; restore them on exit."""
+        norms = _batchnorms(self.module)
+        saved = [(m, m.momentum, {n: b.detach().clone() for n, b in m.named_buffers(recurse=False)}) for m in norms]
+        was_training = self.module.training
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for m, momentum, buffers in saved:
+                    m.momentum = momentum
+                    for name, value in buffers.items():
+                        getattr(m, name).copy_(value)
+            self.module.train(was_training)
+
+    @torch.no_grad()
+    def evaluate(self, arch: Any) -> Evaluation:
+        start = time.perf_counter()
+        device = next(self.module.parameters()).device
+        with self._restoring_state():
+            if self.reestimate_bn:
+                for m in _batchnorms(self.module):
+                    m.reset_running_stats()
+                    m.momentum = None  # cumulative average over the batches
+                self.module.train()
+                for x, _ in self.bn_batches:
+                    self.module(x.to(device), arch)
+            self.module.eval()
+            correct, total, loss = 0, 0, 0.0
+            for x, y in self.val_batches:
+                x, y = x.to(device), y.to(device)
+                logits = self.module(x, arch)
+                correct += int((logits.argmax(-1) == y).sum())
+                loss += float(F.cross_entropy(logits, y, reduction="sum"))
+                total += len(y)
+        seconds = time.perf_counter() - start
+        accuracy = correct / total
+        return Evaluation(reward=accuracy, cost=seconds,
+                          metrics={"accuracy": accuracy, "loss": loss / total, "seconds": seconds, "images": float(total)})
+
+
+# --------------------------------------------------------------------------- scoring by training from scratch
+
+
+class ScratchClassifier(pl.LightningModule):
+    """Train a fixed network from scratch: cross-entropy, SGD, cosine schedule over ``max_epochs``."""
+
+    def __init__(self, network: nn.Module, lr: float = 0.025, lr_min: float = 0.0, momentum: float = 0.9,
+                 weight_decay: float = 3e-4, nesterov: bool = False) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["network"])
+        self.network = network
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.network(x)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        loss = F.cross_entropy(self(x), y)
+        self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, batch_size=len(y))
+        return loss
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        optimizer = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov,
+                                    weight_decay=hp.weight_decay)
+        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=hp.lr_min)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+
+class _ProxyGenotypeClassifier(GenotypeClassifier):
+    """The retraining module without its end-of-fit export: a proxy run keeps no files."""
+
+    def on_fit_end(self) -> None:
+        pass
+
+
+@contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Silence the trainer's informational messages (device summary etc.) for the nested proxy runs."""
+    loggers = [logging.getLogger(name) for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+class ScratchEvaluator(Evaluator):
+    """Score a cell by a short training from scratch: reward = accuracy on the holdout split, cost = seconds.
+
+    The proxy of the evaluation protocols that weight sharing is measured against (Li & Talwalkar, UAI
+    2019, sec. 5: few-epoch training as a cheap stand-in for the final training). The model trains on
+    search-train and is scored on search-val (``ClassificationDataModule(holdout=True)``), never on the
+    test split. ``darts`` cells train in :class:`~darts_lightning.GenotypeClassifier` (auxiliary head and
+    drop-path off, which a few epochs cannot use); ``nasbench201`` cells in the benchmark's network with
+    :class:`ScratchClassifier`. The weights are initialised from ``seed`` inside a forked random state,
+    so the caller's random streams are untouched and equal cells get equal rewards.
+
+    Args:
+        space: ``nasbench201`` or ``darts``.
+        epochs: training epochs. channels, layers: the network's size (``nasbench201``: first-stage
+            channels and cells per stage, benchmark 16 and 5; ``darts``: C and cells, DARTS 36 and 20).
+        data: a ``ClassificationDataModule(holdout=True)`` or its arguments (``holdout`` is set; batch 64
+            and no cutout unless given); ``None``: the digits, batch 64, no cutout.
+        lr, lr_min, momentum, weight_decay: SGD with a cosine schedule (the DARTS retraining optimiser).
+        grad_clip: gradient-norm clip (5).
+        seed: initialisation seed. accelerator: the proxy trainer's accelerator.
+        trainer_args: further ``pl.Trainer`` arguments (e.g. ``limit_train_batches``).
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace | str = "nasbench201",
+        epochs: int = 2,
+        channels: int = 8,
+        layers: int = 1,
+        data: ClassificationDataModule | Mapping[str, Any] | None = None,
+        lr: float = 0.025,
+        lr_min: float = 0.0,
+        momentum: float = 0.9,
+        weight_decay: float = 3e-4,
+        grad_clip: float = 5.0,
+        seed: int = 0,
+        accelerator: str = "cpu",
+        trainer_args: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(space)
+        if not isinstance(self.space, (NB201Space, DartsSpace)):
+            raise ValueError(f"no scratch evaluation for the {self.space.name!r} space; supported: nasbench201, darts")
+        if epochs < 1:
+            raise ValueError(f"epochs must be positive, got {epochs}")
+        if data is None:
+            data = ClassificationDataModule("digits", batch_size=64, cutout_length=0, holdout=True)
+        elif isinstance(data, Mapping):
+            data = ClassificationDataModule(
+                **{"batch_size": 64, "cutout_length": 0, **_accepted(ClassificationDataModule, data), "holdout": True}
+            )
+        if not data.holdout:
+            raise ValueError("the scratch evaluator scores on the holdout split: use ClassificationDataModule(holdout=True)")
+        data.setup("fit")
+        self.data = data
+        self.epochs, self.channels, self.layers = epochs, channels, layers
+        self.optim = {"lr": lr, "lr_min": lr_min, "momentum": momentum, "weight_decay": weight_decay}
+        self.grad_clip, self.seed, self.accelerator = grad_clip, seed, accelerator
+        self.trainer_args = dict(trainer_args or {})
+
+    def build_model(self, arch: Any) -> pl.LightningModule:
+        """The LightningModule that trains ``arch`` (call inside a seeded random state)."""
+        data = self.data
+        if isinstance(self.space, DartsSpace):
+            return _ProxyGenotypeClassifier(
+                genotype=self.space.format(arch), in_channels=data.in_channels, num_classes=data.num_classes,
+                image_size=data.image_size, channels=self.channels, layers=self.layers,
+                auxiliary_weight=0.0, drop_path_prob=0.0, **self.optim,
+            )
+        network = self.space.build_network(
+            arch, num_classes=data.num_classes, in_channels=data.in_channels,
+            channels=(self.channels, 2 * self.channels, 4 * self.channels), cells_per_stage=self.layers,
+        )
+        return ScratchClassifier(network, **self.optim)
+
+    def evaluate(self, arch: Any) -> Evaluation:
+        start = time.perf_counter()
+        with torch.random.fork_rng(devices=[]), tempfile.TemporaryDirectory() as root, _quiet_lightning():
+            torch.manual_seed(self.seed)
+            model = self.build_model(arch)
+            trainer = pl.Trainer(**{
+                "accelerator": self.accelerator, "devices": 1, "max_epochs": self.epochs, "logger": False,
+                "enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False,
+                "num_sanity_val_steps": 0, "limit_val_batches": 0, "gradient_clip_val": self.grad_clip,
+                "default_root_dir": root, **self.trainer_args,
+            })
+            trainer.fit(model, train_dataloaders=self._loader(self.data.train_set, shuffle=True))
+            accuracy = self._accuracy(model)
+        seconds = time.perf_counter() - start
+        parameters = sum(p.numel() for p in model.parameters())
+        return Evaluation(reward=accuracy, cost=seconds,
+                          metrics={"accuracy": accuracy, "seconds": seconds, "parameters": float(parameters),
+                                   "steps": float(trainer.global_step)})
+
+    def _loader(self, dataset: Any, shuffle: bool) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed)
+        return DataLoader(dataset, batch_size=self.data.batch_size, shuffle=shuffle, generator=generator)
+
+    @torch.no_grad()
+    def _accuracy(self, model: pl.LightningModule) -> float:
+        model.eval()
+        device = next(model.parameters()).device
+        correct = total = 0
+        for x, y in self._loader(self.data.test_set, shuffle=False):
+            x, y = x.to(device), y.to(device)
+            correct += int((model(x).argmax(-1) == y).sum())
+            total += len(y)
+        return correct / total
