@@ -19,12 +19,13 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
 from .eval_network import EvalNetwork
+from .layout import ChannelsLastMixin
 from .genotype import Genotype, GenotypeError
 
 __all__ = ["GenotypeClassifier", "export_network"]
 
 
-class GenotypeClassifier(pl.LightningModule):
+class GenotypeClassifier(ChannelsLastMixin, pl.LightningModule):
     """Train and test the network of a genotype.
 
     Args:
@@ -62,21 +63,12 @@ class GenotypeClassifier(pl.LightningModule):
             self.genotype, channels=channels, layers=layers, num_classes=num_classes, in_channels=in_channels,
             variant=variant, auxiliary=auxiliary_weight > 0, image_size=image_size,
         )
-        self._channels_last = bool(channels_last)
         top_k = min(5, num_classes)
         self.train_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.val_top5 = MulticlassAccuracy(num_classes, top_k=top_k, average="micro")
         self.test_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.test_top5 = MulticlassAccuracy(num_classes, top_k=top_k, average="micro")
-
-    def setup(self, stage: str) -> None:
-        choice = self.hparams.channels_last
-        self._channels_last = self.trainer.strategy.root_device.type == "cpu" if choice is None else bool(choice)
-        self.network.to(memory_format=torch.channels_last if self._channels_last else torch.contiguous_format)
-
-    def _layout(self, x: Tensor) -> Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self._channels_last else x
 
     def forward(self, x: Tensor) -> Tensor:
         return self.network(self._layout(x))

@@ -32,6 +32,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from .architect import build_architecture_gradient
 from .distributed import all_reduce_mean_, broadcast_, is_distributed, sync_batchnorm_statistics_
+from .layout import ChannelsLastMixin
 from .genotype import Genotype
 from .network import SearchNetwork, check_image_size
 from .ops import DARTS_OPS
@@ -62,7 +63,7 @@ def check_precision(precision: str) -> None:
         )
 
 
-class DARTSSearch(pl.LightningModule):
+class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
     """Differentiable architecture search over DARTS cells.
 
     Defaults are the paper's CIFAR-10 search settings (sec. 3.1.1 and A.1.1).
@@ -136,7 +137,6 @@ class DARTSSearch(pl.LightningModule):
             )
         else:
             raise ValueError(f"space must be 'darts' or 'nasbench201' for a differentiable search, got {space!r}")
-        self._channels_last = bool(channels_last)
         self.arch_gradient = build_architecture_gradient(order, hessian=hessian, epsilon=hessian_epsilon, xi=unrolled_lr)
         # α is synchronised by an explicit all-reduce of its gradient, not by DDP's buckets.
         self._ddp_params_and_buffers_to_ignore = [f"network.{n}" for n in self.network.named_arch_parameters()]
@@ -159,14 +159,6 @@ class DARTSSearch(pl.LightningModule):
     def genotype(self) -> Any:
         """The derived cell: a :class:`Genotype` (DARTS space) or an ``NB201Arch`` (NAS-Bench-201)."""
         return self.network.derive()
-
-    def _layout(self, x: Tensor) -> Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self._channels_last else x
-
-    def setup(self, stage: str) -> None:
-        choice = self.hparams.channels_last
-        self._channels_last = self.trainer.strategy.root_device.type == "cpu" if choice is None else bool(choice)
-        self.network.to(memory_format=torch.channels_last if self._channels_last else torch.contiguous_format)
 
     # ------------------------------------------------------------------ optimisation
 

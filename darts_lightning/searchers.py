@@ -87,15 +87,15 @@ class RegularizedEvolution(Searcher):
 
     The population starts as ``population_size`` uniformly sampled architectures. Each later proposal is
     a tournament: ``sample_size`` members are drawn uniformly *with replacement* (as in Algorithm 1), the
-    best of them is the parent, and the child is ``space.mutate(parent)``. With ``crossover=True`` the
-    child is the uniform crossover of the two best members of the tournament, then mutated (so a child
-    always differs from its first parent by at least the crossover, plus one mutation). When the child's
-    reward arrives it joins the population and one member leaves: the oldest (``removal="oldest"``, the
-    aging evolution of the paper: every architecture dies after ``population_size`` generations however
-    good it was, which the authors show regularises against lucky, noisy evaluations) or the worst
-    (``removal="worst"``, the classic non-aging tournament evolution the paper compares with).
+    best of them is the parent, and the child is ``space.mutate(parent)``. With ``crossover=True`` (an
+    option of this package, not part of the paper's algorithm) the child is the space's crossover of the
+    two best members of the tournament, then mutated. When the child's reward arrives it joins the
+    population and one member leaves: the oldest (``removal="oldest"``, the aging evolution of the paper:
+    every architecture dies after ``population_size`` generations however good it was, which the authors
+    argue regularises the search against architectures that were lucky once) or the worst
+    (``removal="worst"``, the non-aging tournament evolution the paper compares with).
 
-    Defaults are the NAS-Bench-201 REA setting (Dong & Yang, ICLR 2020, Section 5): population 10 and
+    Defaults are the NAS-Bench-201 REA setting (Dong & Yang, ICLR 2020): population 10 and
     tournament size 3, as passed by ``scripts-search/algos/R-EA.sh`` (``--ea_population 10
     --ea_sample_size 3``) to ``exps/algos/R_EA.py`` in D-X-Y/AutoDL-Projects, which also removes the
     oldest member and mutates one edge's op per child.
@@ -171,10 +171,15 @@ class _FactorisedPolicy(nn.Module):
 
 class _LSTMPolicy(nn.Module):
     """An ENAS-style controller (Pham, Guan, Zoph, Le & Dean, "Efficient Neural Architecture Search via
-    Parameter Sharing", ICML 2018, Section 2): an LSTM that emits one decision per step; the input of
-    step t+1 is a learned embedding of the choice made at step t (a learned start vector at step 0), and
-    each decision has its own linear head because decisions may have different numbers of choices.
-    Parameters are initialised uniformly in [-0.1, 0.1] (ENAS, Section 3) from the searcher's generator.
+    Parameter Sharing", ICML 2018): an LSTM that emits one decision per step; the input of step t+1 is a
+    learned embedding of the choice made at step t (a learned start vector at step 0), and each decision
+    has its own embedding and linear head because decisions may have different numbers of choices.
+
+    One LSTM layer of ``hidden_size`` units, every parameter initialised uniformly in [-0.1, 0.1] from the
+    searcher's torch generator. The NAS-Bench-201 ENAS controller
+    (``lib/models/cell_searchs/search_model_enas_utils.py`` in D-X-Y/AutoDL-Projects) also uses 32 units
+    and that initialisation, but two layers and logits squashed as ``2.5 * tanh(logits / 5)``; neither is
+    reproduced here, so that the policy can become deterministic and ``converged()`` can be reached.
     """
 
     def __init__(self, sizes: Sequence[int], hidden_size: int, generator: torch.Generator) -> None:
@@ -182,7 +187,8 @@ class _LSTMPolicy(nn.Module):
         self.sizes = list(sizes)
         self.hidden_size = hidden_size
         self.start = nn.Parameter(torch.zeros(1, hidden_size))
-        self.embeddings = nn.ModuleList([nn.Embedding(n, hidden_size) for n in self.sizes])
+        # The choice of decision t feeds step t + 1: the last decision needs no embedding.
+        self.embeddings = nn.ModuleList([nn.Embedding(n, hidden_size) for n in self.sizes[:-1]])
         self.cell = nn.LSTMCell(hidden_size, hidden_size)
         self.heads = nn.ModuleList([nn.Linear(hidden_size, n) for n in self.sizes])
         with torch.no_grad():
@@ -233,9 +239,10 @@ class Reinforce(Searcher):
 
     The policy is a distribution over the space's categorical decisions (``space.decisions()``):
     ``controller="factorised"`` (default, the NAS-Bench-201 policy: one independent logit vector per
-    decision) or ``controller="lstm"`` (an ENAS-style LSTM controller, see :class:`_LSTMPolicy`, with
-    ``hidden_size`` units). ``ask`` samples a decision vector from the policy with a ``torch.Generator``
-    seeded with ``seed``; ``tell`` makes one Adam step on
+    decision, starting at zero, i.e. uniform; NAS-Bench-201 draws them from 1e-3 * N(0, 1), practically
+    uniform too) or ``controller="lstm"`` (an ENAS-style LSTM controller, see :class:`_LSTMPolicy`, with
+    ``hidden_size`` units, default 32). ``ask`` samples a decision vector from the policy with a
+    ``torch.Generator`` seeded with ``seed``; ``tell`` makes one Adam step on
 
         loss = -(r - b) * log pi(a),        b <- m * b + (1 - m) * r   (bias-corrected, m = ``momentum``)
 
@@ -250,10 +257,10 @@ class Reinforce(Searcher):
     (the NAS-Bench-201 REINFORCE baseline), which also uses the raw validation accuracy in percent as the
     reward. ``reward_scale`` (default 1.0: raw reward, as there) multiplies the reward; because Adam
     normalises the gradient by its running magnitude, the scale changes little beyond Adam's epsilon. The
-    LSTM controller uses the same learning rate and update (ENAS's own settings, e.g. temperature and tanh
-    logit clipping, are not reproduced). With learning rate 1e-3 a logit moves by at most about 1e-3 per
-    step, so over a budget of about 100 the policy stays close to uniform: expect results near random
-    search there (as NAS-Bench-201 reports); larger learning rates learn faster on easy problems.
+    LSTM controller uses the same learning rate and update. With learning rate 1e-3 a logit moves by at
+    most about 1e-3 per step, so over a budget of about 100 the policy stays close to uniform: expect
+    results near random search there (as NAS-Bench-201 reports); larger learning rates learn faster on
+    easy problems and risk settling on a wrong cell on hard ones.
 
     ``converged()`` is True when every decision's most likely choice has probability above
     ``converge_threshold`` (for the LSTM: along its greedy decision sequence, whose steps are conditional).
@@ -354,7 +361,9 @@ class LocalSearch(Searcher):
     ``query_full_nbhd=False`` (first improvement) and ``stop_at_minimum=True`` (a new random start at a
     local optimum). That implementation skips neighbours it has already queried; here they are proposed
     and a deduplicating driver (such as :class:`~darts_lightning.DiscreteSearch`) answers them from its
-    history at no budget cost, which gives the same decisions.
+    history at no budget cost, which gives the same decisions. One difference remains: a random start that
+    the driver already knows counts towards ``initial`` here, where the reference samples until it has
+    ``num_init`` new ones.
 
     Implemented with ask/tell: ``ask`` pops the next architecture from an internal queue (random starts
     or the current neighbourhood); ``tell`` updates the climb and, once every queued proposal of the

@@ -63,6 +63,7 @@ import logging
 import random
 import tempfile
 import time
+import warnings
 from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
@@ -491,13 +492,15 @@ class _ProxyGenotypeClassifier(GenotypeClassifier):
 
 @contextmanager
 def _quiet_lightning() -> Iterator[None]:
-    """Silence the trainer's informational messages (device summary etc.) for the nested proxy runs."""
+    """Silence the trainer's informational messages (device summary etc.) for the nested proxy runs;
+    warnings filtered inside are restored on exit."""
     loggers = [logging.getLogger(name) for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.WARNING)
     try:
-        yield
+        with warnings.catch_warnings():
+            yield
     finally:
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
@@ -580,6 +583,7 @@ class ScratchEvaluator(Evaluator):
     def evaluate(self, arch: Any) -> Evaluation:
         start = time.perf_counter()
         with torch.random.fork_rng(devices=[]), tempfile.TemporaryDirectory() as root, _quiet_lightning():
+            warnings.filterwarnings("ignore", message=".*validation_step.*val_dataloader")  # scored below instead
             torch.manual_seed(self.seed)
             model = self.build_model(arch)
             trainer = pl.Trainer(**{
