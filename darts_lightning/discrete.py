@@ -45,6 +45,9 @@ class DiscreteSearch(pl.LightningModule):
         max_samples: cap on proposals (default: 50 × budget).
         patience: stop when the best reward has not improved for this many evaluations (None: never).
         seed: the searcher's random seed.
+        checkpoint_every: save ``checkpoints/search_state.ckpt`` in the run's directory after every this
+            many evaluations (None: only Lightning's own checkpoints), so that an interrupted search with
+            a slow evaluator resumes from its last evaluation with ``fit --ckpt_path``.
     """
 
     def __init__(
@@ -58,6 +61,7 @@ class DiscreteSearch(pl.LightningModule):
         max_samples: int | None = None,
         patience: int | None = None,
         seed: int = 0,
+        checkpoint_every: int | None = 1,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -74,6 +78,8 @@ class DiscreteSearch(pl.LightningModule):
         self.budget = budget
         self.max_samples = max_samples or 50 * budget
         self.patience = patience
+        self.checkpoint_every = checkpoint_every
+        self._state_path: Path | None = None
         self.history: list[dict[str, Any]] = []
         self.samples = 0
         self.stop_reason: str | None = None
@@ -87,6 +93,14 @@ class DiscreteSearch(pl.LightningModule):
 
     def configure_optimizers(self):
         return None
+
+    def on_fit_start(self) -> None:
+        # ``trainer.log_dir`` is a collective under DDP: every rank resolves it here.
+        self._state_path = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "checkpoints" / "search_state.ckpt"
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.checkpoint_every and self.history and len(self.history) % self.checkpoint_every == 0:
+            self.trainer.save_checkpoint(self._state_path)
 
     def best(self) -> dict[str, Any] | None:
         """The history entry with the highest reward (the first one on ties)."""

@@ -117,3 +117,25 @@ def test_lookup_table_that_does_not_match_the_space(tmp_path):
         LookupEvaluator(path=short)
     with pytest.raises(ValueError, match="no column cifar10_train"):
         LookupEvaluator(metric="train")
+
+
+def test_search_state_checkpoint_after_every_evaluation_resumes_exactly(tmp_path):
+    full = DiscreteSearch(budget=25, seed=9, searcher="regularized_evolution")
+    _fit(full, tmp_path / "full", logger=False, enable_checkpointing=False)
+
+    class Interrupt(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if len(pl_module.history) == 11:
+                raise RuntimeError("simulated crash")
+
+    first = DiscreteSearch(budget=25, seed=9, searcher="regularized_evolution")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _fit(first, tmp_path / "run", callbacks=[Interrupt()], enable_checkpointing=False)
+    state = Path(tmp_path / "run" / "lightning_logs" / "version_0" / "checkpoints" / "search_state.ckpt")
+    # the crash came before the 11th evaluation was saved: the last checkpoint holds 10
+    assert len(torch.load(state, weights_only=True)["discrete_search"]["history"]) == 10
+    resumed = DiscreteSearch(budget=25, seed=9, searcher="regularized_evolution")
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=-1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path / "r"))
+    trainer.fit(resumed, ckpt_path=state)
+    assert [h["arch"] for h in resumed.history] == [h["arch"] for h in full.history]
