@@ -21,12 +21,13 @@ with the differentiable search; here they are frozen and never read.
 * Defaults are the weight-sharing random search (RSPS) setting of NAS-Bench-201 (Dong & Yang, ICLR 2020,
   its released ``RANDOM.config`` and ``RANDOM-NAS`` script): SGD with Nesterov momentum 0.9, learning rate
   0.025 cosine-annealed to 0.001, weight decay 5e-4, gradient-norm clip 5, batch 64 (250 epochs on
-  CIFAR-10). Li & Talwalkar's CNN experiments use the DARTS search routine (weight decay 3e-4, no
-  Nesterov); set ``weight_decay`` and ``nesterov`` to follow them instead.
+  CIFAR-10). Li & Talwalkar's released CNN code keeps the DARTS search routine (the same learning rates,
+  momentum 0.9 without Nesterov, weight decay 3e-4, gradient clip 5); set ``nesterov: false`` and
+  ``weight_decay: 3e-4`` to follow it instead.
 
 **Parameters a path does not use.** Gradients are set to ``None`` before every step (PyTorch's default
-``zero_grad``), so ops off the path keep their weights, momentum buffers and weight-decay untouched: a
-step trains exactly the sampled network. Under DDP the unused parameters change from step to step, which
+``zero_grad``; Li & Talwalkar's code does the same), so SGD skips the ops off the path: their weights,
+momentum buffers and weight decay stay untouched, and a step trains exactly the sampled network. Under DDP the unused parameters change from step to step, which
 DDP only accepts with ``find_unused_parameters=True``: run with ``Trainer(strategy="ddp_find_unused_parameters_true")``
 (or ``DDPStrategy(find_unused_parameters=True)``); :meth:`SinglePathSupernet.setup` refuses a plain
 ``ddp`` strategy with that advice instead of failing at the second step. Since all ranks sample the same
