@@ -15,6 +15,7 @@ import argparse
 import json
 import resource
 import statistics
+import tempfile
 import time
 
 import pytorch_lightning as pl
@@ -86,7 +87,7 @@ def main() -> None:
     trainer = pl.Trainer(
         accelerator=args.device, devices=1, precision=args.precision, max_steps=args.warmup + args.steps,
         limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, callbacks=[timer],
+        enable_model_summary=False, callbacks=[timer], default_root_dir=tempfile.mkdtemp(prefix="search_step_"),
     )
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()

@@ -12,13 +12,15 @@ from .ops import DARTS_OPS, NB201_OPS, build_op, list_ops, register_op
 from .relaxations import Relaxation, list_relaxations, register_relaxation
 from .retrain import GenotypeClassifier, export_network
 from .search import DARTSSearch, NonFiniteLossError
+from .weight_sharing import ScratchEvaluator, SinglePathSupernet, WeightSharingEvaluator
 
 __all__ = [
     "Cell", "GenotypeCell", "SearchCell", "SearchDataModule", "FixedEdge", "MixedEdge", "Genotype",
     "GenotypeError", "SearchNetwork", "DARTS_OPS", "NB201_OPS", "build_op", "list_ops", "register_op",
     "Relaxation", "list_relaxations", "register_relaxation", "DARTSSearch", "NonFiniteLossError",
     "AuxiliaryHead", "EvalNetwork", "build_eval_network", "ClassificationDataModule", "GenotypeClassifier",
-    "export_network", "DiscreteSearch", "NB201Arch", "NB201Network",
+    "export_network", "DiscreteSearch", "NB201Arch", "NB201Network", "ScratchEvaluator", "SinglePathSupernet",
+    "WeightSharingEvaluator",
 ]
 
 __version__ = "0.1.0"

@@ -1,7 +1,11 @@
 """Evaluators: how a discrete searcher scores an architecture. A searcher never knows which one it uses.
 
-* :class:`LookupEvaluator`: a benchmark table (NAS-Bench-201 with 12-epoch accuracies ships with the
-  package): the reward is a table column (``cifar10_valid`` by default, the NAS-Bench-201 protocol).
+* :class:`LookupEvaluator` (``lookup``): a benchmark table (NAS-Bench-201 with 12-epoch accuracies ships
+  with the package): the reward is a table column (``cifar10_valid`` by default, the NAS-Bench-201 protocol).
+* ``weight_sharing``: accuracy with the shared weights of a single-path supernet
+  (:class:`~darts_lightning.weight_sharing.WeightSharingEvaluator`).
+* ``scratch``: a short proxy training from scratch on the holdout split
+  (:class:`~darts_lightning.weight_sharing.ScratchEvaluator`).
 """
 
 from __future__ import annotations

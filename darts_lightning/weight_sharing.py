@@ -27,20 +27,22 @@ with the differentiable search; here they are frozen and never read.
 
 **Parameters a path does not use.** Gradients are set to ``None`` before every step (PyTorch's default
 ``zero_grad``; Li & Talwalkar's code does the same), so SGD skips the ops off the path: their weights,
-momentum buffers and weight decay stay untouched, and a step trains exactly the sampled network. Under DDP the unused parameters change from step to step, which
-DDP only accepts with ``find_unused_parameters=True``: run with ``Trainer(strategy="ddp_find_unused_parameters_true")``
-(or ``DDPStrategy(find_unused_parameters=True)``); :meth:`SinglePathSupernet.setup` refuses a plain
-``ddp`` strategy with that advice instead of failing at the second step. Since all ranks sample the same
-path, a parameter is either used on every rank (its gradient is averaged by DDP) or on none (DDP leaves
-its gradient ``None`` everywhere), so every rank steps the same parameters and the ranks stay identical.
+momentum buffers and weight decay stay untouched, and a step trains exactly the sampled network. Under
+DDP the unused parameters change from step to step, which DDP only accepts with
+``find_unused_parameters=True``: run with ``Trainer(strategy="ddp_find_unused_parameters_true")`` (or
+``DDPStrategy(find_unused_parameters=True)``); :meth:`SinglePathSupernet.setup` refuses a plain ``ddp``
+strategy with that advice instead of failing at the second step. Since all ranks sample the same path, a
+parameter is either used on every rank (its gradient is averaged by DDP) or on none (DDP leaves its
+gradient ``None`` everywhere), so every rank steps the same parameters and the ranks stay identical.
 Batch-norm running statistics are averaged over the ranks at the end of every epoch, as in
 :class:`~darts_lightning.DARTSSearch`.
 
 **Scoring** (:class:`WeightSharingEvaluator`, evaluator ``weight_sharing``): a cell's reward is its
 accuracy with the shared weights on a few fixed search-val batches, optionally after re-estimating the
-batch-norm statistics of its path on search-train batches (SPOS, sec. 3.3: running statistics
-accumulated over all paths do not fit any single one). :class:`ScratchEvaluator` (evaluator ``scratch``)
-is the expensive reference: a short training of the cell from scratch, scored on the holdout split.
+batch-norm statistics of its path on search-train batches (SPOS recomputes them on training images
+before scoring a path: running statistics accumulated over all paths fit none of them).
+:class:`ScratchEvaluator` (evaluator ``scratch``) is the expensive reference: a short training of the
+cell from scratch, scored on the holdout split.
 
 **Usage** on the digits, NAS-Bench-201 space::
 
@@ -352,12 +354,12 @@ def _accepted(cls: type, kwargs: Mapping[str, Any]) -> dict[str, Any]:
 class WeightSharingEvaluator(Evaluator):
     """Score a cell by its accuracy with the shared weights of a single-path supernet.
 
-    Li & Talwalkar (UAI 2019, sec. 4) rank sampled cells by the supernet's accuracy on held-out data;
+    Li & Talwalkar (UAI 2019) rank sampled cells by the supernet's accuracy on held-out data;
     NAS-Bench-201's RSPS does the same on its validation split. The same ``batches`` search-val batches
     score every cell (fixed once, in order), so rewards are comparable.
 
     With ``reestimate_bn`` the batch-norm running statistics are first recomputed for the cell's path, as
-    a cumulative average over ``bn_batches`` search-train batches (SPOS, Guo et al., ECCV 2020, sec. 3.3):
+    a cumulative average over ``bn_batches`` search-train batches (SPOS, Guo et al., ECCV 2020):
     the statistics the supernet accumulated mix all paths. The statistics are saved before and restored
     after, so an evaluation leaves the supernet's state dict bit-identical.
 
@@ -523,8 +525,8 @@ def _quiet_lightning() -> Iterator[None]:
 class ScratchEvaluator(Evaluator):
     """Score a cell by a short training from scratch: reward = accuracy on the holdout split, cost = seconds.
 
-    The proxy of the evaluation protocols that weight sharing is measured against (Li & Talwalkar, UAI
-    2019, sec. 5: few-epoch training as a cheap stand-in for the final training). The model trains on
+    The partial training behind Li & Talwalkar's other baseline, random search with early stopping (UAI
+    2019): a few epochs as a cheap stand-in for the final training. The model trains on
     search-train and is scored on search-val (``ClassificationDataModule(holdout=True)``), never on the
     test split. ``darts`` cells train in :class:`~darts_lightning.GenotypeClassifier` (auxiliary head and
     drop-path off, which a few epochs cannot use); ``nasbench201`` cells in the benchmark's network with

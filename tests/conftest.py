@@ -28,3 +28,15 @@ def quick_trainer(root, **overrides) -> pl.Trainer:
 @pytest.fixture
 def digits() -> SearchDataModule:
     return SearchDataModule("digits", batch_size=16)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def repository_stays_clean():
+    """No test may write into the repository root (runs belong in tmp_path)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    before = {p.name for p in root.iterdir()}
+    yield
+    added = {p.name for p in root.iterdir()} - before - {".pytest_cache", "__pycache__"}
+    assert not added, f"tests wrote into the repository root: {sorted(added)}"

@@ -89,7 +89,7 @@ def test_resume_continues_without_re_evaluating_or_forgetting(tmp_path):
     assert len(state["history"]) == 12
     resumed = DiscreteSearch(budget=30, seed=5)
     trainer = pl.Trainer(accelerator="cpu", max_epochs=-1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False)
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path / "r"))
     trainer.fit(resumed, ckpt_path=tmp_path / "ckpt" / "last.ckpt")
     assert [h["arch"] for h in resumed.history] == [h["arch"] for h in full.history]
     assert resumed.samples == full.samples

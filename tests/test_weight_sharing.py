@@ -196,7 +196,7 @@ def test_weight_sharing_evaluator_scores_without_changing_the_supernet(trained):
 
 def test_a_discrete_search_scored_by_a_supernet_checkpoint(trained, tmp_path):
     checkpoint = trained["checkpoint"]
-    evaluator = build_evaluator("weight_sharing", "nasbench201", supernet=checkpoint, batches=1)
+    evaluator = build_evaluator("weight_sharing", "nasbench201", supernet=checkpoint, batches=1, reestimate_bn=False)
     assert evaluator.data.batch_size == 16, "the data module recorded in the checkpoint"
     arch = trained["model"].path_at(0)
     trained["model"].eval()
