@@ -166,17 +166,20 @@ class DiscreteSearch(pl.LightningModule):
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "best_arch.txt").write_text(best["arch"] + "\n")
         (directory / "history.json").write_text(json.dumps(self.history, indent=1) + "\n")
+        from .visualize import draw_genotype, draw_nb201_cell, figure_to_array
+
         arch = self.space.parse(best["arch"])
         if self.space.name == "darts":
-            from .visualize import draw_genotype
-
             arch.save(directory / "genotype.json")
-            draw_genotype(arch, directory / "genotype.png")
+            drawing = draw_genotype(arch, directory / "genotype.png")
+        else:
+            drawing = draw_nb201_cell(arch.ops, directory / "best_arch.png")
         for logger in self.loggers:
             experiment = getattr(logger, "experiment", None)
             if hasattr(experiment, "add_text"):
                 experiment.add_text("search/best_arch", best["arch"], self.global_step)
                 experiment.add_histogram("search/rewards", torch.tensor([h["reward"] for h in self.history]), self.global_step)
+                experiment.add_image("search/best_arch", figure_to_array(drawing), self.global_step, dataformats="HWC")
 
     # ------------------------------------------------------------------ checkpoints
 

@@ -279,7 +279,7 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
     def _log_figures(self, genotype: Any) -> None:
         from pytorch_lightning.loggers import TensorBoardLogger
 
-        from .visualize import alpha_heatmap, alpha_heatmaps, draw_genotype, figure_to_array
+        from .visualize import alpha_heatmap, alpha_heatmaps, draw_genotype, draw_nb201_cell, figure_to_array
 
         for logger in self.loggers:
             if not isinstance(logger, TensorBoardLogger):
@@ -294,8 +294,8 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
                 figure = alpha_heatmap(w, ops, labels, title=name)
             writer.add_figure("alpha/heatmap", figure, self.current_epoch)
             writer.add_text("genotype", _arch_text(genotype), self.current_epoch)
-            if isinstance(genotype, Genotype):
-                writer.add_image("genotype/cells", figure_to_array(draw_genotype(genotype)), self.current_epoch, dataformats="HWC")
+            drawing = draw_genotype(genotype) if isinstance(genotype, Genotype) else draw_nb201_cell(genotype.ops)
+            writer.add_image("genotype/cells", figure_to_array(drawing), self.current_epoch, dataformats="HWC")
 
     def output_dir(self) -> Path:
         """Where genotype files go: the logger's directory of this run (or the trainer's root dir)."""
@@ -313,7 +313,10 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
             genotype.save(directory / "genotype.json")
             draw_genotype(genotype, directory / "genotype.png")
         else:
+            from .visualize import draw_nb201_cell
+
             (directory / "arch.txt").write_text(str(genotype) + "\n")
+            draw_nb201_cell(genotype.ops, directory / "arch.png")
         (directory / "genotype_history.json").write_text(json.dumps(self.genotype_history, indent=1) + "\n")
 
     def on_fit_end(self) -> None:

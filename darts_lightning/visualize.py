@@ -341,6 +341,39 @@ def draw_genotype(genotype: "Genotype", path: str | Path | None = None, dpi: int
 # ----------------------------------------------------------------------------- architecture weights
 
 
+def draw_nb201_cell(ops: Sequence[str], path: str | Path | None = None, title: str = "NAS-Bench-201 cell", dpi: int = 120) -> Figure:
+    """A NAS-Bench-201 cell: states 0 (input) to 3 (output) on a line, an arc labelled with its op for every
+    edge ``j → i`` (edge order ``0→1, 0→2, 1→2, 0→3, 1→3, 2→3``); ``none`` edges are left out."""
+    fig = _new_figure(7.0, 3.6, dpi=dpi)
+    ax = fig.add_subplot(1, 1, 1)
+    positions = [(2.0 * i, 0.0) for i in range(4)]
+    edges = [(j, i) for i in range(1, 4) for j in range(i)]
+    if len(ops) != len(edges):
+        raise ValueError(f"a NAS-Bench-201 cell has {len(edges)} edges, got {len(ops)} ops")
+    for (j, i), op in zip(edges, ops):
+        if op == "none":
+            continue
+        rad = -0.25 * (i - j) if (i - j) > 1 else 0.0
+        arrow = FancyArrowPatch(positions[j], positions[i], connectionstyle=f"arc3,rad={rad}", arrowstyle="-|>",
+                                mutation_scale=12, lw=1.2, color="#333333", shrinkA=14, shrinkB=14)
+        ax.add_patch(arrow)
+        mid = _curve_points(np.array(positions[j]), np.array(positions[i]), rad, np.array([0.5]))[0]
+        ax.text(mid[0], mid[1], op, ha="center", va="center", fontsize=7,
+                bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none"})
+    for k, (x, y) in enumerate(positions):
+        ax.add_patch(Circle((x, y), 0.28, fc="#cfe2f3" if 0 < k < 3 else "#d9ead3", ec="#333333", zorder=3))
+        ax.text(x, y, str(k), ha="center", va="center", fontsize=9, fontweight="bold", zorder=4)
+    ax.set_xlim(-0.6, 6.6)
+    ax.set_ylim(-0.6, 2.6)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    ax.set_title(title, fontsize=10)
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(str(path), format="png")
+    return fig
+
+
 def _as_matrix(weights: torch.Tensor | np.ndarray) -> np.ndarray:
     """A 2-D float numpy copy of a tensor or array."""
     if isinstance(weights, torch.Tensor):

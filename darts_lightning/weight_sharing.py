@@ -69,6 +69,8 @@ the ``scratch`` evaluator (or the NAS-Bench-201 ``lookup`` table for CIFAR-10) t
 
 from __future__ import annotations
 
+import importlib
+
 import inspect
 import logging
 import random
@@ -373,6 +375,9 @@ class WeightSharingEvaluator(Evaluator):
             default: on the digits supernet of ``configs/rsws_nb201_digits.yaml`` the shared weights score
             cells at about 0.1-0.7 accuracy with the accumulated statistics and 0.6-0.9 with re-estimated ones).
         device: where a checkpoint is loaded.
+        metric: the reward: ``accuracy`` (default), or the import path of a torchmetrics metric computed on
+            (logits, targets) of the search-val batches, e.g. ``torchmetrics.classification.MulticlassF1Score``
+            with ``metric_args`` ``{"num_classes": 10}``; accuracy and loss are reported either way.
     """
 
     def __init__(
@@ -384,8 +389,20 @@ class WeightSharingEvaluator(Evaluator):
         reestimate_bn: bool = True,
         bn_batches: int = 4,
         device: str = "cpu",
+        metric: str = "accuracy",
+        metric_args: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(space)
+        self.metric = None
+        if metric != "accuracy":
+            module_name, _, class_name = metric.rpartition(".")
+            try:
+                metric_class = getattr(importlib.import_module(module_name), class_name)
+            except (ImportError, AttributeError, ValueError) as error:
+                raise ValueError(
+                    f"metric {metric!r} is neither 'accuracy' nor an importable torchmetrics class path ({error})"
+                ) from error
+            self.metric = metric_class(**dict(metric_args or {}))
         if batches < 1 or (reestimate_bn and bn_batches < 1):
             raise ValueError(f"batches ({batches}) and bn_batches ({bn_batches}) must be positive")
         recorded: Mapping[str, Any] | None = None
@@ -457,16 +474,23 @@ class WeightSharingEvaluator(Evaluator):
                     self.module(x.to(device), arch)
             self.module.eval()
             correct, total, loss = 0, 0, 0.0
+            if self.metric is not None:
+                self.metric.reset()
             for x, y in self.val_batches:
                 x, y = x.to(device), y.to(device)
                 logits = self.module(x, arch)
                 correct += int((logits.argmax(-1) == y).sum())
                 loss += float(F.cross_entropy(logits, y, reduction="sum"))
                 total += len(y)
+                if self.metric is not None:
+                    self.metric.update(logits.cpu(), y.cpu())
         seconds = time.perf_counter() - start
         accuracy = correct / total
-        return Evaluation(reward=accuracy, cost=seconds,
-                          metrics={"accuracy": accuracy, "loss": loss / total, "seconds": seconds, "images": float(total)})
+        metrics = {"accuracy": accuracy, "loss": loss / total, "seconds": seconds, "images": float(total)}
+        reward = accuracy
+        if self.metric is not None:
+            reward = metrics["metric"] = float(self.metric.compute())
+        return Evaluation(reward=reward, cost=seconds, metrics=metrics)
 
 
 # --------------------------------------------------------------------------- scoring by training from scratch

@@ -139,3 +139,16 @@ def test_search_state_checkpoint_after_every_evaluation_resumes_exactly(tmp_path
                          enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path / "r"))
     trainer.fit(resumed, ckpt_path=state)
     assert [h["arch"] for h in resumed.history] == [h["arch"] for h in full.history]
+
+
+def test_best_architecture_is_drawn_and_logged(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    trainer = _fit(DiscreteSearch(budget=5, seed=0), tmp_path)
+    run_dir = Path(trainer.log_dir)
+    assert (run_dir / "best_arch.png").read_bytes()[:4] == b"\x89PNG"
+    events = EventAccumulator(str(run_dir), size_guidance={"images": 0, "scalars": 0, "histograms": 0})
+    events.Reload()
+    assert "search/best_arch" in events.Tags()["images"]
+    assert "search/rewards" in events.Tags()["histograms"]
+    assert len(events.Scalars("search/best_reward")) == 5

@@ -240,3 +240,18 @@ def test_plain_ddp_is_refused_with_advice():
     model._trainer = SimpleNamespace(strategy=DDPStrategy(), world_size=2)
     with pytest.raises(ValueError, match="ddp_find_unused_parameters_true"):
         model.setup("fit")
+
+
+def test_weight_sharing_reward_can_be_any_torchmetrics_metric(trained):
+    model = trained["model"]
+    arch = model.space.sample(random.Random(3))
+    data = SearchDataModule("digits", batch_size=32)
+    accuracy = WeightSharingEvaluator("nasbench201", model, data=data, batches=2).evaluate(arch)
+    f1 = WeightSharingEvaluator(
+        "nasbench201", model, data=data, batches=2,
+        metric="torchmetrics.classification.MulticlassF1Score", metric_args={"num_classes": 10, "average": "macro"},
+    ).evaluate(arch)
+    assert f1.reward == f1.metrics["metric"] and 0.0 <= f1.reward <= 1.0
+    assert f1.metrics["accuracy"] == accuracy.reward
+    with pytest.raises(ValueError, match="importable torchmetrics class path"):
+        WeightSharingEvaluator("nasbench201", model, data=data, metric="torchmetrics.NoSuchMetric")
