@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from .cell import Cell, dense_edges
 from .edges import FixedEdge, MixedEdge
+from .network import named_weight_parameters
 from .ops import NB201_OPS, ReLUConvBN
 from .relaxations import Relaxation, build_relaxation
 
@@ -201,8 +202,7 @@ class NB201Network(nn.Module):
         return {"alpha": self.alpha} if self.arch is None else {}
 
     def named_weight_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
-        arch = {id(p) for p in self.arch_parameters()}
-        return ((n, p) for n, p in self.named_parameters() if id(p) not in arch)
+        return named_weight_parameters(self)
 
     def weight_parameters(self) -> list[nn.Parameter]:
         return [p for _, p in self.named_weight_parameters()]

@@ -17,7 +17,7 @@ from .genotype import Genotype
 from .ops import DARTS_OPS, resolve_op_names
 from .relaxations import Relaxation, build_relaxation
 
-__all__ = ["SearchNetwork", "reduction_layers", "cell_plan", "check_image_size"]
+__all__ = ["SearchNetwork", "reduction_layers", "cell_plan", "check_image_size", "named_weight_parameters"]
 
 
 def reduction_layers(layers: int) -> tuple[int, ...]:
@@ -62,6 +62,12 @@ def cell_plan(
         yield c_pp, c_p, c, reduction, reduction_prev
         reduction_prev = reduction
         c_pp, c_p = c_p, (reduce_multiplier if reduction else multiplier) * c
+
+
+def named_weight_parameters(network: nn.Module) -> Iterator[tuple[str, nn.Parameter]]:
+    """``(name, parameter)`` of every parameter of ``network`` except its ``arch_parameters()``."""
+    arch = {id(p) for p in network.arch_parameters()}
+    return ((n, p) for n, p in network.named_parameters() if id(p) not in arch)
 
 
 class SearchNetwork(nn.Module):
@@ -139,8 +145,7 @@ class SearchNetwork(nn.Module):
         return edge_labels(self.nodes)
 
     def named_weight_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
-        arch = {id(p) for p in self.arch_parameters()}
-        return ((n, p) for n, p in self.named_parameters() if id(p) not in arch)
+        return named_weight_parameters(self)
 
     def weight_parameters(self) -> list[nn.Parameter]:
         """Every parameter except α: the weights w of the ops, stem, preprocessing and classifier."""

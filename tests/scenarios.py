@@ -46,12 +46,11 @@ def _ddp_trainer(workdir: Path, callbacks: list, **kwargs) -> pl.Trainer:
     )
 
 
-@scenario("darts_first_order")
-def darts_first_order(workdir: Path) -> dict:
+def _darts_run(workdir: Path, order: int) -> dict:
     # A different seed per rank: DDP must still leave every rank with the same model.
     pl.seed_everything(torch.distributed.get_rank())
     data = SearchDataModule("digits", batch_size=16)
-    model = DARTSSearch(1, 10, 8, channels=4, layers=3, arch_lr=3e-2, order=1)
+    model = DARTSSearch(1, 10, 8, channels=4, layers=3, arch_lr=3e-2, order=order)
     checksums = StepChecksums()
     trainer = _ddp_trainer(workdir, [checksums])
     trainer.fit(model, data)
@@ -60,16 +59,14 @@ def darts_first_order(workdir: Path) -> dict:
             "global_step": trainer.global_step}
 
 
+@scenario("darts_first_order")
+def darts_first_order(workdir: Path) -> dict:
+    return _darts_run(workdir, order=1)
+
+
 @scenario("darts_second_order")
 def darts_second_order(workdir: Path) -> dict:
-    pl.seed_everything(torch.distributed.get_rank())
-    data = SearchDataModule("digits", batch_size=16)
-    model = DARTSSearch(1, 10, 8, channels=4, layers=3, arch_lr=3e-2, order=2)
-    checksums = StepChecksums()
-    trainer = _ddp_trainer(workdir, [checksums])
-    trainer.fit(model, data)
-    return {"state": state_snapshot(model, trainer), "checksums": checksums.checksums,
-            "global_step": trainer.global_step}
+    return _darts_run(workdir, order=2)
 
 
 class _BatchNormInEval(pl.Callback):
