@@ -87,6 +87,10 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
         weight_momentum, weight_decay: SGD momentum (0.9) and weight decay (3e-4).
         grad_clip: gradient-norm clip of the weight step (5).
         arch_lr, arch_betas, arch_weight_decay: Adam on α (3e-4, (0.5, 0.999), 1e-3).
+        arch_warmup_epochs: train the weights only for this many epochs before α moves (PC-DARTS: 15);
+            a remedy for the early collapse towards parameter-free ops.
+        hessian_eigenvalue_every: every this many epochs log ``arch/hessian_eigenvalue``, the dominant
+            eigenvalue of ∇²α L_val on a search-val batch (R-DARTS; 0: never).
         channels_last: run the supernet in channels-last memory layout. ``None`` (default): on a CPU,
             where it makes a search step about twice as fast for this network, and not elsewhere.
     """
@@ -117,6 +121,8 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
         arch_betas: tuple[float, float] = (0.5, 0.999),
         arch_weight_decay: float = 1e-3,
         channels_last: bool | None = None,
+        arch_warmup_epochs: int = 0,
+        hessian_eigenvalue_every: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -144,6 +150,7 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
         self.val_accuracy = MulticlassAccuracy(num_classes, average="micro")
         self.genotype_history: list[dict[str, Any]] = []
         self._output_dir: Path | None = None
+        self._last_val_batch: tuple[Tensor, Tensor] | None = None
 
     # ------------------------------------------------------------------ parameters
 
@@ -196,13 +203,15 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
         weight_optimizer, arch_optimizer = self.optimizers()
 
         # 1. Architecture step on the search-val batch: α ← α − η_α · (estimate of ∇α L_val).
-        arch = self.arch_gradient.estimate(self.network, (x_val, y_val), (x_train, y_train), weight_optimizer.optimizer)
-        self._check_finite(arch.loss, "architecture (search-val)")
-        all_reduce_mean_(arch.grads)
-        for alpha, grad in zip(self.arch_parameters(), arch.grads):
-            alpha.grad = grad
-        arch_optimizer.optimizer.step()  # the raw optimizer: one search step = one global step
-        arch_optimizer.optimizer.zero_grad(set_to_none=True)
+        if self.current_epoch >= self.hparams.arch_warmup_epochs:
+            arch = self.arch_gradient.estimate(self.network, (x_val, y_val), (x_train, y_train), weight_optimizer.optimizer)
+            self._check_finite(arch.loss, "architecture (search-val)")
+            all_reduce_mean_(arch.grads)
+            for alpha, grad in zip(self.arch_parameters(), arch.grads):
+                alpha.grad = grad
+            arch_optimizer.optimizer.step()  # the raw optimizer: one search step = one global step
+            arch_optimizer.optimizer.zero_grad(set_to_none=True)
+            self.log("train/arch_loss", arch.loss, on_step=False, on_epoch=True, batch_size=len(y_val))
 
         # 2. Weight step on the search-train batch: w ← w − η_w · ∇w L_train(w, α), α held constant.
         logits = self.network(x_train, detach_alpha=True)
@@ -216,8 +225,9 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
 
         self.train_accuracy(logits.detach(), y_train)
         self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=True, batch_size=len(y_train))
-        self.log("train/arch_loss", arch.loss, on_step=False, on_epoch=True, batch_size=len(y_val))
         self.log("train/acc", self.train_accuracy, on_step=False, on_epoch=True)
+        if self.trainer.is_last_batch:
+            self._last_val_batch = (x_val, y_val)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         # End-of-epoch work happens after the last batch, before validation and checkpointing, so that an
@@ -237,6 +247,16 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
         genotype = self.genotype()
         self.genotype_history.append({"epoch": self.current_epoch, "step": self.global_step, "genotype": _arch_record(genotype)})
         self.log_dict(self.architecture_diagnostics(), on_step=False, on_epoch=True)
+        every = self.hparams.hessian_eigenvalue_every
+        if every and (self.current_epoch + 1) % every == 0 and self._last_val_batch is not None:
+            from .diagnostics import dominant_hessian_eigenvalue
+
+            x, y = self._last_val_batch
+            generator = torch.Generator().manual_seed(self.current_epoch)
+            value = torch.tensor(dominant_hessian_eigenvalue(self.network, x, y, generator=generator), device=x.device)
+            all_reduce_mean_([value])
+            self.log("arch/hessian_eigenvalue", value, on_step=False, on_epoch=True)
+        self._last_val_batch = None
         if self.trainer.is_global_zero:
             self._log_figures(genotype)
             self._write_genotype_files(genotype)
