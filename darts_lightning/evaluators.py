@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .registry import Registry
 from .spaces import SearchSpace, get_space
 
 __all__ = ["Evaluation", "Evaluator", "LookupEvaluator", "NB201_TABLE", "register_evaluator", "build_evaluator", "list_evaluators"]
@@ -90,23 +91,20 @@ class LookupEvaluator(Evaluator):
         return Evaluation(reward=row[f"{self.dataset}_{self.metric}"], cost=1.0, metrics=dict(row))
 
 
-_EVALUATORS: dict[str, Callable[..., Evaluator]] = {"lookup": LookupEvaluator}
+_EVALUATORS: Registry[Evaluator] = Registry("evaluator")
+_EVALUATORS.register("lookup", LookupEvaluator)
 
 
 def register_evaluator(name: str, factory: Callable[..., Evaluator]) -> None:
-    if name in _EVALUATORS:
-        raise ValueError(f"evaluator {name!r} is already registered")
-    _EVALUATORS[name] = factory
+    _EVALUATORS.register(name, factory)
 
 
 def list_evaluators() -> list[str]:
-    return sorted(_EVALUATORS)
+    return _EVALUATORS.names()
 
 
 def build_evaluator(name: str, space: SearchSpace | str, **kwargs: Any) -> Evaluator:
-    if name not in _EVALUATORS:
-        raise ValueError(f"unknown evaluator {name!r}; valid evaluators are: {', '.join(list_evaluators())}")
-    return _EVALUATORS[name](space, **kwargs)
+    return _EVALUATORS.build(name, space, **kwargs)
 
 
 def _weight_sharing_evaluator(space: SearchSpace | str, **kwargs: Any) -> Evaluator:

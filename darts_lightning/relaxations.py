@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .registry import Registry
+
 if TYPE_CHECKING:
     from .edges import MixedEdge
 
@@ -128,27 +130,23 @@ class SinglePathRelaxation(Relaxation):
         return op(x)
 
 
-_RELAXATIONS: dict[str, Callable[[], Relaxation]] = {}
+_RELAXATIONS: Registry[Relaxation] = Registry("relaxation")
 
 
 def register_relaxation(name: str, factory: Callable[[], Relaxation]) -> None:
     """Register a relaxation so that configs can name it."""
-    if name in _RELAXATIONS:
-        raise ValueError(f"relaxation {name!r} is already registered")
-    _RELAXATIONS[name] = factory
+    _RELAXATIONS.register(name, factory)
 
 
 def list_relaxations() -> list[str]:
-    return sorted(_RELAXATIONS)
+    return _RELAXATIONS.names()
 
 
 def build_relaxation(relaxation: str | Relaxation) -> Relaxation:
     """A relaxation instance from its registered name (or the instance itself)."""
     if isinstance(relaxation, Relaxation):
         return relaxation
-    if relaxation not in _RELAXATIONS:
-        raise ValueError(f"unknown relaxation {relaxation!r}; valid relaxations are: {', '.join(list_relaxations())}")
-    return _RELAXATIONS[relaxation]()
+    return _RELAXATIONS.build(relaxation)
 
 
 register_relaxation("darts", SoftmaxRelaxation)

@@ -27,6 +27,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from .registry import Registry
 from .spaces import SearchSpace, get_space
 
 __all__ = [
@@ -468,25 +469,20 @@ class LocalSearch(Searcher):
         self.climbs = int(state["climbs"])
 
 
-_SEARCHERS: dict[str, Callable[..., Searcher]] = {
-    "random": RandomSearch,
-    "regularized_evolution": RegularizedEvolution,
-    "reinforce": Reinforce,
-    "local_search": LocalSearch,
-}
+_SEARCHERS: Registry[Searcher] = Registry("searcher")
+for _name, _factory in (("random", RandomSearch), ("regularized_evolution", RegularizedEvolution),
+                        ("reinforce", Reinforce), ("local_search", LocalSearch)):
+    _SEARCHERS.register(_name, _factory)
+del _name, _factory
 
 
 def register_searcher(name: str, factory: Callable[..., Searcher]) -> None:
-    if name in _SEARCHERS:
-        raise ValueError(f"searcher {name!r} is already registered")
-    _SEARCHERS[name] = factory
+    _SEARCHERS.register(name, factory)
 
 
 def list_searchers() -> list[str]:
-    return sorted(_SEARCHERS)
+    return _SEARCHERS.names()
 
 
 def build_searcher(name: str, space: SearchSpace | str, seed: int = 0, **kwargs: Any) -> Searcher:
-    if name not in _SEARCHERS:
-        raise ValueError(f"unknown searcher {name!r}; valid searchers are: {', '.join(list_searchers())}")
-    return _SEARCHERS[name](space, seed=seed, **kwargs)
+    return _SEARCHERS.build(name, space, seed=seed, **kwargs)

@@ -22,6 +22,7 @@ from .genotype import Genotype
 from .ops import DARTS_OPS
 from .nasbench201 import NB201_EDGES, NB201Arch, NB201Network
 from .ops import NB201_OPS
+from .registry import Registry
 
 __all__ = ["SearchSpace", "DartsSpace", "NB201Space", "register_space", "list_spaces", "get_space"]
 
@@ -204,23 +205,21 @@ class DartsSpace(SearchSpace):
         return EvalNetwork(arch, num_classes=num_classes, in_channels=in_channels, **kwargs)
 
 
-_SPACES: dict[str, Callable[[], SearchSpace]] = {"darts": DartsSpace, "nasbench201": NB201Space}
+_SPACES: Registry[SearchSpace] = Registry("search space", plural="spaces")
+_SPACES.register("darts", DartsSpace)
+_SPACES.register("nasbench201", NB201Space)
 
 
 def register_space(name: str, factory: Callable[[], SearchSpace]) -> None:
-    if name in _SPACES:
-        raise ValueError(f"search space {name!r} is already registered")
-    _SPACES[name] = factory
+    _SPACES.register(name, factory)
 
 
 def list_spaces() -> list[str]:
-    return sorted(_SPACES)
+    return _SPACES.names()
 
 
 def get_space(name: str | SearchSpace) -> SearchSpace:
     """A search space by name (``darts``, ``nasbench201``) or the instance itself."""
     if isinstance(name, SearchSpace):
         return name
-    if name not in _SPACES:
-        raise ValueError(f"unknown search space {name!r}; valid spaces are: {', '.join(list_spaces())}")
-    return _SPACES[name]()
+    return _SPACES.build(name)

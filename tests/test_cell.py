@@ -19,14 +19,7 @@ C = 8
 CELL_OPS = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3")
 NON_NONE = [(k, name) for k, name in enumerate(DARTS_OPS) if name != "none"]
 
-DARTS_V2 = Genotype(
-    normal=[("sep_conv_3x3", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("sep_conv_3x3", 1),
-            ("sep_conv_3x3", 1), ("skip_connect", 0), ("skip_connect", 0), ("dil_conv_3x3", 2)],
-    normal_concat=[2, 3, 4, 5],
-    reduce=[("max_pool_3x3", 0), ("max_pool_3x3", 1), ("skip_connect", 2), ("max_pool_3x3", 1),
-            ("max_pool_3x3", 0), ("skip_connect", 2), ("skip_connect", 2), ("max_pool_3x3", 1)],
-    reduce_concat=[2, 3, 4, 5],
-)
+DARTS_V2 = Genotype.published("DARTS_V2")
 
 
 def one_hot_weights(column: int, num_ops: int = len(DARTS_OPS)) -> torch.Tensor:
