@@ -120,11 +120,15 @@ class SearchCell(Cell):
         multiplier: int,
         op_names: Sequence[str],
         relaxation: Relaxation,
+        auxiliary_skip: bool = False,
     ) -> None:
         if not 1 <= multiplier <= nodes:
             raise ValueError(f"multiplier must lie in 1..nodes={nodes}, got {multiplier}")
         edges = dense_edges(nodes)
-        modules = [MixedEdge(op_names, c, 2 if reduction and src < 2 else 1, relaxation) for src, _ in edges]
+        modules = [
+            MixedEdge(op_names, c, 2 if reduction and src < 2 else 1, relaxation, auxiliary_skip=auxiliary_skip)
+            for src, _ in edges
+        ]
         concat = range(2 + nodes - multiplier, 2 + nodes)
         super().__init__(darts_preprocess(c_pp, c_p, c, reduction_prev, affine=False), edges, modules, concat, reduction)
 

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .ops import Identity, Zero, build_op, get_op
-from .relaxations import Relaxation
+from .ops import FactorizedReduce, Identity, Zero, build_op, get_op
+from .relaxations import Relaxation, channel_shuffle
 
 __all__ = ["MixedEdge", "FixedEdge", "drop_path"]
 
@@ -25,9 +25,20 @@ class MixedEdge(nn.Module):
     Ops that begin with a ReLU (the separable and dilated convolutions) share one ReLU of the edge input
     instead of each computing and storing their own: the same result, with fewer activations kept for
     the backward pass.
+
+    With ``relaxation.partial_channels = K > 1`` (PC-DARTS, Xu et al., ICLR 2020, sec. 3.1) the ops are
+    built for ``channels / K`` channels: the first ``1/K`` of the input's channels go through the mixture,
+    the rest bypass it (max-pooled by 2 on a stride-2 edge), and the two parts are concatenated and
+    channel-shuffled with K groups.
+
+    ``auxiliary_skip=True`` adds DARTS-'s auxiliary skip connection (Chu et al., ICLR 2021): the edge
+    output gains ``relaxation.auxiliary_skip_weight · skip(x)`` (identity; a factorized reduction on a
+    stride-2 edge), a weight the search decays to 0.
     """
 
-    def __init__(self, op_names: Sequence[str], channels: int, stride: int, relaxation: Relaxation) -> None:
+    def __init__(
+        self, op_names: Sequence[str], channels: int, stride: int, relaxation: Relaxation, auxiliary_skip: bool = False
+    ) -> None:
         super().__init__()
         self.op_names = tuple(op_names)
         self.stride = stride
@@ -48,6 +59,9 @@ class MixedEdge(nn.Module):
         self._starts_with_relu = tuple(
             isinstance(op, nn.Sequential) and len(op) > 1 and isinstance(op[0], nn.ReLU) for op in ops
         )
+        self.auxiliary_skip: nn.Module | None = None
+        if auxiliary_skip:
+            self.auxiliary_skip = FactorizedReduce(channels, channels, affine=False) if stride == 2 else nn.Identity()
 
     def candidate_outputs(self, x: Tensor) -> Iterator[tuple[int, Tensor]]:
         """``(alpha_column, op(x))`` for every op that computes something (``none`` excluded)."""
@@ -63,15 +77,43 @@ class MixedEdge(nn.Module):
             else:
                 yield index, op(x)
 
+    def op_output(self, column: int, x: Tensor) -> Tensor:
+        """The output of the op in α's column ``column`` alone (zeros for a zero op)."""
+        if column not in self.op_indices:
+            return self.zeros(x)
+        position = self.op_indices.index(column)
+        op = self.ops[position]
+        if self._starts_with_relu[position]:
+            # A fresh F.relu of the input, as in candidate_outputs: an in-place ReLU of a registered op
+            # must not overwrite the state other edges read.
+            out = F.relu(x)
+            for layer in islice(op, 1, None):
+                out = layer(out)
+            return out
+        return op(x)
+
     def zeros(self, x: Tensor) -> Tensor:
         """The output of a zero op for input ``x``."""
         return x[:, :, :: self.stride, :: self.stride].mul(0.0)
 
     def forward(self, x: Tensor, weights: Tensor) -> Tensor:
-        return self.relaxation.mix(self, x, weights)
+        k = self.relaxation.partial_channels
+        if k == 1:
+            out = self.relaxation.mix(self, x, weights)
+        else:
+            part = x.shape[1] // k
+            mixed = self.relaxation.mix(self, x[:, :part], weights)
+            bypass = x[:, part:]
+            if self.stride == 2:
+                bypass = F.max_pool2d(bypass, 2, 2)
+            out = channel_shuffle(torch.cat([mixed, bypass], dim=1), k)
+        if self.auxiliary_skip is not None and self.relaxation.auxiliary_skip_weight != 0.0:
+            out = out + self.relaxation.auxiliary_skip_weight * self.auxiliary_skip(x)
+        return out
 
     def extra_repr(self) -> str:
-        return f"ops={list(self.op_names)}, stride={self.stride}, relaxation={self.relaxation.name}"
+        extra = f", partial_channels={self.relaxation.partial_channels}" if self.relaxation.partial_channels > 1 else ""
+        return f"ops={list(self.op_names)}, stride={self.stride}, relaxation={self.relaxation.name}{extra}"
 
 
 def drop_path(x: Tensor, drop_prob: float) -> Tensor:

@@ -132,11 +132,14 @@ class NB201Arch:
         return expressions[-1]
 
 
-def nb201_cell(channels: int, arch: NB201Arch | None, relaxation: Relaxation | None = None, affine: bool = True) -> Cell:
+def nb201_cell(
+    channels: int, arch: NB201Arch | None, relaxation: Relaxation | None = None, affine: bool = True,
+    auxiliary_skip: bool = False,
+) -> Cell:
     """A NAS-Bench-201 cell: fixed edges for ``arch``, or mixed edges over all ops when ``arch`` is None."""
     if arch is None:
         relaxation = relaxation or build_relaxation("darts")
-        modules = [MixedEdge(NB201_OPS, channels, 1, relaxation) for _ in NB201_EDGES]
+        modules = [MixedEdge(NB201_OPS, channels, 1, relaxation, auxiliary_skip=auxiliary_skip) for _ in NB201_EDGES]
     else:
         modules = [FixedEdge(op, channels, 1, affine=affine) for op in arch.ops]
     return Cell([nn.Identity()], NB201_EDGES, modules, concat=[3])
@@ -169,19 +172,25 @@ class NB201Network(nn.Module):
         channels: Sequence[int] = (16, 32, 64),
         cells_per_stage: int = 5,
         relaxation: str | Relaxation = "darts",
+        relaxation_args: dict | None = None,
+        auxiliary_skip: bool = False,
     ) -> None:
         super().__init__()
         if isinstance(arch, str):
             arch = NB201Arch.parse(arch)
         self.arch = arch
         self.channels, self.cells_per_stage = list(channels), cells_per_stage
-        self.relaxation = build_relaxation(relaxation) if arch is None else None
+        self.relaxation = build_relaxation(relaxation, **(relaxation_args or {})) if arch is None else None
+        self.auxiliary_skip = bool(auxiliary_skip) and arch is None
         self.stem = nn.Sequential(nn.Conv2d(in_channels, channels[0], 3, padding=1, bias=False), nn.BatchNorm2d(channels[0]))
         layers: list[nn.Module] = []
         for stage, c in enumerate(channels):
             if stage > 0:
                 layers.append(ResidualReduction(channels[stage - 1], c))
-            layers += [nb201_cell(c, arch, self.relaxation, affine=arch is not None) for _ in range(cells_per_stage)]
+            layers += [
+                nb201_cell(c, arch, self.relaxation, affine=arch is not None, auxiliary_skip=self.auxiliary_skip)
+                for _ in range(cells_per_stage)
+            ]
         self.layers = nn.ModuleList(layers)
         self.last = nn.Sequential(nn.BatchNorm2d(channels[-1]), nn.ReLU(inplace=True))
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
@@ -201,6 +210,9 @@ class NB201Network(nn.Module):
     def named_arch_parameters(self) -> dict[str, nn.Parameter]:
         return {"alpha": self.alpha} if self.arch is None else {}
 
+    def alphas(self) -> dict[str, Tensor]:
+        return {"cell": self.alpha} if self.arch is None else {}
+
     def named_weight_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
         return named_weight_parameters(self)
 
@@ -208,7 +220,7 @@ class NB201Network(nn.Module):
         return [p for _, p in self.named_weight_parameters()]
 
     def cell_weights(self, detach: bool = True) -> dict[str, Tensor]:
-        weights = self.relaxation.edge_weights(self.alpha)
+        weights = self.relaxation.expected_weights(self.alpha)
         return {"cell": weights.detach() if detach else weights}
 
     def edge_labels(self) -> list[str]:
@@ -220,12 +232,14 @@ class NB201Network(nn.Module):
 
     def space_signature(self) -> dict:
         return {"space": "nasbench201", "op_names": list(NB201_OPS), "channels": self.channels,
-                "cells_per_stage": self.cells_per_stage, "relaxation": self.relaxation.name if self.relaxation else None}
+                "cells_per_stage": self.cells_per_stage, "relaxation": self.relaxation.name if self.relaxation else None,
+                "relaxation_args": self.relaxation.describe() if self.relaxation else None,
+                "auxiliary_skip": self.auxiliary_skip}
 
     def forward(self, x: Tensor, detach_alpha: bool = False) -> Tensor:
         weights = None
         if self.arch is None:
-            weights = self.relaxation.edge_weights(self.alpha)
+            weights = self.relaxation.edge_weights(self.alpha, "cell")
             weights = weights.detach() if detach_alpha else weights
         out = self.stem(x)
         for layer in self.layers:

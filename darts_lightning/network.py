@@ -17,7 +17,23 @@ from .genotype import Genotype
 from .ops import DARTS_OPS, resolve_op_names
 from .relaxations import Relaxation, build_relaxation
 
-__all__ = ["SearchNetwork", "reduction_layers", "cell_plan", "check_image_size", "named_weight_parameters"]
+__all__ = [
+    "SearchNetwork", "reduction_layers", "cell_plan", "check_image_size", "named_weight_parameters",
+    "edge_normalization_weights",
+]
+
+
+def edge_normalization_weights(beta: Tensor, nodes: int, num_inputs: int = 2) -> Tensor:
+    """PC-DARTS's edge normalisation (Xu et al., ICLR 2020, eq. 4): softmax of the edge parameters β over
+    the edges entering each node, so that the weights of every node's incoming edges sum to 1."""
+    parts, start = [], 0
+    for node in range(nodes):
+        width = num_inputs + node
+        parts.append(torch.softmax(beta[start : start + width], dim=-1))
+        start += width
+    if start != beta.shape[0]:
+        raise ValueError(f"beta has {beta.shape[0]} entries; a cell of {nodes} nodes has {start} edges")
+    return torch.cat(parts)
 
 
 def reduction_layers(layers: int) -> tuple[int, ...]:
@@ -79,7 +95,13 @@ class SearchNetwork(nn.Module):
         nodes: intermediate nodes per cell (4). multiplier: nodes concatenated into the output (4).
         stem_multiplier: the stem outputs ``stem_multiplier · C`` channels (3).
         op_names: candidate ops (default: the eight DARTS primitives).
-        relaxation: how a mixed edge mixes its ops (``"darts"``: softmax-weighted sum).
+        relaxation: how a mixed edge mixes its ops (``"darts"``: softmax-weighted sum; see
+            :mod:`darts_lightning.relaxations`), with keyword arguments ``relaxation_args``.
+        edge_normalization: PC-DARTS's edge normalisation: a parameter β per edge whose softmax over each
+            node's incoming edges scales the edge outputs (``beta_normal``/``beta_reduce``, architecture
+            parameters beside α); edges are then ranked by softmax(α)·softmax(β).
+        auxiliary_skip: DARTS-'s auxiliary skip connection on every mixed edge, scaled by
+            ``relaxation.auxiliary_skip_weight`` (set by the search's schedule).
         image_size: when given, checked against the number of reduction cells.
     """
 
@@ -95,6 +117,9 @@ class SearchNetwork(nn.Module):
         stem_multiplier: int = 3,
         op_names: Sequence[str] = DARTS_OPS,
         relaxation: str | Relaxation = "darts",
+        relaxation_args: dict | None = None,
+        edge_normalization: bool = False,
+        auxiliary_skip: bool = False,
         image_size: int | None = None,
     ) -> None:
         super().__init__()
@@ -107,7 +132,8 @@ class SearchNetwork(nn.Module):
         self.nodes, self.multiplier = nodes, multiplier
         self.shape = {"in_channels": in_channels, "num_classes": num_classes, "channels": channels,
                       "layers": layers, "stem_multiplier": stem_multiplier}
-        self.relaxation = build_relaxation(relaxation)
+        self.relaxation = build_relaxation(relaxation, **(relaxation_args or {}))
+        self.edge_normalization, self.auxiliary_skip = bool(edge_normalization), bool(auxiliary_skip)
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, stem_multiplier * channels, 3, padding=1, bias=False),
             nn.BatchNorm2d(stem_multiplier * channels),
@@ -117,6 +143,7 @@ class SearchNetwork(nn.Module):
                 c_pp, c_p, c,
                 reduction=reduction, reduction_prev=reduction_prev,
                 nodes=nodes, multiplier=multiplier, op_names=self.op_names, relaxation=self.relaxation,
+                auxiliary_skip=auxiliary_skip,
             )
             for c_pp, c_p, c, reduction, reduction_prev in cell_plan(channels, layers, stem_multiplier * channels, multiplier)
         )
@@ -126,20 +153,38 @@ class SearchNetwork(nn.Module):
         num_edges = len(dense_edges(nodes))
         self.alpha_normal = nn.Parameter(1e-3 * torch.randn(num_edges, len(self.op_names)))
         self.alpha_reduce = nn.Parameter(1e-3 * torch.randn(num_edges, len(self.op_names)))
+        if self.edge_normalization:
+            self.beta_normal = nn.Parameter(1e-3 * torch.randn(num_edges))
+            self.beta_reduce = nn.Parameter(1e-3 * torch.randn(num_edges))
 
     # ------------------------------------------------------------------ parameters
 
     def arch_parameters(self) -> list[nn.Parameter]:
-        """The architecture parameters α (normal, reduce)."""
-        return [self.alpha_normal, self.alpha_reduce]
+        """The architecture parameters: α (normal, reduce), then β (normal, reduce) with edge normalisation."""
+        return list(self.named_arch_parameters().values())
 
     def named_arch_parameters(self) -> dict[str, nn.Parameter]:
-        return {"alpha_normal": self.alpha_normal, "alpha_reduce": self.alpha_reduce}
+        named = {"alpha_normal": self.alpha_normal, "alpha_reduce": self.alpha_reduce}
+        if self.edge_normalization:
+            named.update(beta_normal=self.beta_normal, beta_reduce=self.beta_reduce)
+        return named
+
+    def alphas(self) -> dict[str, Tensor]:
+        """α per cell type (the op logits, without the edge parameters β)."""
+        return {"normal": self.alpha_normal, "reduce": self.alpha_reduce}
+
+    def edge_scales(self, detach: bool = False) -> dict[str, Tensor | None]:
+        """Edge-normalisation weights per cell type (``None`` without edge normalisation)."""
+        if not self.edge_normalization:
+            return {"normal": None, "reduce": None}
+        scales = {cell: edge_normalization_weights(beta, self.nodes) for cell, beta in
+                  (("normal", self.beta_normal), ("reduce", self.beta_reduce))}
+        return {k: v.detach() for k, v in scales.items()} if detach else scales
 
     def cell_weights(self, detach: bool = True) -> dict[str, Tensor]:
-        """Mixing weights ``[edges, ops]`` per cell type, for logging."""
-        normal, reduce = self.mixing_weights(detach=detach)
-        return {"normal": normal, "reduce": reduce}
+        """Expected mixing weights ``[edges, ops]`` per cell type (softmax(α) for DARTS), for logging."""
+        weights = {cell: self.relaxation.expected_weights(alpha) for cell, alpha in self.alphas().items()}
+        return {k: v.detach() for k, v in weights.items()} if detach else weights
 
     def edge_labels(self) -> list[str]:
         return edge_labels(self.nodes)
@@ -154,20 +199,23 @@ class SearchNetwork(nn.Module):
     # ------------------------------------------------------------------ forward
 
     def mixing_weights(self, detach: bool = False) -> tuple[Tensor, Tensor]:
-        """Mixing weights of the normal and reduce cells under the relaxation (softmax(α) for DARTS)."""
-        normal = self.relaxation.edge_weights(self.alpha_normal)
-        reduce = self.relaxation.edge_weights(self.alpha_reduce)
+        """Mixing weights of the normal and reduce cells for one forward pass (softmax(α) for DARTS, a
+        sample for the sampling relaxations)."""
+        normal = self.relaxation.edge_weights(self.alpha_normal, "normal")
+        reduce = self.relaxation.edge_weights(self.alpha_reduce, "reduce")
         if detach:
             normal, reduce = normal.detach(), reduce.detach()
         return normal, reduce
 
     def forward(self, x: Tensor, detach_alpha: bool = False) -> Tensor:
-        """Logits for ``x``. ``detach_alpha=True`` treats α as constant (the weight step): no α gradient
-        is computed and the ops' outputs need not be kept for it."""
+        """Logits for ``x``. ``detach_alpha=True`` treats α (and β) as constant (the weight step): no
+        architecture gradient is computed and the ops' outputs need not be kept for it."""
         normal, reduce = self.mixing_weights(detach=detach_alpha)
+        scales = self.edge_scales(detach=detach_alpha)
         s0 = s1 = self.stem(x)
         for cell in self.cells:
-            s0, s1 = s1, cell((s0, s1), reduce if cell.reduction else normal)
+            kind = "reduce" if cell.reduction else "normal"
+            s0, s1 = s1, cell((s0, s1), reduce if cell.reduction else normal, scales[kind])
         return self.classifier(torch.flatten(self.global_pooling(s1), 1))
 
     # ------------------------------------------------------------------ derivation
@@ -182,12 +230,17 @@ class SearchNetwork(nn.Module):
         return {"normal": [op for op, _ in genotype.normal], "reduce": [op for op, _ in genotype.reduce]}
 
     def genotype(self) -> Genotype:
-        """The discrete cells by the DARTS rule (:meth:`Genotype.from_alphas`)."""
+        """The discrete cells by the DARTS rule (:meth:`Genotype.from_alphas`) on the expected weights,
+        edges ranked by softmax(α)·softmax(β) under edge normalisation (PC-DARTS)."""
+        weights = self.cell_weights(detach=True)
+        scales = self.edge_scales(detach=True)
         return Genotype.from_alphas(
-            self.alpha_normal, self.alpha_reduce, self.op_names, nodes=self.nodes, multiplier=self.multiplier
+            weights["normal"], weights["reduce"], self.op_names, nodes=self.nodes, multiplier=self.multiplier,
+            edge_weights_normal=scales["normal"], edge_weights_reduce=scales["reduce"], already_normalized=True,
         )
 
     def space_signature(self) -> dict:
         """What a checkpoint must match to be loaded into this network."""
         return {"op_names": list(self.op_names), "nodes": self.nodes, "multiplier": self.multiplier,
-                "relaxation": self.relaxation.name, **self.shape}
+                "relaxation": self.relaxation.name, "relaxation_args": self.relaxation.describe(),
+                "edge_normalization": self.edge_normalization, "auxiliary_skip": self.auxiliary_skip, **self.shape}

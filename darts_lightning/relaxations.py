@@ -1,19 +1,28 @@
 """Relaxations of the mixed edge: how architecture parameters α become a mixture of candidate ops.
 
-A relaxation is a strategy object that the mixed edges of a supernet share. It answers two questions:
+A relaxation is a strategy object that the mixed edges of a supernet share. It answers:
 
-* :meth:`Relaxation.edge_weights`: which mixing weights the cells use this step, from α
-  (DARTS: ``softmax(α)`` per edge, eq. 1 of Liu et al., ICLR 2019);
-* :meth:`Relaxation.mix`: how one edge combines its ops given its row of weights
-  (DARTS: the weighted sum of every op's output).
+* :meth:`Relaxation.edge_weights`: which mixing weights the cells use in this forward pass, from α
+  (DARTS: ``softmax(α)`` per edge, eq. 1 of Liu et al., ICLR 2019; GDAS: a hard Gumbel-softmax sample;
+  SNAS: a soft one; DrNAS: a Dirichlet sample);
+* :meth:`Relaxation.expected_weights`: the deterministic weights that are logged and from which the
+  genotype is derived (softmax(α); the Dirichlet mean for DrNAS);
+* :meth:`Relaxation.mix`: how one edge combines its ops given its row of weights (the weighted sum of
+  every op's output; GDAS computes the sampled op only);
+* :attr:`Relaxation.partial_channels`: PC-DARTS's partial channel connections (Xu et al., ICLR 2020):
+  only ``1/K`` of an edge's channels go through the ops, the rest bypass them
+  (:meth:`darts_lightning.edges.MixedEdge.forward` does the split and the channel shuffle).
 
-Other members of the DARTS family change only these two answers (hard Gumbel sampling that computes a
-single op, Dirichlet-sampled weights, partial channels, single-path sampling), so they plug in here
-without touching the cell.
+Sampling relaxations draw their noise from a generator seeded by :meth:`Relaxation.set_sample_key`
+with ``(seed, global step, phase)``: every DDP rank draws the same sample, a resumed search draws the
+samples an uninterrupted one would, and every forward pass of one phase (the several passes of a
+second-order architecture step) sees the same sample.
 """
 
 from __future__ import annotations
 
+import math
+import zlib
 from contextlib import contextmanager
 from itertools import islice
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
@@ -27,17 +36,68 @@ from .registry import Registry
 if TYPE_CHECKING:
     from .edges import MixedEdge
 
-__all__ = ["Relaxation", "SoftmaxRelaxation", "SinglePathRelaxation", "register_relaxation", "list_relaxations", "build_relaxation"]
+__all__ = [
+    "Relaxation", "SoftmaxRelaxation", "GumbelRelaxation", "DirichletRelaxation", "SinglePathRelaxation",
+    "register_relaxation", "list_relaxations", "build_relaxation", "channel_shuffle", "temperature_schedule",
+]
+
+
+def channel_shuffle(x: Tensor, groups: int) -> Tensor:
+    """Interleave the channels of ``groups`` equal groups (ShuffleNet, Zhang et al., CVPR 2018).
+
+    PC-DARTS shuffles an edge's output so that a different quarter of the channels goes through the
+    ops at the next edge.
+    """
+    b, c, h, w = x.shape
+    if c % groups:
+        raise ValueError(f"cannot shuffle {c} channels into {groups} groups")
+    return x.reshape(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
+
+
+def temperature_schedule(epoch: int, epochs: int, start: float, end: float, kind: str = "linear") -> float:
+    """The temperature of epoch ``epoch`` of ``epochs``: from ``start`` at the first epoch to ``end`` at the last.
+
+    ``linear`` is GDAS's schedule (τ = τ_max − (τ_max − τ_min) · epoch / (epochs − 1));
+    ``exponential`` decays geometrically between the same end points.
+    """
+    progress = min(max(epoch / max(epochs - 1, 1), 0.0), 1.0)
+    if kind == "linear":
+        return start - (start - end) * progress
+    if kind == "exponential":
+        return start * (end / start) ** progress
+    raise ValueError(f"temperature schedule must be 'linear' or 'exponential', got {kind!r}")
 
 
 class Relaxation:
-    """Base class of the mixed-edge relaxations."""
+    """Base class of the mixed-edge relaxations.
+
+    Args:
+        partial_channels: K of PC-DARTS: ``1/K`` of every mixed edge's channels go through its ops (1: all).
+    """
 
     name: str = "base"
+    #: draws random weights each forward pass (seeded by :meth:`set_sample_key`)
+    samples: bool = False
+    #: leaves ops of some edges uncomputed in a step (DDP then needs ``find_unused_parameters``)
+    computes_subset: bool = False
 
-    def edge_weights(self, alpha: Tensor) -> Tensor:
-        """Mixing weights ``[edges, ops]`` from the logits ``alpha`` of one cell type."""
+    def __init__(self, partial_channels: int = 1) -> None:
+        if int(partial_channels) < 1:
+            raise ValueError(f"partial_channels (K of PC-DARTS) must be a positive integer, got {partial_channels}")
+        self.partial_channels = int(partial_channels)
+        self.auxiliary_skip_weight = 0.0
+        self._sample_key: tuple[int, int, int] = (0, 0, 0)
+
+    # ------------------------------------------------------------------ what the cells use
+
+    def edge_weights(self, alpha: Tensor, name: str = "alpha") -> Tensor:
+        """Mixing weights ``[edges, ops]`` for one forward pass, from the logits ``alpha`` of one cell type
+        (``name`` tells the cell types apart when sampling)."""
         raise NotImplementedError
+
+    def expected_weights(self, alpha: Tensor) -> Tensor:
+        """Deterministic weights ``[edges, ops]`` for logging and derivation (default: ``softmax(α)``)."""
+        return torch.softmax(alpha, dim=-1)
 
     def mix(self, edge: "MixedEdge", x: Tensor, weights: Tensor) -> Tensor:
         """The output of ``edge`` on ``x`` given its weight row ``weights`` ``[ops]``."""
@@ -45,29 +105,181 @@ class Relaxation:
 
     def op_channels(self, channels: int) -> int:
         """How many channels the candidate ops of an edge carrying ``channels`` channels see."""
-        return channels
+        if channels % self.partial_channels:
+            raise ValueError(
+                f"partial channel connections with K={self.partial_channels} need a channel count divisible by K, "
+                f"but an edge carries {channels} channels; choose channels (model.channels) divisible by K"
+            )
+        return channels // self.partial_channels
+
+    def regularizer(self, alpha: Tensor) -> Tensor | None:
+        """An extra term of the architecture loss for ``alpha`` (DrNAS's KL term), or ``None``."""
+        return None
+
+    # ------------------------------------------------------------------ schedules and sampling
+
+    def update_schedule(self, epoch: int, epochs: int) -> None:
+        """Called at the start of every epoch (temperature annealing)."""
+
+    def set_sample_key(self, seed: int, step: int, phase: int) -> None:
+        """Seed the noise of the following forward passes: the same key draws the same sample."""
+        self._sample_key = (int(seed), int(step), int(phase))
+
+    def generator(self, name: str) -> torch.Generator:
+        """A CPU generator for the current sample key and cell type ``name``."""
+        seed, step, phase = self._sample_key
+        mixed = (seed * 1_000_003 + step) * 7919 + phase * 104_729 + zlib.crc32(name.encode())
+        return torch.Generator().manual_seed(mixed % (2**63 - 1))
+
+    def describe(self) -> dict:
+        """What a checkpoint records of this relaxation (it must match to resume)."""
+        return {"name": self.name, "partial_channels": self.partial_channels}
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
+        return f"{type(self).__name__}(partial_channels={self.partial_channels})"
+
+
+def _weighted_sum(edge: "MixedEdge", x: Tensor, weights: Tensor) -> Tensor:
+    out = None
+    for index, y in edge.candidate_outputs(x):
+        term = weights[index] * y
+        out = term if out is None else out + term
+    return edge.zeros(x) if out is None else out
 
 
 class SoftmaxRelaxation(Relaxation):
     """DARTS's continuous relaxation: ō(x) = Σ_o softmax(α)_o · o(x) (Liu et al., eq. 1).
 
-    The ``none`` op is never called: its output is zero, so it only takes softmax mass.
+    With ``partial_channels=4`` this is PC-DARTS's mixed op (registered as ``pcdarts``). The ``none``
+    op is never called: its output is zero, so it only takes softmax mass.
     """
 
     name = "darts"
 
-    def edge_weights(self, alpha: Tensor) -> Tensor:
+    def edge_weights(self, alpha: Tensor, name: str = "alpha") -> Tensor:
         return torch.softmax(alpha, dim=-1)
 
     def mix(self, edge: "MixedEdge", x: Tensor, weights: Tensor) -> Tensor:
-        out = None
-        for index, y in edge.candidate_outputs(x):
-            term = weights[index] * y
-            out = term if out is None else out + term
-        return edge.zeros(x) if out is None else out
+        return _weighted_sum(edge, x, weights)
+
+
+class GumbelRelaxation(Relaxation):
+    """Gumbel-softmax sampling of one op per edge, with an annealed temperature τ.
+
+    ``hard=True`` is GDAS (Dong & Yang, "Searching for a Robust Neural Architecture in Four GPU Hours",
+    CVPR 2019): h = one_hot(argmax(p)) − sg(p) + p with p = softmax((log softmax(α) + g) / τ), g ~ Gumbel(0, 1).
+    The forward value is one-hot, so :meth:`mix` computes only the sampled op, scaled by its weight h_i
+    (value 1); the straight-through term gives every α of the edge a gradient through
+    ∂p_i/∂α_j = p_i (δ_ij − p_j) / τ. A draw with non-finite values is drawn again.
+
+    ``hard=False`` is SNAS (Xie et al., "Stochastic Neural Architecture Search", ICLR 2019): the
+    relaxed sample p itself weights every op, as DARTS's softmax does.
+
+    τ moves from ``tau_max`` at the first epoch to ``tau_min`` at the last (:func:`temperature_schedule`).
+    """
+
+    samples = True
+
+    def __init__(
+        self,
+        hard: bool = True,
+        tau_max: float = 10.0,
+        tau_min: float = 0.1,
+        schedule: str = "linear",
+        partial_channels: int = 1,
+        max_draws: int = 100,
+    ) -> None:
+        super().__init__(partial_channels)
+        if not tau_max >= tau_min > 0:
+            raise ValueError(f"temperatures must satisfy tau_max >= tau_min > 0, got tau_max={tau_max}, tau_min={tau_min}")
+        temperature_schedule(0, 2, tau_max, tau_min, schedule)  # validates the schedule name
+        self.hard = bool(hard)
+        self.name = "gdas" if self.hard else "snas"
+        self.computes_subset = self.hard
+        self.tau_max, self.tau_min, self.schedule = float(tau_max), float(tau_min), schedule
+        self.tau = self.tau_max
+        self.max_draws = max_draws
+
+    def update_schedule(self, epoch: int, epochs: int) -> None:
+        self.tau = temperature_schedule(epoch, epochs, self.tau_max, self.tau_min, self.schedule)
+
+    def edge_weights(self, alpha: Tensor, name: str = "alpha") -> Tensor:
+        generator = self.generator(name)
+        # Sampled on the CPU from a seeded generator: the same draw on every device and rank. GDAS keeps the
+        # hard weights there too, so that reading the chosen column in mix() never waits on an accelerator.
+        logits = torch.log_softmax(alpha.float().cpu(), dim=-1)
+        for _ in range(self.max_draws):
+            gumbel = -torch.empty(alpha.shape).exponential_(generator=generator).log()
+            probs = torch.softmax((logits + gumbel) / self.tau, dim=-1)
+            if self.hard:
+                one_hot = torch.zeros_like(probs).scatter_(-1, probs.argmax(dim=-1, keepdim=True), 1.0)
+                weights = one_hot - probs.detach() + probs
+            else:
+                weights = probs
+            if bool(torch.isfinite(weights).all()):
+                return weights if self.hard else weights.to(alpha.device, alpha.dtype)
+        raise FloatingPointError(
+            f"{self.max_draws} Gumbel draws in a row gave non-finite weights (alpha finite: "
+            f"{bool(torch.isfinite(alpha).all())}, tau={self.tau}); lower the architecture learning rate"
+        )
+
+    def mix(self, edge: "MixedEdge", x: Tensor, weights: Tensor) -> Tensor:
+        if not self.hard:
+            return _weighted_sum(edge, x, weights)
+        column = int(torch.argmax(weights))
+        return weights[column] * edge.op_output(column, x)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "tau_max": self.tau_max, "tau_min": self.tau_min, "schedule": self.schedule}
+
+
+class DirichletRelaxation(Relaxation):
+    """DrNAS (Chen et al., "DrNAS: Dirichlet Neural Architecture Search", ICLR 2021).
+
+    The mixing weights of an edge are a reparameterised sample θ ~ Dir(β) with concentration
+    β = ELU(α) + 1 > 0 (the pathwise gradient of the Dirichlet sample reaches α); every op is weighted
+    by θ as in DARTS. The genotype is derived from the mean β / Σβ. ``kl_weight`` adds the KL divergence
+    from ``Dir(prior)`` to the architecture loss (DrNAS's regulariser; 0 turns it off).
+    """
+
+    name = "drnas"
+    samples = True
+
+    def __init__(self, kl_weight: float = 1e-3, prior: float = 1.0, partial_channels: int = 1) -> None:
+        super().__init__(partial_channels)
+        if kl_weight < 0 or prior <= 0:
+            raise ValueError(f"DrNAS needs kl_weight >= 0 and prior > 0, got kl_weight={kl_weight}, prior={prior}")
+        self.kl_weight, self.prior = float(kl_weight), float(prior)
+
+    @staticmethod
+    def concentration(alpha: Tensor) -> Tensor:
+        return F.elu(alpha) + 1.0
+
+    def edge_weights(self, alpha: Tensor, name: str = "alpha") -> Tensor:
+        concentration = self.concentration(alpha.float().cpu())
+        # torch's Dirichlet sampler takes no generator: draw from the global CPU generator, forked and seeded.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(self.generator(name).initial_seed()))
+            weights = torch.distributions.Dirichlet(concentration).rsample()
+        return weights.to(alpha.device, alpha.dtype)
+
+    def expected_weights(self, alpha: Tensor) -> Tensor:
+        concentration = self.concentration(alpha)
+        return concentration / concentration.sum(dim=-1, keepdim=True)
+
+    def mix(self, edge: "MixedEdge", x: Tensor, weights: Tensor) -> Tensor:
+        return _weighted_sum(edge, x, weights)
+
+    def regularizer(self, alpha: Tensor) -> Tensor | None:
+        if self.kl_weight == 0:
+            return None
+        concentration = self.concentration(alpha)
+        prior = torch.distributions.Dirichlet(torch.full_like(concentration, self.prior))
+        kl = torch.distributions.kl_divergence(torch.distributions.Dirichlet(concentration), prior)
+        return self.kl_weight * kl.sum()
+
+    def describe(self) -> dict:
+        return {**super().describe(), "kl_weight": self.kl_weight, "prior": self.prior}
 
 
 class SinglePathRelaxation(Relaxation):
@@ -89,8 +301,10 @@ class SinglePathRelaxation(Relaxation):
     """
 
     name = "single_path"
+    computes_subset = True
 
     def __init__(self) -> None:
+        super().__init__()
         self._path: list[tuple[Tensor, Tensor]] = []
 
     @contextmanager
@@ -104,7 +318,7 @@ class SinglePathRelaxation(Relaxation):
         finally:
             self._path = previous
 
-    def edge_weights(self, alpha: Tensor) -> Tensor:
+    def edge_weights(self, alpha: Tensor, name: str = "alpha") -> Tensor:
         for key, rows in self._path:
             if key is alpha:
                 return rows
@@ -117,24 +331,14 @@ class SinglePathRelaxation(Relaxation):
         column = int(torch.argmax(weights))
         if float(weights[column]) == 0.0:
             return torch.zeros_like(x[:, :, :: edge.stride, :: edge.stride])
-        if column not in edge.op_indices:
-            return edge.zeros(x)
-        op = edge.ops[edge.op_indices.index(column)]
-        # As MixedEdge.candidate_outputs: an op that begins with a ReLU gets a fresh F.relu of the input,
-        # so that an in-place ReLU of a registered op cannot overwrite the state other edges read.
-        if isinstance(op, nn.Sequential) and len(op) > 1 and isinstance(op[0], nn.ReLU):
-            out = F.relu(x)
-            for layer in islice(op, 1, None):
-                out = layer(out)
-            return out
-        return op(x)
+        return edge.op_output(column, x)
 
 
 _RELAXATIONS: Registry[Relaxation] = Registry("relaxation")
 
 
-def register_relaxation(name: str, factory: Callable[[], Relaxation]) -> None:
-    """Register a relaxation so that configs can name it."""
+def register_relaxation(name: str, factory: Callable[..., Relaxation]) -> None:
+    """Register a relaxation so that configs can name it (keyword arguments come from ``relaxation_args``)."""
     _RELAXATIONS.register(name, factory)
 
 
@@ -142,12 +346,27 @@ def list_relaxations() -> list[str]:
     return _RELAXATIONS.names()
 
 
-def build_relaxation(relaxation: str | Relaxation) -> Relaxation:
-    """A relaxation instance from its registered name (or the instance itself)."""
+def build_relaxation(relaxation: str | Relaxation, **kwargs) -> Relaxation:
+    """A relaxation instance from its registered name and keyword arguments (or the instance itself)."""
     if isinstance(relaxation, Relaxation):
+        if kwargs:
+            raise ValueError("relaxation arguments are given with a relaxation name, not with an instance")
         return relaxation
-    return _RELAXATIONS.build(relaxation)
+    try:
+        return _RELAXATIONS.build(relaxation, **kwargs)
+    except TypeError as error:
+        raise ValueError(f"invalid arguments {kwargs} for the relaxation {relaxation!r}: {error}") from None
+
+
+def _pcdarts(partial_channels: int = 4) -> SoftmaxRelaxation:
+    relaxation = SoftmaxRelaxation(partial_channels=partial_channels)
+    relaxation.name = "pcdarts"
+    return relaxation
 
 
 register_relaxation("darts", SoftmaxRelaxation)
+register_relaxation("pcdarts", _pcdarts)
+register_relaxation("gdas", lambda **kwargs: GumbelRelaxation(hard=True, **kwargs))
+register_relaxation("snas", lambda **kwargs: GumbelRelaxation(hard=False, **kwargs))
+register_relaxation("drnas", DirichletRelaxation)
 register_relaxation("single_path", SinglePathRelaxation)
