@@ -47,6 +47,12 @@ class ArchStepResult:
     logits: Tensor
 
 
+def _grads_or_zeros(output: Tensor, inputs: list[Tensor], create_graph: bool = False) -> list[Tensor]:
+    """``torch.autograd.grad`` with zeros for inputs the output does not depend on."""
+    grads = torch.autograd.grad(output, inputs, create_graph=create_graph, allow_unused=True)
+    return [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, grads)]
+
+
 class ArchitectureGradient:
     """Base class: ``estimate(network, val_batch, train_batch, weight_optimizer)`` → :class:`ArchStepResult`."""
 
@@ -67,7 +73,7 @@ class FirstOrderGradient(ArchitectureGradient):
         x, y = val_batch
         logits = network(x)
         loss = F.cross_entropy(logits, y)
-        grads = list(torch.autograd.grad(loss, network.arch_parameters()))
+        grads = _grads_or_zeros(loss, network.arch_parameters())
         return ArchStepResult(grads, loss.detach(), logits.detach())
 
 
@@ -112,7 +118,8 @@ class SecondOrderGradient(ArchitectureGradient):
         # Virtual step: w' = w − ξ (∇w L_train(w, α) + μ v + λ w). The exact Hessian reuses this graph.
         alpha_for_train = alpha_params if exact else {k: a.detach() for k, a in alpha_params.items()}
         train_loss = F.cross_entropy(self._call(network, {**dict(zip(names, weights)), **alpha_for_train}, buffers, x_train), y_train)
-        train_grads = torch.autograd.grad(train_loss, weights, create_graph=exact)
+        # A sampling relaxation (GDAS) leaves the ops it did not sample out of the graph: their gradient is 0.
+        train_grads = _grads_or_zeros(train_loss, weights, create_graph=exact)
         unrolled = []
         with torch.no_grad():
             for w, g in zip(weights, train_grads):
@@ -125,14 +132,14 @@ class SecondOrderGradient(ArchitectureGradient):
         # ∇α L_val(w', α) and ∇w' L_val(w', α).
         logits = self._call(network, {**dict(zip(names, unrolled)), **alpha_params}, buffers, x_val)
         val_loss = F.cross_entropy(logits, y_val)
-        grads = torch.autograd.grad(val_loss, [*alphas, *unrolled])
+        grads = _grads_or_zeros(val_loss, [*alphas, *unrolled])
         alpha_grads, direction = list(grads[: len(alphas)]), grads[len(alphas) :]
         if xi == 0:
             return ArchStepResult(alpha_grads, val_loss.detach(), logits.detach())
 
         if exact:
             dot = sum((g * d).sum() for g, d in zip(train_grads, direction))
-            hessian_vector = torch.autograd.grad(dot, alphas)
+            hessian_vector = _grads_or_zeros(dot, alphas)
         else:
             hessian_vector = self._finite_difference(network, names, weights, alpha_params, buffers, direction, x_train, y_train)
         for i, hv in enumerate(hessian_vector):
@@ -150,7 +157,7 @@ class SecondOrderGradient(ArchitectureGradient):
                 with torch.no_grad():
                     shifted = {n: w + sign * eps * d for n, w, d in zip(names, weights, direction)}
                 loss = F.cross_entropy(self._call(network, {**shifted, **alpha_params}, buffers, x), y)
-                gradients.append(torch.autograd.grad(loss, alphas))
+                gradients.append(_grads_or_zeros(loss, alphas))
         return [(gp - gm) / (2 * eps) for gp, gm in zip(*gradients)]
 
 

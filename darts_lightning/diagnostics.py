@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["dominant_hessian_eigenvalue"]
+__all__ = ["dominant_hessian_eigenvalue", "EigenvalueEarlyStop"]
 
 
 def dominant_hessian_eigenvalue(
@@ -44,3 +44,37 @@ def dominant_hessian_eigenvalue(
         return eigenvalue
     finally:
         network.train(was_training)
+
+
+class EigenvalueEarlyStop:
+    """DARTS-ES, the early-stopping rule of R-DARTS (Zela et al., ICLR 2020, sec. 4.3).
+
+    The eigenvalue measurements ``λ_0, λ_1, …`` are smoothed by a moving average over ``window``
+    measurements. At measurement ``m`` (not before epoch ``start_epoch``) the search stops when
+    ``avg(m) / avg(m − delta) > factor``: the curvature has grown quickly, so the search has entered the
+    sharp region where the discretised cell degrades. The answer is the genotype of the epoch at the
+    centre of the earlier window, measurement ``m − delta − window // 2``. Defaults are those of the
+    R-DARTS code (window 5, delta 4, factor 1.3, start epoch 10, with the eigenvalue every 2 epochs).
+    """
+
+    def __init__(self, window: int = 5, delta: int = 4, factor: float = 1.3, start_epoch: int = 10) -> None:
+        if window < 1 or delta < 1 or factor <= 0:
+            raise ValueError(f"need window >= 1, delta >= 1 and factor > 0, got {window}, {delta}, {factor}")
+        self.window, self.delta, self.factor, self.start_epoch = window, delta, factor, start_epoch
+
+    def local_average(self, values: list[float], index: int) -> float:
+        return sum(values[index - self.window + 1 : index + 1]) / self.window
+
+    def check(self, history: list[dict[str, float]]) -> int | None:
+        """The epoch whose genotype to return if the search should stop now, else ``None``.
+
+        ``history`` holds ``{"epoch": e, "eigenvalue": λ}`` per measurement, oldest first.
+        """
+        values = [float(h["eigenvalue"]) for h in history]
+        m = len(values) - 1
+        if m < 0 or history[m]["epoch"] < self.start_epoch or m - self.delta < self.window - 1:
+            return None
+        now, before = self.local_average(values, m), self.local_average(values, m - self.delta)
+        if before > 0 and now / before > self.factor:
+            return int(history[m - self.delta - self.window // 2]["epoch"])
+        return None

@@ -230,9 +230,9 @@ class SearchNetwork(nn.Module):
         return {"normal": [op for op, _ in genotype.normal], "reduce": [op for op, _ in genotype.reduce]}
 
     def genotype(self) -> Genotype:
-        """The discrete cells by the DARTS rule (:meth:`Genotype.from_alphas`) on the expected weights,
-        edges ranked by softmax(α)·softmax(β) under edge normalisation (PC-DARTS)."""
-        weights = self.cell_weights(detach=True)
+        """The discrete cells by the DARTS rule (:meth:`Genotype.from_alphas`) on the relaxation's
+        derivation weights (softmax(α)), edges ranked by softmax(α)·softmax(β) under edge normalisation (PC-DARTS)."""
+        weights = {cell: self.relaxation.derivation_weights(alpha.detach()) for cell, alpha in self.alphas().items()}
         scales = self.edge_scales(detach=True)
         return Genotype.from_alphas(
             weights["normal"], weights["reduce"], self.op_names, nodes=self.nodes, multiplier=self.multiplier,

@@ -5,8 +5,9 @@ A relaxation is a strategy object that the mixed edges of a supernet share. It a
 * :meth:`Relaxation.edge_weights`: which mixing weights the cells use in this forward pass, from α
   (DARTS: ``softmax(α)`` per edge, eq. 1 of Liu et al., ICLR 2019; GDAS: a hard Gumbel-softmax sample;
   SNAS: a soft one; DrNAS: a Dirichlet sample);
-* :meth:`Relaxation.expected_weights`: the deterministic weights that are logged and from which the
-  genotype is derived (softmax(α); the Dirichlet mean for DrNAS);
+* :meth:`Relaxation.expected_weights`: the deterministic weights that are logged (softmax(α); the
+  Dirichlet mean for DrNAS) and :meth:`Relaxation.derivation_weights`, those the genotype is derived
+  from (softmax(α) for every method, as in each method's published code);
 * :meth:`Relaxation.mix`: how one edge combines its ops given its row of weights (the weighted sum of
   every op's output; GDAS computes the sampled op only);
 * :attr:`Relaxation.partial_channels`: PC-DARTS's partial channel connections (Xu et al., ICLR 2020):
@@ -96,7 +97,11 @@ class Relaxation:
         raise NotImplementedError
 
     def expected_weights(self, alpha: Tensor) -> Tensor:
-        """Deterministic weights ``[edges, ops]`` for logging and derivation (default: ``softmax(α)``)."""
+        """Deterministic weights ``[edges, ops]`` that are logged (default: ``softmax(α)``)."""
+        return torch.softmax(alpha, dim=-1)
+
+    def derivation_weights(self, alpha: Tensor) -> Tensor:
+        """The weights the genotype is derived from (``softmax(α)``, as every method's published code does)."""
         return torch.softmax(alpha, dim=-1)
 
     def mix(self, edge: "MixedEdge", x: Tensor, weights: Tensor) -> Tensor:
@@ -238,14 +243,19 @@ class DirichletRelaxation(Relaxation):
 
     The mixing weights of an edge are a reparameterised sample θ ~ Dir(β) with concentration
     β = ELU(α) + 1 > 0 (the pathwise gradient of the Dirichlet sample reaches α); every op is weighted
-    by θ as in DARTS. The genotype is derived from the mean β / Σβ. ``kl_weight`` adds the KL divergence
-    from ``Dir(prior)`` to the architecture loss (DrNAS's regulariser; 0 turns it off).
+    by θ as in DARTS. The mean β / Σβ is logged; the genotype is derived from softmax(α), as DrNAS's code
+    does (the same op per edge; edges may rank differently).
+
+    Regularisation: DrNAS's default is an L2 penalty on α, given to Adam as weight decay (the search's
+    ``arch_weight_decay``, 1e-3). Its alternative, ``kl_weight > 0``, adds
+    ``kl_weight · Σ_edges KL(Dir(β) ‖ Dir(prior · 1))`` to the architecture loss (then set
+    ``arch_weight_decay: 0``, as DrNAS does).
     """
 
     name = "drnas"
     samples = True
 
-    def __init__(self, kl_weight: float = 1e-3, prior: float = 1.0, partial_channels: int = 1) -> None:
+    def __init__(self, kl_weight: float = 0.0, prior: float = 1.0, partial_channels: int = 1) -> None:
         super().__init__(partial_channels)
         if kl_weight < 0 or prior <= 0:
             raise ValueError(f"DrNAS needs kl_weight >= 0 and prior > 0, got kl_weight={kl_weight}, prior={prior}")

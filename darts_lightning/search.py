@@ -12,6 +12,12 @@ Optimisation is manual (two optimizers, two losses per step). ``global_step`` co
 DDP; the α gradient, taken with ``torch.autograd.grad``, is averaged by one explicit all-reduce; α is
 excluded from DDP's own gradient buckets.
 
+The DARTS family is configuration of this one module: the mixed-edge relaxation (``relaxation``:
+``darts``, ``pcdarts``, ``gdas``, ``snas``, ``drnas``; see :mod:`darts_lightning.relaxations`), PC-DARTS's
+edge normalisation, the collapse remedies (α warm-up, DARTS-'s auxiliary skip, β-DARTS's β-decay
+regularisation) and R-DARTS's Hessian-eigenvalue early stopping. Sampling relaxations draw the same sample
+on every rank, seeded from ``(sample_seed, global step, phase)``.
+
 At the end of every epoch the module derives the genotype, records it in a history kept in the
 checkpoint, logs softmax(α) for every edge and op together with collapse diagnostics, and writes
 ``genotype.json``, ``genotype_history.json`` and ``genotype.png`` into the run's log directory.
@@ -32,6 +38,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from .architect import build_architecture_gradient
 from .distributed import all_reduce_mean_, broadcast_, is_distributed, sync_batchnorm_statistics_
+from .diagnostics import EigenvalueEarlyStop
 from .layout import ChannelsLastMixin
 from .genotype import Genotype
 from .network import SearchNetwork, check_image_size
@@ -73,7 +80,22 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
         channels: initial channels C (16). layers: cells L (8). nodes: per cell (4).
         multiplier: nodes concatenated into a cell's output (4). stem_multiplier: (3).
         ops: candidate op names (default: the eight DARTS primitives); registered names or import paths.
-        relaxation: mixed-edge relaxation (``darts``: softmax).
+        relaxation: mixed-edge relaxation: ``darts`` (softmax), ``pcdarts`` (softmax over 1/K of the
+            channels), ``gdas`` (hard Gumbel-softmax, one op computed per edge), ``snas`` (soft
+            Gumbel-softmax), ``drnas`` (Dirichlet samples); see :mod:`darts_lightning.relaxations`.
+        relaxation_args: keyword arguments of the relaxation, e.g. ``{partial_channels: 4}``,
+            ``{tau_max: 10, tau_min: 0.1}``, ``{kl_weight: 1e-3}``.
+        edge_normalization: PC-DARTS's per-edge parameters β, softmax-normalised over each node's inputs.
+        auxiliary_skip: DARTS-: an auxiliary skip connection on every mixed edge whose weight decays
+            linearly, β_t = (E − t) / E in epoch t of E (1 at the start, 1/E in the last epoch).
+        beta_decay_max: β-DARTS: add λ_t · Σ_cells mean_edges logsumexp(α_edge) to the architecture loss,
+            with λ_t = beta_decay_max · t / E rising linearly over the E epochs (0: off; the released
+            β-DARTS code uses λ_t = 0.5 · t, i.e. 25 for its 50 epochs).
+        arch_batch: the batch the architecture step descends on: ``val`` (bilevel DARTS) or ``train``
+            (single-level, as SNAS trains α and w on the same batch; the search-val split then only
+            measures the supernet).
+        sample_seed: seed of the sampling relaxations' noise (``None``: drawn once from torch's seed and
+            kept in the checkpoint).
         space: ``darts`` (the DARTS cell) or ``nasbench201`` (the NAS-Bench-201 cell; ``channels`` is the
             first stage's width, ``layers`` the cells per stage, NAS-Bench-201: 16 and 5; ``ops`` and
             ``nodes`` are fixed by the benchmark). First-order DARTS is known to collapse to skip
@@ -91,6 +113,11 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
             a remedy for the early collapse towards parameter-free ops.
         hessian_eigenvalue_every: every this many epochs log ``arch/hessian_eigenvalue``, the dominant
             eigenvalue of ∇²α L_val on a search-val batch (R-DARTS; 0: never).
+        eigenvalue_early_stop: R-DARTS's DARTS-ES: stop when the eigenvalue, averaged over a window of
+            measurements, has grown by more than ``eigenvalue_stop_factor`` since ``eigenvalue_stop_delta``
+            measurements earlier, and return the genotype of the epoch that earlier window centred on
+            (needs ``hessian_eigenvalue_every`` > 0; R-DARTS: every 2 epochs, window 5, delta 4, factor 1.3,
+            not before epoch 10).
         channels_last: run the supernet in channels-last memory layout. ``None`` (default): on a CPU,
             where it makes a search step about twice as fast for this network, and not elsewhere.
     """
@@ -107,6 +134,12 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
         stem_multiplier: int = 3,
         ops: Sequence[str] = DARTS_OPS,
         relaxation: str = "darts",
+        relaxation_args: dict[str, Any] | None = None,
+        edge_normalization: bool = False,
+        auxiliary_skip: bool = False,
+        beta_decay_max: float = 0.0,
+        arch_batch: str = "val",
+        sample_seed: int | None = None,
         space: str = "darts",
         order: int = 1,
         hessian: str = "finite_difference",
@@ -123,26 +156,52 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
         channels_last: bool | None = None,
         arch_warmup_epochs: int = 0,
         hessian_eigenvalue_every: int = 0,
+        eigenvalue_early_stop: bool = False,
+        eigenvalue_stop_window: int = 5,
+        eigenvalue_stop_delta: int = 4,
+        eigenvalue_stop_factor: float = 1.3,
+        eigenvalue_stop_start_epoch: int = 10,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
+        if arch_batch not in ("val", "train"):
+            raise ValueError(f"arch_batch must be 'val' (bilevel) or 'train' (single-level, SNAS), got {arch_batch!r}")
+        if beta_decay_max < 0:
+            raise ValueError(f"beta_decay_max must be >= 0, got {beta_decay_max}")
+        if eigenvalue_early_stop and not hessian_eigenvalue_every:
+            raise ValueError(
+                "eigenvalue_early_stop needs the eigenvalue: set hessian_eigenvalue_every (R-DARTS computes it every 2 epochs)"
+            )
+        relaxation_args = dict(relaxation_args or {})
         if space == "darts":
             self.network = SearchNetwork(
                 in_channels, num_classes,
                 channels=channels, layers=layers, nodes=nodes, multiplier=multiplier,
-                stem_multiplier=stem_multiplier, op_names=list(ops), relaxation=relaxation, image_size=image_size,
+                stem_multiplier=stem_multiplier, op_names=list(ops), relaxation=relaxation,
+                relaxation_args=relaxation_args, edge_normalization=edge_normalization,
+                auxiliary_skip=auxiliary_skip, image_size=image_size,
             )
         elif space == "nasbench201":
             from .nasbench201 import NB201Network
 
+            if edge_normalization:
+                raise ValueError("edge_normalization needs nodes with several inputs to choose from: use space='darts'")
             check_image_size(image_size, 3)  # two reduction blocks
             self.network = NB201Network(
                 None, num_classes=num_classes, in_channels=in_channels,
                 channels=(channels, 2 * channels, 4 * channels), cells_per_stage=layers, relaxation=relaxation,
+                relaxation_args=relaxation_args, auxiliary_skip=auxiliary_skip,
             )
         else:
             raise ValueError(f"space must be 'darts' or 'nasbench201' for a differentiable search, got {space!r}")
+        self.early_stop = (
+            EigenvalueEarlyStop(eigenvalue_stop_window, eigenvalue_stop_delta, eigenvalue_stop_factor, eigenvalue_stop_start_epoch)
+            if eigenvalue_early_stop else None
+        )
+        self.eigenvalue_history: list[dict[str, float]] = []
+        self.selected_epoch: int | None = None
+        self._sample_seed: int | None = sample_seed
         self.arch_gradient = build_architecture_gradient(order, hessian=hessian, epsilon=hessian_epsilon, xi=unrolled_lr)
         # α is synchronised by an explicit all-reduce of its gradient, not by DDP's buckets.
         self._ddp_params_and_buffers_to_ignore = [f"network.{n}" for n in self.network.named_arch_parameters()]
@@ -167,6 +226,57 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
         """The derived cell: a :class:`Genotype` (DARTS space) or an ``NB201Arch`` (NAS-Bench-201)."""
         return self.network.derive()
 
+    def selected_genotype(self) -> Any:
+        """The search's answer: the current genotype, or the one of the epoch early stopping went back to."""
+        if self.selected_epoch is not None:
+            for record in self.genotype_history:
+                if record["epoch"] == self.selected_epoch:
+                    arch = record["genotype"]
+                    return Genotype.from_dict(arch) if isinstance(arch, dict) else type(self.genotype()).parse(arch)
+        return self.genotype()
+
+    # ------------------------------------------------------------------ schedules
+
+    @property
+    def relaxation(self):
+        return self.network.relaxation
+
+    def _epochs(self) -> int:
+        return self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 50
+
+    def auxiliary_skip_weight(self, epoch: int) -> float:
+        """DARTS-'s linear decay of the auxiliary skip connection: β_t = (E − t) / E."""
+        epochs = self._epochs()
+        return max(epochs - epoch, 0) / epochs if self.hparams.auxiliary_skip else 0.0
+
+    def beta_decay_weight(self, epoch: int) -> float:
+        """β-DARTS's regularisation weight λ_t = beta_decay_max · t / E."""
+        return self.hparams.beta_decay_max * epoch / self._epochs()
+
+    def on_train_epoch_start(self) -> None:
+        self.relaxation.update_schedule(self.current_epoch, self._epochs())
+        self.relaxation.auxiliary_skip_weight = self.auxiliary_skip_weight(self.current_epoch)
+        if getattr(self.relaxation, "tau", None) is not None:
+            self.log("arch/temperature", float(self.relaxation.tau), on_step=False, on_epoch=True)
+        if self.hparams.auxiliary_skip:
+            self.log("arch/auxiliary_skip_weight", self.relaxation.auxiliary_skip_weight, on_step=False, on_epoch=True)
+
+    def _sample(self, phase: int) -> None:
+        self.relaxation.set_sample_key(self._sample_seed or 0, self.global_step, phase)
+
+    def architecture_regularizer(self) -> Tensor | None:
+        """The terms the architecture loss adds to L_val: the relaxation's (DrNAS's KL) and β-DARTS's
+        β-decay λ_t · Σ_cells mean_edges logsumexp(α_edge) (Ye et al., CVPR 2022)."""
+        terms = []
+        for alpha in self.network.alphas().values():
+            term = self.relaxation.regularizer(alpha)
+            if term is not None:
+                terms.append(term)
+        weight = self.beta_decay_weight(self.current_epoch)
+        if weight:
+            terms.append(weight * sum(torch.logsumexp(a, dim=-1).mean() for a in self.network.alphas().values()))
+        return sum(terms) if terms else None
+
     # ------------------------------------------------------------------ optimisation
 
     def configure_optimizers(self):
@@ -177,13 +287,34 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
         arch_optimizer = torch.optim.Adam(
             self.arch_parameters(), lr=hp.arch_lr, betas=tuple(hp.arch_betas), weight_decay=hp.arch_weight_decay
         )
-        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 50
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(weight_optimizer, T_max=epochs, eta_min=hp.weight_lr_min)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(weight_optimizer, T_max=self._epochs(), eta_min=hp.weight_lr_min)
         return [weight_optimizer, arch_optimizer], [{"scheduler": scheduler, "interval": "epoch"}]
+
+    def setup(self, stage: str) -> None:
+        from pytorch_lightning.strategies import DDPStrategy
+
+        strategy = self.trainer.strategy
+        if (
+            stage == "fit"
+            and self.relaxation.computes_subset
+            and isinstance(strategy, DDPStrategy)
+            and self.trainer.world_size > 1
+            and not strategy._ddp_kwargs.get("find_unused_parameters", False)
+        ):
+            raise ValueError(
+                f"the {self.relaxation.name} relaxation computes only the sampled op of each edge, which leaves the "
+                "other ops without gradients; DDP accepts that only with find_unused_parameters=True: use "
+                "strategy='ddp_find_unused_parameters_true' (--trainer.strategy ddp_find_unused_parameters_true) "
+                "or DDPStrategy(find_unused_parameters=True)"
+            )
 
     def on_fit_start(self) -> None:
         # DDP broadcasts the weights from rank 0 but α is outside its buckets: start every rank from rank 0's α.
         broadcast_(self.arch_parameters())
+        if self._sample_seed is None:
+            seed = torch.tensor([torch.initial_seed() % (2**31)], dtype=torch.float64, device=self.device)
+            broadcast_([seed])
+            self._sample_seed = int(seed.item())
         self._output_dir = None
         self.output_dir()
         check_precision(str(self.trainer.precision))
@@ -203,9 +334,17 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
         weight_optimizer, arch_optimizer = self.optimizers()
 
         # 1. Architecture step on the search-val batch: α ← α − η_α · (estimate of ∇α L_val).
+        single_level = self.hparams.arch_batch == "train"
         if self.current_epoch >= self.hparams.arch_warmup_epochs:
-            arch = self.arch_gradient.estimate(self.network, (x_val, y_val), (x_train, y_train), weight_optimizer.optimizer)
+            self._sample(phase=0)
+            arch_batch = (x_train, y_train) if single_level else (x_val, y_val)
+            arch = self.arch_gradient.estimate(self.network, arch_batch, (x_train, y_train), weight_optimizer.optimizer)
             self._check_finite(arch.loss, "architecture (search-val)")
+            regularizer = self.architecture_regularizer()
+            if regularizer is not None:
+                extra = torch.autograd.grad(regularizer, self.arch_parameters(), allow_unused=True)
+                arch.grads = [g if e is None else g + e for g, e in zip(arch.grads, extra)]
+                self.log("train/arch_regularizer", regularizer.detach(), on_step=False, on_epoch=True)
             all_reduce_mean_(arch.grads)
             for alpha, grad in zip(self.arch_parameters(), arch.grads):
                 alpha.grad = grad
@@ -214,6 +353,9 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
             self.log("train/arch_loss", arch.loss, on_step=False, on_epoch=True, batch_size=len(y_val))
 
         # 2. Weight step on the search-train batch: w ← w − η_w · ∇w L_train(w, α), α held constant.
+        #    Single-level (SNAS): the same sample as the architecture step, so that the two gradients are
+        #    those of one joint loss.
+        self._sample(phase=0 if single_level else 1)
         logits = self.network(x_train, detach_alpha=True)
         loss = F.cross_entropy(logits, y_train)
         self._check_finite(loss, "weight (search-train)")
@@ -253,18 +395,31 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
 
             x, y = self._last_val_batch
             generator = torch.Generator().manual_seed(self.current_epoch)
+            self._sample(phase=3)
             value = torch.tensor(dominant_hessian_eigenvalue(self.network, x, y, generator=generator), device=x.device)
             all_reduce_mean_([value])
             self.log("arch/hessian_eigenvalue", value, on_step=False, on_epoch=True)
+            self.eigenvalue_history.append({"epoch": self.current_epoch, "eigenvalue": float(value)})
+            if self.early_stop is not None and self.selected_epoch is None:
+                selected = self.early_stop.check(self.eigenvalue_history)
+                if selected is not None:
+                    self.selected_epoch = selected
+                    self.trainer.should_stop = True
+                    if self.trainer.is_global_zero:
+                        print(
+                            f"R-DARTS early stop at epoch {self.current_epoch}: the dominant eigenvalue grew by more than "
+                            f"{self.early_stop.factor}x; the search returns the genotype of epoch {selected}"
+                        )
         self._last_val_batch = None
         if self.trainer.is_global_zero:
             self._log_figures(genotype)
-            self._write_genotype_files(genotype)
+            self._write_genotype_files(self.selected_genotype())
 
     # ------------------------------------------------------------------ validation
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
+        self._sample(phase=2 + batch_idx)
         logits = self.network(self._layout(x), detach_alpha=True)
         self.val_accuracy(logits, y)
         self.log("val/loss", F.cross_entropy(logits, y), sync_dist=True, batch_size=len(y))
@@ -342,7 +497,7 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
     def on_fit_end(self) -> None:
         if not self.trainer.is_global_zero:
             return
-        genotype = self.genotype()
+        genotype = self.selected_genotype()
         self._write_genotype_files(genotype)
         diagnostics = self.architecture_diagnostics()
         n_ops = len(self.network.op_names)
@@ -359,6 +514,8 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
             )
         if val_acc is not None:
             summary.append(f"supernet search-val accuracy: {float(val_acc):.4f}")
+        if self.selected_epoch is not None:
+            summary.append(f"early-stopped: the genotype is that of epoch {self.selected_epoch}")
         print("\n".join(summary))
 
     # ------------------------------------------------------------------ checkpoints
@@ -366,6 +523,9 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["search_space"] = self.network.space_signature()
         checkpoint["genotype_history"] = list(self.genotype_history)
+        checkpoint["eigenvalue_history"] = list(self.eigenvalue_history)
+        checkpoint["selected_epoch"] = self.selected_epoch
+        checkpoint["sample_seed"] = self._sample_seed
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("search_space")
@@ -378,3 +538,7 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
                 + ". Load it with the configuration it was trained with."
             )
         self.genotype_history = list(checkpoint.get("genotype_history", []))
+        self.eigenvalue_history = list(checkpoint.get("eigenvalue_history", []))
+        self.selected_epoch = checkpoint.get("selected_epoch")
+        if checkpoint.get("sample_seed") is not None:
+            self._sample_seed = int(checkpoint["sample_seed"])
