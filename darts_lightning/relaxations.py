@@ -208,13 +208,18 @@ class GumbelRelaxation(Relaxation):
     def update_schedule(self, epoch: int, epochs: int) -> None:
         self.tau = temperature_schedule(epoch, epochs, self.tau_max, self.tau_min, self.schedule)
 
+    @staticmethod
+    def gumbel_noise(shape: torch.Size, generator: torch.Generator) -> Tensor:
+        """Standard Gumbel noise g = −log E, E ~ Exp(1) (infinite when E underflows to 0)."""
+        return -torch.empty(shape).exponential_(generator=generator).log()
+
     def edge_weights(self, alpha: Tensor, name: str = "alpha") -> Tensor:
         generator = self.generator(name)
         # Sampled on the CPU from a seeded generator: the same draw on every device and rank. GDAS keeps the
         # hard weights there too, so that reading the chosen column in mix() never waits on an accelerator.
         logits = torch.log_softmax(alpha.float().cpu(), dim=-1)
         for _ in range(self.max_draws):
-            gumbel = -torch.empty(alpha.shape).exponential_(generator=generator).log()
+            gumbel = self.gumbel_noise(alpha.shape, generator)
             probs = torch.softmax((logits + gumbel) / self.tau, dim=-1)
             if self.hard:
                 one_hot = torch.zeros_like(probs).scatter_(-1, probs.argmax(dim=-1, keepdim=True), 1.0)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from darts_lightning import SearchNetwork
-from darts_lightning.diagnostics import dominant_hessian_eigenvalue
+from darts_lightning.diagnostics import EigenvalueEarlyStop, dominant_hessian_eigenvalue
 
 from .conftest import quick_trainer, tiny_search
 
@@ -55,3 +55,50 @@ def test_hessian_eigenvalue_is_logged(tmp_path, digits):
     trainer.fit(model, digits)
     value = trainer.callback_metrics["arch/hessian_eigenvalue"]
     assert torch.isfinite(value) and value != 0
+
+
+def _history(values, every=2):
+    return [{"epoch": every * i + (every - 1), "eigenvalue": v} for i, v in enumerate(values)]
+
+
+def test_eigenvalue_early_stop_rule_of_r_darts():
+    rule = EigenvalueEarlyStop(window=5, delta=4, factor=1.3, start_epoch=10)
+    flat = [1.0] * 12
+    assert all(rule.check(_history(flat[: i + 1])) is None for i in range(len(flat)))
+    # the eigenvalue starts growing at measurement 8: the averaged value passes 1.3x that of 4 measurements
+    # earlier at measurement m; the answer is the epoch at the centre of that earlier window
+    rising = [1.0] * 8 + [1.0 + 0.5 * k for k in range(1, 8)]
+    stops = [i for i in range(len(rising)) if rule.check(_history(rising[: i + 1])) is not None]
+    m = stops[0]
+    now = sum(rising[m - 4 : m + 1]) / 5
+    before = sum(rising[m - 8 : m - 3]) / 5
+    assert now / before > 1.3
+    previous = sum(rising[m - 5 : m]) / 5 / (sum(rising[m - 9 : m - 4]) / 5)
+    assert previous <= 1.3, "the rule must fire at the first measurement that passes the threshold"
+    assert rule.check(_history(rising[: m + 1])) == _history(rising)[m - 4 - 2]["epoch"]
+    # not before the start epoch
+    assert EigenvalueEarlyStop(start_epoch=1000).check(_history(rising)) is None
+
+
+def test_search_stops_early_and_returns_the_earlier_genotype(tmp_path):
+    pl.seed_everything(0)
+    model = tiny_search(
+        hessian_eigenvalue_every=1, eigenvalue_early_stop=True, eigenvalue_stop_window=1,
+        eigenvalue_stop_delta=1, eigenvalue_stop_factor=1e-9, eigenvalue_stop_start_epoch=2,
+    )
+    trainer = quick_trainer(tmp_path, max_epochs=6)
+    from darts_lightning import SearchDataModule, Genotype
+
+    trainer.fit(model, SearchDataModule("digits", batch_size=16))
+    assert trainer.current_epoch == 3  # stopped after epoch 2 (the first allowed), not at 6
+    assert model.selected_epoch == 1
+    chosen = Genotype.from_dict(model.genotype_history[1]["genotype"])
+    assert model.selected_genotype() == chosen
+    assert Genotype.load(tmp_path / "lightning_logs" / "version_0" / "genotype.json") == chosen
+
+
+def test_early_stop_without_eigenvalue_is_a_clear_error():
+    import pytest
+
+    with pytest.raises(ValueError, match="hessian_eigenvalue_every"):
+        tiny_search(eigenvalue_early_stop=True)

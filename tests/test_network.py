@@ -146,3 +146,40 @@ def test_reduction_layers(layers, expected):
     assert reduction_layers(layers) == expected
     net_flags = [c.reduction for c in SearchNetwork(1, 2, channels=2, layers=layers, nodes=1, multiplier=1).cells]
     assert [i for i, f in enumerate(net_flags) if f] == list(expected)
+
+
+def test_edge_normalization_weights_sum_to_one_per_node_and_scale_edges():
+    from darts_lightning.network import edge_normalization_weights
+
+    torch.manual_seed(0)
+    beta = torch.randn(14)
+    weights = edge_normalization_weights(beta, nodes=4)
+    for start, width in ((0, 2), (2, 3), (5, 4), (9, 5)):
+        assert torch.allclose(weights[start : start + width].sum(), torch.tensor(1.0))
+        assert torch.allclose(weights[start : start + width], torch.softmax(beta[start : start + width], 0))
+    with pytest.raises(ValueError, match="14 edges"):
+        edge_normalization_weights(torch.zeros(13), nodes=4)
+
+    net = SearchNetwork(1, 10, channels=4, layers=3, image_size=8, edge_normalization=True)
+    names = list(net.named_arch_parameters())
+    assert names == ["alpha_normal", "alpha_reduce", "beta_normal", "beta_reduce"]
+    assert all(id(b) not in {id(p) for p in net.weight_parameters()} for b in (net.beta_normal, net.beta_reduce))
+    loss = net(torch.randn(2, 1, 8, 8)).pow(2).sum()
+    grads = torch.autograd.grad(loss, net.arch_parameters())
+    assert all((g != 0).any() for g in grads)
+
+
+def test_edge_normalization_ranks_edges_by_alpha_times_beta():
+    net = SearchNetwork(1, 10, channels=4, layers=3, image_size=8, nodes=2, multiplier=2, edge_normalization=True)
+    ops = list(net.op_names)
+    with torch.no_grad():
+        net.alpha_normal.zero_()
+        net.beta_normal.zero_()
+        # node 0 (edges 0, 1) and node 1 (edges 2, 3, 4): every edge prefers sep_conv_3x3 equally ...
+        net.alpha_normal[:, ops.index("sep_conv_3x3")] = 2.0
+        # ... except that edge 3 is much stronger in alpha; beta then demotes it below edges 2 and 4
+        net.alpha_normal[3, ops.index("sep_conv_3x3")] = 3.0
+    assert {src for _, src in net.genotype().normal[2:]} == {0, 1}  # alpha alone: edges 2 (0->3) and 3 (1->3)
+    with torch.no_grad():
+        net.beta_normal[3] = -5.0
+    assert {src for _, src in net.genotype().normal[2:]} == {0, 2}  # edges 2 and 4 (2->3)
