@@ -246,8 +246,10 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
 
     def auxiliary_skip_weight(self, epoch: int) -> float:
         """DARTS-'s linear decay of the auxiliary skip connection: β_t = (E − t) / E."""
+        if not self.hparams.auxiliary_skip:
+            return 0.0
         epochs = self._epochs()
-        return max(epochs - epoch, 0) / epochs if self.hparams.auxiliary_skip else 0.0
+        return max(epochs - epoch, 0) / epochs
 
     def beta_decay_weight(self, epoch: int) -> float:
         """β-DARTS's regularisation weight λ_t = beta_decay_max · t / E."""
