@@ -181,3 +181,45 @@ def single_path_weight_sharing(workdir: Path) -> dict:
             "expected_paths": [model.space.format(model.path_at(s)) for s in range(trainer.global_step)],
             "op_weights": op_weights, "first_batch": list(trainer.train_dataloader["train"].sampler)[:16],
             "global_step": trainer.global_step}
+
+
+class _Samples(pl.Callback):
+    """The ops the sampling relaxation picks for the weight step of every step (argmax of each edge's weights)."""
+
+    def __init__(self) -> None:
+        self.samples: list[list[int]] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        pl_module._sample(phase=1)
+        normal, reduce = pl_module.network.mixing_weights(detach=True)
+        self.samples.append(torch.cat([normal, reduce]).float().argmax(-1).tolist())
+
+
+FAMILY = {
+    "pcdarts": dict(relaxation="pcdarts", relaxation_args={"partial_channels": 2}, edge_normalization=True),
+    "gdas": dict(relaxation="gdas"),
+    "snas": dict(relaxation="snas", arch_batch="train"),
+    "drnas": dict(relaxation="drnas", relaxation_args={"kl_weight": 1e-3}),
+    "darts_minus_beta_decay": dict(auxiliary_skip=True, beta_decay_max=10.0),
+}
+
+
+def _family_run(workdir: Path, variant: str) -> dict:
+    # A different seed per rank: the sample seed is broadcast from rank 0, the samples must agree.
+    pl.seed_everything(torch.distributed.get_rank())
+    data = SearchDataModule("digits", batch_size=16)
+    model = DARTSSearch(1, 10, 8, channels=4, layers=3, arch_lr=3e-2, **FAMILY[variant])
+    checksums, samples = StepChecksums(), _Samples()
+    strategy = "ddp_find_unused_parameters_true" if model.network.relaxation.computes_subset else "ddp"
+    trainer = _ddp_trainer(workdir, [checksums, samples]) if strategy == "ddp" else pl.Trainer(
+        accelerator="cpu", devices=2, strategy=strategy, max_epochs=2, limit_train_batches=3, limit_val_batches=2,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=str(workdir), callbacks=[checksums, samples],
+    )
+    trainer.fit(model, data)
+    return {"state": state_snapshot(model, trainer), "checksums": checksums.checksums, "samples": samples.samples,
+            "first_batch": list(trainer.train_dataloader["train"].sampler)[:16], "global_step": trainer.global_step}
+
+
+for _variant in FAMILY:
+    scenario(f"family_{_variant}")(lambda workdir, _variant=_variant: _family_run(workdir, _variant))

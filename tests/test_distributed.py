@@ -85,3 +85,16 @@ def test_single_path_weight_sharing_ranks_sample_the_same_paths_and_agree(distri
         assert not [k for k, (on_a_path, moved) in rank["op_weights"].items() if moved and not on_a_path]
         assert any(moved for on_a_path, moved in rank["op_weights"].values())
         assert any(not on_a_path for on_a_path, moved in rank["op_weights"].values())
+
+
+@pytest.mark.parametrize("variant", ["pcdarts", "gdas", "snas", "drnas", "darts_minus_beta_decay"])
+def test_darts_family_ranks_draw_the_same_samples_and_agree_after_every_step(distributed_results, variant):
+    rank0, rank1 = _ok(distributed_results, f"family_{variant}")
+    assert rank0["global_step"] == rank1["global_step"] == 6
+    assert rank0["first_batch"] != rank1["first_batch"]
+    # every rank draws the same sample at every step (seeded from the sample seed and the global step) ...
+    assert rank0["samples"] == rank1["samples"]
+    if variant in ("gdas", "snas", "drnas"):
+        assert len({tuple(s) for s in rank0["samples"]}) > 1, "a new sample each step"
+    # ... and the ranks end with bit-identical α (β), weights, BN statistics and optimizer states
+    _assert_ranks_agree(rank0, rank1)
