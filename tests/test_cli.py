@@ -117,3 +117,23 @@ def test_retrain_config_accepts_published_names_and_repr_strings(tmp_path, capsy
             main(["fit", "--config", str(REPO / "configs" / "retrain_digits.yaml"), "--model.genotype", genotype,
                   "--print_config"])
         assert "class_path: darts_lightning.GenotypeClassifier" in capsys.readouterr().out
+
+
+FAMILY_CONFIGS = ["pcdarts_digits.yaml", "gdas_digits.yaml", "snas_digits.yaml", "drnas_digits.yaml",
+                  "darts_minus_digits.yaml", "beta_darts_digits.yaml"]
+
+
+@pytest.mark.parametrize("config", FAMILY_CONFIGS)
+def test_darts_family_digits_configs_search(tmp_path, config):
+    run_dir = _fit(tmp_path, "--model.channels", "8", config=REPO / "configs" / config)
+    saved = (run_dir / "config.yaml").read_text()
+    assert Genotype.load(run_dir / "genotype.json")
+    expected = {"pcdarts": "relaxation: pcdarts", "gdas": "relaxation: gdas", "snas": "arch_batch: train",
+                "drnas": "relaxation: drnas", "darts_minus": "auxiliary_skip: true", "beta_darts": "beta_decay_max: 5.0"}
+    assert expected[config.removesuffix("_digits.yaml")] in saved
+
+
+def test_every_darts_family_method_has_a_paper_config_and_a_digits_config():
+    for method in ("pcdarts", "gdas", "snas", "drnas", "darts_minus", "beta_darts", "rdarts_es"):
+        assert (REPO / "configs" / f"{method}_cifar10.yaml").is_file()
+    assert all((REPO / "configs" / c).is_file() for c in FAMILY_CONFIGS)
