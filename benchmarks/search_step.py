@@ -1,12 +1,20 @@
 """Time one search step of darts_lightning on random CIFAR-shaped data.
 
     python benchmarks/search_step.py --channels 16 --layers 8 --batch-size 64 --image-size 32 --order 1
+    python benchmarks/search_step.py --method pcdarts   # also gdas, snas, drnas
+
+``--method`` picks the member of the DARTS family, configured as in its configs/<method>_cifar10.yaml:
+``darts`` (softmax relaxation), ``pcdarts`` (partial channels, K = ``--partial-channels``, 4, and edge
+normalisation), ``gdas`` (hard Gumbel-softmax, one op per edge), ``snas`` (soft Gumbel-softmax, α and w
+on the same batch), ``drnas`` (Dirichlet samples). The supernet, batch and image size are the same for
+every method, so the figures compare the methods' cost at one configuration.
 
 Prints one JSON line: the configuration, ``seconds_per_step`` (median over ``--steps`` steps after
-``--warmup`` steps; a step is the architecture step plus the weight step, as the Trainer runs them) and
+``--warmup`` steps; a step is the architecture step plus the weight step, as the Trainer runs them),
 ``peak_memory_mb`` (peak resident memory of this process on CPU, which includes about 0.8 GB for the
-torch import itself; peak allocated memory on GPU). Run each configuration in a fresh process, as this
-script does when invoked once per configuration.
+torch import itself; peak allocated memory on GPU) and ``baseline_memory_mb`` (resident memory just
+before training starts, CPU only). Run each configuration in a fresh process, as this script does when
+invoked once per configuration.
 """
 
 from __future__ import annotations
@@ -24,6 +32,22 @@ from pytorch_lightning.utilities import CombinedLoader
 from torch.utils.data import DataLoader, TensorDataset
 
 from darts_lightning import DARTSSearch
+
+
+METHODS = {
+    "darts": {},
+    "pcdarts": {"relaxation": "pcdarts", "edge_normalization": True},
+    "gdas": {"relaxation": "gdas"},
+    "snas": {"relaxation": "snas", "arch_batch": "train"},
+    "drnas": {"relaxation": "drnas"},
+}
+
+
+def method_arguments(method: str, partial_channels: int) -> dict:
+    kwargs = dict(METHODS[method])
+    if method == "pcdarts":
+        kwargs["relaxation_args"] = {"partial_channels": partial_channels}
+    return kwargs
 
 
 class RandomImages(pl.LightningDataModule):
@@ -73,7 +97,8 @@ def main() -> None:
     parser.add_argument("--precision", default="32-true", help="Lightning precision, e.g. 32-true or bf16-mixed")
     parser.add_argument("--memory-format", choices=["auto", "channels_last", "contiguous"], default="auto",
                         help="auto: channels-last on CPU (the module's default)")
-    parser.add_argument("--method", default="darts", choices=["darts"])
+    parser.add_argument("--method", default="darts", choices=sorted(METHODS))
+    parser.add_argument("--partial-channels", type=int, default=4, help="K of PC-DARTS (--method pcdarts)")
     args = parser.parse_args()
 
     if args.threads:
@@ -82,6 +107,7 @@ def main() -> None:
     model = DARTSSearch(
         3, 10, args.image_size, channels=args.channels, layers=args.layers, order=args.order,
         channels_last={"auto": None, "channels_last": True, "contiguous": False}[args.memory_format],
+        **method_arguments(args.method, args.partial_channels),
     )
     timer = StepTimer()
     trainer = pl.Trainer(
@@ -91,6 +117,7 @@ def main() -> None:
     )
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
+    baseline_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     trainer.fit(model, RandomImages(args.batch_size, args.image_size, args.warmup + args.steps))
     timed = timer.times[args.warmup :]
     if args.device == "cuda":
@@ -105,6 +132,8 @@ def main() -> None:
         "device": device_name, "threads": torch.get_num_threads(), "precision": args.precision,
         "channels_last": model._channels_last, "seconds_per_step": statistics.median(timed),
         "step_times": [round(t, 4) for t in timed], "peak_memory_mb": round(peak_mb, 1),
+        **({"baseline_memory_mb": round(baseline_mb, 1)} if args.device == "cpu" else {}),
+        **({"partial_channels": args.partial_channels} if args.method == "pcdarts" else {}),
     }))
 
 

@@ -309,6 +309,7 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
                 "strategy='ddp_find_unused_parameters_true' (--trainer.strategy ddp_find_unused_parameters_true) "
                 "or DDPStrategy(find_unused_parameters=True)"
             )
+        super().setup(stage)  # the memory layout (ChannelsLastMixin)
 
     def on_fit_start(self) -> None:
         # DDP broadcasts the weights from rank 0 but α is outside its buckets: start every rank from rank 0's α.

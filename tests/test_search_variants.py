@@ -117,7 +117,7 @@ def test_gdas_under_plain_ddp_is_refused_with_advice():
     with pytest.raises(ValueError, match="ddp_find_unused_parameters_true"):
         model.setup("fit")
     soft = tiny_search(relaxation="snas")
-    soft._trainer = SimpleNamespace(strategy=DDPStrategy(), world_size=2)
+    soft._trainer = SimpleNamespace(strategy=DDPStrategy(parallel_devices=[torch.device("cpu")] * 2), world_size=2)
     soft.setup("fit")  # soft samples use every op: plain DDP is fine
 
 
@@ -130,3 +130,12 @@ def test_variant_configuration_errors():
         DARTSSearch(1, 10, 8, channels=4, layers=1, space="nasbench201", edge_normalization=True)
     with pytest.raises(ValueError, match="divisible by K"):
         tiny_search(relaxation="pcdarts", channels=6)
+
+
+@pytest.mark.parametrize("variant", ["darts", "gdas"])
+def test_search_runs_channels_last_on_the_cpu_by_default(tmp_path, digits, variant):
+    model = tiny_search(**VARIANTS.get(variant, {}))
+    quick_trainer(tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=0).fit(model, digits)
+    assert model._channels_last
+    conv = next(m for m in model.network.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1 and m.kernel_size[0] > 1 and m.groups == 1)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
