@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-__all__ = ["is_distributed", "all_reduce_mean_", "broadcast_", "sync_batchnorm_statistics_"]
+__all__ = ["is_distributed", "all_reduce_mean_", "broadcast_", "sync_batchnorm_statistics_", "require_find_unused_parameters"]
 
 
 def is_distributed() -> bool:
@@ -50,3 +50,22 @@ def broadcast_(tensors: Sequence[Tensor], src: int = 0) -> None:
         return
     for t in tensors:
         dist.broadcast(t.data, src=src)
+
+
+def require_find_unused_parameters(trainer, why: str) -> None:
+    """Refuse a multi-process DDP run without ``find_unused_parameters``, saying ``why`` it is needed and
+    how to turn it on: a method that leaves parameters without gradients in a step would otherwise
+    fail at the next step inside DDP."""
+    from pytorch_lightning.strategies import DDPStrategy
+
+    strategy = trainer.strategy
+    if (
+        isinstance(strategy, DDPStrategy)
+        and trainer.world_size > 1
+        and not strategy._ddp_kwargs.get("find_unused_parameters", False)
+    ):
+        raise ValueError(
+            f"{why}, which DDP accepts only with find_unused_parameters=True: use "
+            "strategy='ddp_find_unused_parameters_true' (--trainer.strategy ddp_find_unused_parameters_true) "
+            "or DDPStrategy(find_unused_parameters=True)"
+        )

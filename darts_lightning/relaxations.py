@@ -22,15 +22,13 @@ second-order architecture step) sees the same sample.
 
 from __future__ import annotations
 
-import math
 import zlib
 from contextlib import contextmanager
-from itertools import islice
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from .registry import Registry
 

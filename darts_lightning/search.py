@@ -37,7 +37,9 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
 from .architect import build_architecture_gradient
-from .distributed import all_reduce_mean_, broadcast_, is_distributed, sync_batchnorm_statistics_
+from .distributed import (
+    all_reduce_mean_, broadcast_, is_distributed, require_find_unused_parameters, sync_batchnorm_statistics_,
+)
 from .diagnostics import EigenvalueEarlyStop
 from .layout import ChannelsLastMixin
 from .genotype import Genotype
@@ -293,21 +295,11 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
         return [weight_optimizer, arch_optimizer], [{"scheduler": scheduler, "interval": "epoch"}]
 
     def setup(self, stage: str) -> None:
-        from pytorch_lightning.strategies import DDPStrategy
-
-        strategy = self.trainer.strategy
-        if (
-            stage == "fit"
-            and self.relaxation.computes_subset
-            and isinstance(strategy, DDPStrategy)
-            and self.trainer.world_size > 1
-            and not strategy._ddp_kwargs.get("find_unused_parameters", False)
-        ):
-            raise ValueError(
-                f"the {self.relaxation.name} relaxation computes only the sampled op of each edge, which leaves the "
-                "other ops without gradients; DDP accepts that only with find_unused_parameters=True: use "
-                "strategy='ddp_find_unused_parameters_true' (--trainer.strategy ddp_find_unused_parameters_true) "
-                "or DDPStrategy(find_unused_parameters=True)"
+        if stage == "fit" and self.relaxation.computes_subset:
+            require_find_unused_parameters(
+                self.trainer,
+                f"the {self.relaxation.name} relaxation computes only the sampled op of each edge and leaves the "
+                "other ops without gradients",
             )
         super().setup(stage)  # the memory layout (ChannelsLastMixin)
 

@@ -85,13 +85,12 @@ from typing import Any, Iterator, Mapping, Sequence
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from pytorch_lightning.strategies import DDPStrategy
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from .cell import dense_edges
 from .data import ClassificationDataModule, SearchDataModule
-from .distributed import is_distributed, sync_batchnorm_statistics_
+from .distributed import is_distributed, require_find_unused_parameters, sync_batchnorm_statistics_
 from .evaluators import Evaluation, Evaluator
 from .genotype import Genotype
 from .nasbench201 import NB201_EDGES, NB201Arch, NB201Network
@@ -279,16 +278,9 @@ class SinglePathSupernet(pl.LightningModule):
 
     def setup(self, stage: str) -> None:
         strategy = self.trainer.strategy
-        if (
-            stage == "fit"
-            and isinstance(strategy, DDPStrategy)
-            and self.trainer.world_size > 1
-            and not strategy._ddp_kwargs.get("find_unused_parameters", False)
-        ):
-            raise ValueError(
-                "single-path training leaves the parameters off the sampled path without gradients, which DDP "
-                "accepts only with find_unused_parameters=True: use strategy='ddp_find_unused_parameters_true' "
-                "(--trainer.strategy ddp_find_unused_parameters_true) or DDPStrategy(find_unused_parameters=True)"
+        if stage == "fit":
+            require_find_unused_parameters(
+                self.trainer, "single-path training leaves the parameters off the sampled path without gradients"
             )
         choice = self.hparams.channels_last
         self._channels_last = strategy.root_device.type == "cpu" if choice is None else bool(choice)

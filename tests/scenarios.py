@@ -38,9 +38,9 @@ class StepChecksums(pl.Callback):
         self.checksums.append(float(total))
 
 
-def _ddp_trainer(workdir: Path, callbacks: list, **kwargs) -> pl.Trainer:
+def _ddp_trainer(workdir: Path, callbacks: list, strategy: str = "ddp", **kwargs) -> pl.Trainer:
     return pl.Trainer(
-        accelerator="cpu", devices=2, strategy="ddp", max_epochs=2, limit_train_batches=3, limit_val_batches=2,
+        accelerator="cpu", devices=2, strategy=strategy, max_epochs=2, limit_train_batches=3, limit_val_batches=2,
         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         default_root_dir=str(workdir), callbacks=callbacks, **kwargs,
     )
@@ -211,11 +211,7 @@ def _family_run(workdir: Path, variant: str) -> dict:
     model = DARTSSearch(1, 10, 8, channels=4, layers=3, arch_lr=3e-2, **FAMILY[variant])
     checksums, samples = StepChecksums(), _Samples()
     strategy = "ddp_find_unused_parameters_true" if model.network.relaxation.computes_subset else "ddp"
-    trainer = _ddp_trainer(workdir, [checksums, samples]) if strategy == "ddp" else pl.Trainer(
-        accelerator="cpu", devices=2, strategy=strategy, max_epochs=2, limit_train_batches=3, limit_val_batches=2,
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        default_root_dir=str(workdir), callbacks=[checksums, samples],
-    )
+    trainer = _ddp_trainer(workdir, [checksums, samples], strategy=strategy)
     trainer.fit(model, data)
     return {"state": state_snapshot(model, trainer), "checksums": checksums.checksums, "samples": samples.samples,
             "first_batch": list(trainer.train_dataloader["train"].sampler)[:16], "global_step": trainer.global_step}
