@@ -56,7 +56,7 @@ def test_variant_searches_and_its_genotype_loads_into_the_retraining_network(tmp
         assert "train/arch_regularizer" in tags
 
 
-@pytest.mark.parametrize("variant", ["pcdarts", "gdas", "drnas", "darts_minus"])
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_variant_resumes_from_a_checkpoint_as_if_uninterrupted(tmp_path, variant):
     full, _ = _fit(tmp_path / "full", variant)
     _, first = _fit(tmp_path / "part", variant, callbacks=_checkpointing() + [_StopAfterFirstEpoch()])
@@ -67,6 +67,7 @@ def test_variant_resumes_from_a_checkpoint_as_if_uninterrupted(tmp_path, variant
     for key, value in full.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[key]), key
     assert resumed.genotype_history == full.genotype_history
+    assert torch.load(_last_ckpt(trainer), weights_only=True)["sample_seed"] == full._sample_seed
 
 
 def test_sampling_variants_draw_from_the_sample_seed(tmp_path):
