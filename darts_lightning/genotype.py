@@ -125,6 +125,7 @@ class Genotype:
         edge_weights_normal: Tensor | None = None,
         edge_weights_reduce: Tensor | None = None,
         already_normalized: bool = False,
+        rule: str = "darts",
     ) -> "Genotype":
         """Derive the discrete cells from architecture parameters by the DARTS rule (Liu et al., sec. 2.4).
 
@@ -132,7 +133,12 @@ class Genotype:
         edge keep its strongest non-``none`` op. Weights are ``softmax(α)`` per edge (pass
         ``already_normalized=True`` when ``alpha_*`` already are weights), optionally multiplied by a
         per-edge weight (PC-DARTS edge normalisation). Ties go to the lower index.
+
+        ``rule="gdas"`` is the rule of GDAS's released code instead: per node keep the ``k`` strongest
+        (op, input) pairs over all its incoming edges, so that two ops may come from the same input.
         """
+        if rule not in ("darts", "gdas"):
+            raise GenotypeError(f"unknown genotype rule {rule!r}; valid rules are: darts, gdas")
         op_names = list(op_names)
         zero_columns = [i for i, name in enumerate(op_names) if get_op(name).is_zero]
         if len(zero_columns) == len(op_names):
@@ -154,6 +160,12 @@ class Genotype:
             start = 0
             for node in range(nodes):
                 rows = weights[start : start + node + 2]
+                if rule == "gdas":
+                    pairs = [(float(rows[src, o]), src, o) for src in range(node + 2) for o in range(len(op_names))]
+                    for _, src, o in sorted(pairs, key=lambda t: (-t[0], t[1], t[2]))[:k]:
+                        genes.append((op_names[o], src))
+                    start += node + 2
+                    continue
                 strength = rows.max(dim=1).values.tolist()
                 order = sorted(range(node + 2), key=lambda j: (-strength[j], j))[:k]
                 for src in order:

@@ -102,6 +102,8 @@ class SearchNetwork(nn.Module):
             parameters beside α); edges are then ranked by softmax(α)·softmax(β).
         auxiliary_skip: DARTS-'s auxiliary skip connection on every mixed edge, scaled by
             ``relaxation.auxiliary_skip_weight`` (set by the search's schedule).
+        genotype_rule: how the genotype is derived: ``darts`` (two strongest edges per node, see
+            :meth:`Genotype.from_alphas`) or ``gdas`` (two strongest (op, input) pairs per node).
         image_size: when given, checked against the number of reduction cells.
     """
 
@@ -120,6 +122,7 @@ class SearchNetwork(nn.Module):
         relaxation_args: dict | None = None,
         edge_normalization: bool = False,
         auxiliary_skip: bool = False,
+        genotype_rule: str = "darts",
         image_size: int | None = None,
     ) -> None:
         super().__init__()
@@ -134,6 +137,9 @@ class SearchNetwork(nn.Module):
                       "layers": layers, "stem_multiplier": stem_multiplier}
         self.relaxation = build_relaxation(relaxation, **(relaxation_args or {}))
         self.edge_normalization, self.auxiliary_skip = bool(edge_normalization), bool(auxiliary_skip)
+        if genotype_rule not in ("darts", "gdas"):
+            raise ValueError(f"unknown genotype rule {genotype_rule!r}; valid rules are: darts, gdas")
+        self.genotype_rule = genotype_rule
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, stem_multiplier * channels, 3, padding=1, bias=False),
             nn.BatchNorm2d(stem_multiplier * channels),
@@ -237,6 +243,7 @@ class SearchNetwork(nn.Module):
         return Genotype.from_alphas(
             weights["normal"], weights["reduce"], self.op_names, nodes=self.nodes, multiplier=self.multiplier,
             edge_weights_normal=scales["normal"], edge_weights_reduce=scales["reduce"], already_normalized=True,
+            rule=self.genotype_rule,
         )
 
     def space_signature(self) -> dict:

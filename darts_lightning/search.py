@@ -96,6 +96,8 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
         arch_batch: the batch the architecture step descends on: ``val`` (bilevel DARTS) or ``train``
             (single-level, as SNAS trains α and w on the same batch; the search-val split then only
             measures the supernet).
+        genotype_rule: DARTS space: derive the genotype by the DARTS rule (``darts``: the two strongest
+            edges into each node) or by GDAS's (``gdas``: the two strongest (op, input) pairs).
         sample_seed: seed of the sampling relaxations' noise (``None``: drawn once from torch's seed and
             kept in the checkpoint).
         space: ``darts`` (the DARTS cell) or ``nasbench201`` (the NAS-Bench-201 cell; ``channels`` is the
@@ -142,6 +144,7 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
         beta_decay_max: float = 0.0,
         arch_batch: str = "val",
         sample_seed: int | None = None,
+        genotype_rule: str = "darts",
         space: str = "darts",
         order: int = 1,
         hessian: str = "finite_difference",
@@ -182,13 +185,15 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
                 channels=channels, layers=layers, nodes=nodes, multiplier=multiplier,
                 stem_multiplier=stem_multiplier, op_names=list(ops), relaxation=relaxation,
                 relaxation_args=relaxation_args, edge_normalization=edge_normalization,
-                auxiliary_skip=auxiliary_skip, image_size=image_size,
+                auxiliary_skip=auxiliary_skip, genotype_rule=genotype_rule, image_size=image_size,
             )
         elif space == "nasbench201":
             from .nasbench201 import NB201Network
 
             if edge_normalization:
                 raise ValueError("edge_normalization needs nodes with several inputs to choose from: use space='darts'")
+            if genotype_rule != "darts":
+                raise ValueError("genotype_rule applies to the DARTS cell; a NAS-Bench-201 cell keeps every edge")
             check_image_size(image_size, 3)  # two reduction blocks
             self.network = NB201Network(
                 None, num_classes=num_classes, in_channels=in_channels,

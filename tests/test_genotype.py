@@ -424,3 +424,24 @@ def test_random_genotype_covers_every_input_and_op():
             ops.add(op)
     assert all(inputs[node] == set(range(node + 2)) for node in range(4))
     assert ops == set(OPS) - {"none"}
+
+
+def test_gdas_rule_keeps_the_strongest_op_input_pairs_even_from_one_input():
+    from darts_lightning import build_eval_network
+    from darts_lightning.ops import DARTS_OPS
+
+    ops = list(DARTS_OPS)
+    weights = torch.full((14, 8), 0.01)
+    # node 0 (edges from inputs 0 and 1): input 0 has the two strongest ops, input 1 the third
+    weights[0, ops.index("sep_conv_3x3")] = 0.9
+    weights[0, ops.index("skip_connect")] = 0.8
+    weights[1, ops.index("max_pool_3x3")] = 0.7
+    weights[0, ops.index("none")] = 0.95  # never chosen by either rule
+    darts = Genotype.from_alphas(weights, weights, ops, already_normalized=True)
+    gdas = Genotype.from_alphas(weights, weights, ops, already_normalized=True, rule="gdas")
+    assert darts.normal[:2] == (("sep_conv_3x3", 0), ("max_pool_3x3", 1))
+    assert gdas.normal[:2] == (("sep_conv_3x3", 0), ("skip_connect", 0))
+    network = build_eval_network(gdas, channels=4, layers=3, num_classes=10, in_channels=1, image_size=8, auxiliary=False)
+    assert network(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+    with pytest.raises(GenotypeError, match="valid rules are: darts, gdas"):
+        Genotype.from_alphas(weights, weights, ops, rule="pcdarts")

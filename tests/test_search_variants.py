@@ -18,7 +18,7 @@ from .test_search import _StopAfterFirstEpoch, _checkpointing, _last_ckpt
 VARIANTS: dict[str, dict] = {
     # PC-DARTS: 1/K of the channels (K=2 for the 4-channel test supernet; 4 in the paper) and edge normalisation
     "pcdarts": dict(relaxation="pcdarts", relaxation_args={"partial_channels": 2}, edge_normalization=True),
-    "gdas": dict(relaxation="gdas"),
+    "gdas": dict(relaxation="gdas", genotype_rule="gdas"),
     "snas": dict(relaxation="snas", relaxation_args={"tau_max": 1.0, "tau_min": 0.03}, arch_batch="train"),
     "drnas": dict(relaxation="drnas", relaxation_args={"kl_weight": 1e-3}),
     "darts_minus": dict(auxiliary_skip=True),
@@ -131,6 +131,10 @@ def test_variant_configuration_errors():
         DARTSSearch(1, 10, 8, channels=4, layers=1, space="nasbench201", edge_normalization=True)
     with pytest.raises(ValueError, match="divisible by K"):
         tiny_search(relaxation="pcdarts", channels=6)
+    with pytest.raises(ValueError, match="valid rules are: darts, gdas"):
+        tiny_search(genotype_rule="best")
+    with pytest.raises(ValueError, match="genotype_rule applies to the DARTS cell"):
+        DARTSSearch(1, 10, 8, channels=4, layers=1, space="nasbench201", genotype_rule="gdas")
 
 
 @pytest.mark.parametrize("variant", ["darts", "gdas"])
