@@ -147,3 +147,31 @@ def test_search_runs_channels_last_on_the_cpu_by_default(tmp_path, digits, varia
     quick_trainer(tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=0).fit(model, digits)
     assert model._channels_last
     assert layouts and all(layouts)
+
+
+@pytest.mark.parametrize("relaxation", ["pcdarts", "gdas", "snas", "drnas"])
+def test_every_relaxation_searches_the_nasbench201_space(tmp_path, digits, relaxation):
+    pl.seed_everything(0)
+    args = {"partial_channels": 2} if relaxation == "pcdarts" else {}
+    model = DARTSSearch(1, 10, 8, channels=4, layers=1, space="nasbench201", arch_lr=3e-2, relaxation=relaxation,
+                        relaxation_args=args, auxiliary_skip=True)
+    before = model.network.alpha.detach().clone()
+    quick_trainer(tmp_path, max_epochs=1).fit(model, digits)
+    assert not torch.equal(before, model.network.alpha.detach())
+    assert (tmp_path / "lightning_logs" / "version_0" / "arch.txt").read_text().strip() == str(model.genotype())
+
+
+def test_remedies_combine_with_a_sampling_relaxation_and_second_order(tmp_path, digits):
+    pl.seed_everything(0)
+    model = tiny_search(relaxation="gdas", order=2, auxiliary_skip=True, beta_decay_max=10.0, arch_warmup_epochs=1)
+    start = model.network.alpha_normal.detach().clone()
+    after_warmup = {}
+
+    class AfterFirstEpoch(pl.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            after_warmup.setdefault("alpha", pl_module.network.alpha_normal.detach().clone())
+
+    quick_trainer(tmp_path, max_epochs=2, callbacks=[AfterFirstEpoch()]).fit(model, digits)
+    assert torch.equal(after_warmup["alpha"], start), "alpha is frozen during the warm-up epoch"
+    assert not torch.equal(model.network.alpha_normal.detach(), start)
+    assert model.relaxation.auxiliary_skip_weight == 0.5 and model.relaxation.tau == pytest.approx(0.1)
