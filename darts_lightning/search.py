@@ -339,7 +339,7 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
             self._sample(phase=0)
             arch_batch = (x_train, y_train) if single_level else (x_val, y_val)
             arch = self.arch_gradient.estimate(self.network, arch_batch, (x_train, y_train), weight_optimizer.optimizer)
-            self._check_finite(arch.loss, "architecture (search-val)")
+            self._check_finite(arch.loss, "architecture (search-train)" if single_level else "architecture (search-val)")
             regularizer = self.architecture_regularizer()
             if regularizer is not None:
                 extra = torch.autograd.grad(regularizer, self.arch_parameters(), allow_unused=True)
