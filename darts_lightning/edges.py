@@ -24,7 +24,11 @@ class MixedEdge(nn.Module):
 
     Ops that begin with a ReLU (the separable and dilated convolutions) share one ReLU of the edge input
     instead of each computing and storing their own: the same result, with fewer activations kept for
-    the backward pass.
+    the backward pass. Ops that end with a non-affine batch norm (every op but ``skip_connect`` and
+    ``none`` in the DARTS space) fold their mixing weight into that batch norm as its scale when the
+    weight needs a gradient (:meth:`weighted_outputs`): w·BN(z) is BN(z) with weight w, whose gradient
+    batch norm computes from the input it keeps anyway, so the op's output need not be kept for the
+    gradient of w.
 
     With ``relaxation.partial_channels = K > 1`` (PC-DARTS, Xu et al., ICLR 2020, sec. 3.1) the ops are
     built for ``channels / K`` channels: the first ``1/K`` of the input's channels go through the mixture,
@@ -59,6 +63,10 @@ class MixedEdge(nn.Module):
         self._starts_with_relu = tuple(
             isinstance(op, nn.Sequential) and len(op) > 1 and isinstance(op[0], nn.ReLU) for op in ops
         )
+        self._ends_with_plain_bn = tuple(
+            isinstance(op, nn.Sequential) and len(op) > 1 and type(op[-1]) is nn.BatchNorm2d and not op[-1].affine
+            for op in ops
+        )
         self.auxiliary_skip: nn.Module | None = None
         if auxiliary_skip:
             self.auxiliary_skip = FactorizedReduce(channels, channels, affine=False) if stride == 2 else nn.Identity()
@@ -76,6 +84,30 @@ class MixedEdge(nn.Module):
                 yield index, out
             else:
                 yield index, op(x)
+
+    def weighted_outputs(self, x: Tensor, weights: Tensor) -> Iterator[tuple[int, Tensor]]:
+        """``(alpha_column, weights[column] · op(x))`` for every op that computes something.
+
+        The same values as scaling :meth:`candidate_outputs`; an op ending in a non-affine batch norm runs
+        that batch norm with the weight as its scale (see the class docstring).
+        """
+        # Folding only pays when the weights need a gradient (the architecture step): w · y keeps y only then.
+        fold = weights.requires_grad
+        activated = None
+        for index, op, relu_first, bn_last in zip(self.op_indices, self.ops, self._starts_with_relu, self._ends_with_plain_bn):
+            bn_last = bn_last and fold
+            if not relu_first and not bn_last:
+                yield index, weights[index] * op(x)
+                continue
+            if relu_first:
+                if activated is None:
+                    activated = F.relu(x)
+                out, first = activated, 1
+            else:
+                out, first = x, 0
+            for layer in islice(op, first, len(op) - 1 if bn_last else len(op)):
+                out = layer(out)
+            yield index, _scaled_batch_norm(op[-1], out, weights[index]) if bn_last else weights[index] * out
 
     def op_output(self, column: int, x: Tensor) -> Tensor:
         """The output of the op in α's column ``column`` alone (zeros for a zero op)."""
@@ -114,6 +146,25 @@ class MixedEdge(nn.Module):
     def extra_repr(self) -> str:
         extra = f", partial_channels={self.relaxation.partial_channels}" if self.relaxation.partial_channels > 1 else ""
         return f"ops={list(self.op_names)}, stride={self.stride}, relaxation={self.relaxation.name}{extra}"
+
+
+def _scaled_batch_norm(bn: nn.BatchNorm2d, x: Tensor, scale: Tensor) -> Tensor:
+    """``scale · bn(x)`` for a non-affine ``bn``, computed as one batch norm whose weight is ``scale``.
+
+    Follows :meth:`torch.nn.BatchNorm2d.forward` (running statistics, ``num_batches_tracked``), so the
+    module's state evolves exactly as if it had been called.
+    """
+    factor = 0.0 if bn.momentum is None else bn.momentum
+    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+    use_batch_stats = bn.training or (bn.running_mean is None and bn.running_var is None)
+    track = not bn.training or bn.track_running_stats
+    weight = scale.to(x.device).reshape(1).expand(x.shape[1]).contiguous()  # kernels read it densely
+    return F.batch_norm(
+        x, bn.running_mean if track else None, bn.running_var if track else None, weight, None,
+        use_batch_stats, factor, bn.eps,
+    )
 
 
 def drop_path(x: Tensor, drop_prob: float) -> Tensor:

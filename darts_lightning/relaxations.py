@@ -144,8 +144,7 @@ class Relaxation:
 
 def _weighted_sum(edge: "MixedEdge", x: Tensor, weights: Tensor) -> Tensor:
     out = None
-    for index, y in edge.candidate_outputs(x):
-        term = weights[index] * y
+    for _, term in edge.weighted_outputs(x, weights):
         out = term if out is None else out + term
     return edge.zeros(x) if out is None else out
 

@@ -295,3 +295,41 @@ def test_ops_starting_with_relu_share_one_relu_of_the_edge_input(x):
     for index, op in zip(edge.op_indices, edge.ops):
         torch.testing.assert_close(dict(edge.candidate_outputs(x))[index], op(x), rtol=0, atol=0)
     assert set(outputs) == set(range(1, len(DARTS_OPS)))
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_mixed_edge_folds_the_weight_into_the_last_batch_norm_exactly_and_keeps_less(stride):
+    """w·BN(z) computed as BN(z) with weight w: the same output, gradients and running statistics as
+    scaling each op's output, with fewer bytes kept for the backward pass."""
+    from torch.autograd.graph import saved_tensors_hooks
+
+    from darts_lightning.ops import DARTS_OPS
+    from darts_lightning.relaxations import build_relaxation
+
+    torch.manual_seed(0)
+    relaxation = build_relaxation("darts")
+    folded, plain = MixedEdge(DARTS_OPS, 6, stride, relaxation), MixedEdge(DARTS_OPS, 6, stride, relaxation)
+    plain.load_state_dict(folded.state_dict())
+    x = torch.randn(4, 6, 8, 8, requires_grad=True)
+    alpha = torch.randn(len(DARTS_OPS), requires_grad=True)
+
+    def run(edge, fold):
+        saved = []
+        with saved_tensors_hooks(lambda t: saved.append(t.numel() * t.element_size()) or t, lambda t: t):
+            weights = torch.softmax(alpha, 0)
+            if fold:
+                out = edge(x, weights)
+            else:
+                out = sum(weights[i] * y for i, y in edge.candidate_outputs(x))
+        grads = torch.autograd.grad((out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum(), [alpha, x])
+        return out, grads, sum(saved)
+
+    out_f, grads_f, bytes_f = run(folded, True)
+    out_p, grads_p, bytes_p = run(plain, False)
+    torch.testing.assert_close(out_f, out_p, rtol=1e-5, atol=1e-6)
+    for a, b in zip(grads_f, grads_p):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    for key, value in folded.state_dict().items():
+        assert torch.equal(value, plain.state_dict()[key]), key
+    # six of the seven computing ops end in a batch norm: their outputs are not kept for the gradient of w
+    assert bytes_f < bytes_p - 5 * out_p.numel() * out_p.element_size()
