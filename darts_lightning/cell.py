@@ -83,15 +83,17 @@ class Cell(nn.Module):
         Args:
             inputs: the cell's inputs (the two previous cells' outputs in a DARTS cell).
             weights: ``[edges, ops]`` mixing weights for mixed edges; ``None`` for fixed edges.
-            edge_scales: optional ``[edges]`` factor per edge (edge normalisation).
+            edge_scales: optional ``[edges]`` factor per mixed edge (edge normalisation), passed to the edge.
         """
         states = [pre(x) for pre, x in zip(self.preprocess, inputs)]
         for incoming in self._incoming:
             total = None
             for k in incoming:
-                out = self.edges[k](states[self.edge_list[k][0]], None if weights is None else weights[k])
-                if edge_scales is not None:
-                    out = edge_scales[k] * out
+                x = states[self.edge_list[k][0]]
+                if edge_scales is None:
+                    out = self.edges[k](x, None if weights is None else weights[k])
+                else:  # mixed edges take the scale themselves (MixedEdge.forward)
+                    out = self.edges[k](x, weights[k], edge_scales[k])
                 total = out if total is None else total + out
             states.append(total)
         if len(self.concat) == 1:

@@ -128,7 +128,14 @@ class MixedEdge(nn.Module):
         """The output of a zero op for input ``x``."""
         return x[:, :, :: self.stride, :: self.stride].mul(0.0)
 
-    def forward(self, x: Tensor, weights: Tensor) -> Tensor:
+    def forward(self, x: Tensor, weights: Tensor, scale: Tensor | None = None) -> Tensor:
+        """The edge's output; ``scale`` (edge normalisation) multiplies all of it.
+
+        The scale is folded into the op weights (and from there into their batch norms) instead of
+        multiplying the finished output, which would keep that output for the scale's gradient.
+        """
+        if scale is not None:
+            weights = weights * scale
         k = self.relaxation.partial_channels
         if k == 1:
             out = self.relaxation.mix(self, x, weights)
@@ -138,9 +145,12 @@ class MixedEdge(nn.Module):
             bypass = x[:, part:]
             if self.stride == 2:
                 bypass = F.max_pool2d(bypass, 2, 2)
+            if scale is not None:
+                bypass = scale * bypass
             out = channel_shuffle(torch.cat([mixed, bypass], dim=1), k)
         if self.auxiliary_skip is not None and self.relaxation.auxiliary_skip_weight != 0.0:
-            out = out + self.relaxation.auxiliary_skip_weight * self.auxiliary_skip(x)
+            skip_weight = self.relaxation.auxiliary_skip_weight
+            out = out + (skip_weight if scale is None else skip_weight * scale) * self.auxiliary_skip(x)
         return out
 
     def extra_repr(self) -> str:
