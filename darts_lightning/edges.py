@@ -71,26 +71,10 @@ class MixedEdge(nn.Module):
         if auxiliary_skip:
             self.auxiliary_skip = FactorizedReduce(channels, channels, affine=False) if stride == 2 else nn.Identity()
 
-    def candidate_outputs(self, x: Tensor) -> Iterator[tuple[int, Tensor]]:
-        """``(alpha_column, op(x))`` for every op that computes something (``none`` excluded)."""
-        activated = None
-        for index, op, starts_with_relu in zip(self.op_indices, self.ops, self._starts_with_relu):
-            if starts_with_relu:
-                if activated is None:
-                    activated = F.relu(x)
-                out = activated
-                for layer in islice(op, 1, None):
-                    out = layer(out)
-                yield index, out
-            else:
-                yield index, op(x)
-
     def weighted_outputs(self, x: Tensor, weights: Tensor) -> Iterator[tuple[int, Tensor]]:
-        """``(alpha_column, weights[column] · op(x))`` for every op that computes something.
-
-        The same values as scaling :meth:`candidate_outputs`; an op ending in a non-affine batch norm runs
-        that batch norm with the weight as its scale (see the class docstring).
-        """
+        """``(alpha_column, weights[column] · op(x))`` for every op that computes something (``none``
+        excluded). Ops that start with a ReLU share one ReLU of ``x``; an op ending in a non-affine batch
+        norm runs that batch norm with the weight as its scale (see the class docstring)."""
         # Folding only pays when the weights need a gradient (the architecture step): w · y keeps y only then.
         fold = weights.requires_grad
         activated = None
@@ -116,8 +100,8 @@ class MixedEdge(nn.Module):
         position = self.op_indices.index(column)
         op = self.ops[position]
         if self._starts_with_relu[position]:
-            # A fresh F.relu of the input, as in candidate_outputs: an in-place ReLU of a registered op
-            # must not overwrite the state other edges read.
+            # A fresh F.relu of the input: an in-place ReLU of a registered op must not overwrite the
+            # state other edges read.
             out = F.relu(x)
             for layer in islice(op, 1, None):
                 out = layer(out)

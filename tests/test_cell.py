@@ -286,15 +286,17 @@ def test_ops_starting_with_relu_share_one_relu_of_the_edge_input(x):
     edge = MixedEdge(DARTS_OPS, C, 1, SoftmaxRelaxation())
     relu_calls = []
     handles = [m.register_forward_hook(lambda mod, i, o: relu_calls.append(mod)) for m in edge.modules() if isinstance(m, nn.ReLU)]
-    outputs = dict(edge.candidate_outputs(x))
+    outputs = dict(edge.weighted_outputs(x, torch.ones(len(DARTS_OPS))))
     for h in handles:
         h.remove()
     # the leading ReLUs of sep_conv_3x3/5x5 and dil_conv_3x3/5x5 are not called; only the sep convs' inner ones
     assert len(relu_calls) == 2
-    edge.eval()
-    for index, op in zip(edge.op_indices, edge.ops):
-        torch.testing.assert_close(dict(edge.candidate_outputs(x))[index], op(x), rtol=0, atol=0)
     assert set(outputs) == set(range(1, len(DARTS_OPS)))
+    edge.eval()
+    for fold in (False, True):  # weights without and with a gradient (the batch-norm folding)
+        outputs = dict(edge.weighted_outputs(x, torch.ones(len(DARTS_OPS), requires_grad=fold)))
+        for index, op in zip(edge.op_indices, edge.ops):
+            torch.testing.assert_close(outputs[index], op(x), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("stride", [1, 2])
@@ -320,7 +322,7 @@ def test_mixed_edge_folds_the_weight_into_the_last_batch_norm_exactly_and_keeps_
             if fold:
                 out = edge(x, weights)
             else:
-                out = sum(weights[i] * y for i, y in edge.candidate_outputs(x))
+                out = sum(weights[i] * edge.op_output(i, x) for i in edge.op_indices)
         grads = torch.autograd.grad((out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum(), [alpha, x])
         return out, grads, sum(saved)
 
