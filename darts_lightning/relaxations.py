@@ -75,8 +75,6 @@ class Relaxation:
     """
 
     name: str = "base"
-    #: draws random weights each forward pass (seeded by :meth:`set_sample_key`)
-    samples: bool = False
     #: leaves ops of some edges uncomputed in a step (DDP then needs ``find_unused_parameters``)
     computes_subset: bool = False
 
@@ -128,11 +126,14 @@ class Relaxation:
         """Seed the noise of the following forward passes: the same key draws the same sample."""
         self._sample_key = (int(seed), int(step), int(phase))
 
-    def generator(self, name: str) -> torch.Generator:
-        """A CPU generator for the current sample key and cell type ``name``."""
+    def sample_seed(self, name: str) -> int:
+        """The seed of the noise for the current sample key and cell type ``name``."""
         seed, step, phase = self._sample_key
-        mixed = (seed * 1_000_003 + step) * 7919 + phase * 104_729 + zlib.crc32(name.encode())
-        return torch.Generator().manual_seed(mixed % (2**63 - 1))
+        return ((seed * 1_000_003 + step) * 7919 + phase * 104_729 + zlib.crc32(name.encode())) % (2**63 - 1)
+
+    def generator(self, name: str) -> torch.Generator:
+        """A CPU generator seeded with :meth:`sample_seed`."""
+        return torch.Generator().manual_seed(self.sample_seed(name))
 
     def describe(self) -> dict:
         """What a checkpoint records of this relaxation (it must match to resume)."""
@@ -179,8 +180,6 @@ class GumbelRelaxation(Relaxation):
 
     τ moves from ``tau_max`` at the first epoch to ``tau_min`` at the last (:func:`temperature_schedule`).
     """
-
-    samples = True
 
     def __init__(
         self,
@@ -255,7 +254,6 @@ class DirichletRelaxation(Relaxation):
     """
 
     name = "drnas"
-    samples = True
 
     def __init__(self, kl_weight: float = 0.0, prior: float = 1.0, partial_channels: int = 1) -> None:
         super().__init__(partial_channels)
@@ -271,7 +269,7 @@ class DirichletRelaxation(Relaxation):
         concentration = self.concentration(alpha.float().cpu())
         # torch's Dirichlet sampler takes no generator: draw from the global CPU generator, forked and seeded.
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(self.generator(name).initial_seed()))
+            torch.manual_seed(self.sample_seed(name))
             weights = torch.distributions.Dirichlet(concentration).rsample()
         return weights.to(alpha.device, alpha.dtype)
 
