@@ -103,7 +103,7 @@ def run_protocol(
             "fit", "--config", str(search_config), "--seed_everything", str(seed), "--data.init_args.seed", str(seed),
             "--trainer.default_root_dir", str(root), *quiet, *search_args,
         ])
-        genotype: Genotype = cli.model.genotype()
+        genotype: Genotype = cli.model.selected_genotype()
         # A copy at a fixed place: the search's own genotype.json lies in its versioned log directory.
         genotype_file = genotype.save(root / "genotype.json")
         searches.append({

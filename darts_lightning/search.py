@@ -234,7 +234,12 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
         return self.network.derive()
 
     def selected_genotype(self) -> Any:
-        """The search's answer: the current genotype, or the one of the epoch early stopping went back to."""
+        """The search's answer: the genotype of the current α, or that of the epoch early stopping went back to.
+
+        The one place where the answer is derived: ``genotype.json`` (``arch.txt`` on NAS-Bench-201), the
+        summary printed at the end, TensorBoard, ``darts-lightning export-genotype`` and ``darts-lightning
+        protocol`` all take it from here.
+        """
         if self.selected_epoch is not None:
             for record in self.genotype_history:
                 if record["epoch"] == self.selected_epoch:
@@ -412,8 +417,9 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
                         )
         self._last_val_batch = None
         if self.trainer.is_global_zero:
-            self._log_figures(genotype)
-            self._write_genotype_files(self.selected_genotype())
+            answer = self.selected_genotype()
+            self._log_figures(answer)
+            self._write_genotype_files(answer)
 
     # ------------------------------------------------------------------ validation
 

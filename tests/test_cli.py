@@ -121,16 +121,42 @@ def test_retrain_config_accepts_published_names_and_repr_strings(tmp_path, capsy
 
 FAMILY_CONFIGS = ["pcdarts_digits.yaml", "gdas_digits.yaml", "snas_digits.yaml", "drnas_digits.yaml",
                   "darts_minus_digits.yaml", "beta_darts_digits.yaml"]
+#: every shipped digits search config with architecture parameters, and what its saved config must say
+ARCH_SEARCH_CONFIGS = {
+    "darts_digits.yaml": "relaxation: darts", "darts2_digits.yaml": "order: 2",
+    "darts_nb201_digits.yaml": "space: nasbench201", "pcdarts_digits.yaml": "relaxation: pcdarts",
+    "gdas_digits.yaml": "genotype_rule: gdas", "snas_digits.yaml": "arch_batch: train",
+    "drnas_digits.yaml": "relaxation: drnas", "darts_minus_digits.yaml": "auxiliary_skip: true",
+    "beta_darts_digits.yaml": "beta_decay_max: 5.0",
+}
 
 
-@pytest.mark.parametrize("config", FAMILY_CONFIGS)
-def test_darts_family_digits_configs_search(tmp_path, config):
-    run_dir = _fit(tmp_path, "--model.channels", "8", config=REPO / "configs" / config)
-    saved = (run_dir / "config.yaml").read_text()
-    assert Genotype.load(run_dir / "genotype.json")
-    expected = {"pcdarts": "relaxation: pcdarts", "gdas": "relaxation: gdas", "snas": "arch_batch: train",
-                "drnas": "relaxation: drnas", "darts_minus": "auxiliary_skip: true", "beta_darts": "beta_decay_max: 5.0"}
-    assert expected[config.removesuffix("_digits.yaml")] in saved
+def _export(checkpoint: Path, out: Path) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export-genotype", str(checkpoint), "--out", str(out)])
+    assert exit_info.value.code == 0
+
+
+def test_every_digits_search_config_with_alpha_is_listed():
+    shipped = {p.name for p in (REPO / "configs").glob("*_digits.yaml")}
+    discrete_or_retrain = {"rsws_nb201_digits.yaml", "retrain_digits.yaml", "rdarts_es_digits.yaml"}
+    assert shipped - discrete_or_retrain == set(ARCH_SEARCH_CONFIGS)
+
+
+@pytest.mark.parametrize("config", sorted(ARCH_SEARCH_CONFIGS))
+def test_digits_config_searches_and_export_writes_what_the_run_wrote(tmp_path, config):
+    """The README's recipe, search then ``export-genotype last.ckpt``: the export is the run's own answer
+    (PC-DARTS's β, the GDAS rule and the space's answer format included), not a re-derivation from α."""
+    layers = "1" if "nb201" in config else "2"  # cells per stage on NAS-Bench-201; 2 reduction cells otherwise
+    run_dir = _fit(tmp_path, "--model.layers", layers, config=REPO / "configs" / config)
+    assert ARCH_SEARCH_CONFIGS[config] in (run_dir / "config.yaml").read_text()
+    out = tmp_path / "exported.txt"
+    _export(run_dir / "checkpoints" / "last.ckpt", out)
+    written = run_dir / ("arch.txt" if "nb201" in config else "genotype.json")
+    if "nb201" in config:
+        assert out.read_text() == written.read_text()
+    else:
+        assert Genotype.load(out) == Genotype.load(written)
 
 
 def test_every_darts_family_method_has_a_paper_config_and_a_digits_config():
