@@ -95,18 +95,25 @@ def test_every_shipped_config_parses(config, capsys):
 
 def test_search_then_retrain_then_test_pipeline(tmp_path):
     """The documented pipeline, shrunk: search on the digits, retrain the genotype it exported on the
-    search pool, evaluate on the fixed test split."""
-    search_dir = _fit(tmp_path / "search")
+    search pool, evaluate on the fixed test split. Two epochs of a 4-channel, 2-cell network reach 93.9%
+    on the 297 test digits here (seed 0; DARTS_V2 reaches 65% with the same recipe); the floor of 50%
+    (five times chance) leaves room for other platforms and cells and still fails when training, the
+    genotype hand-over or the evaluation breaks."""
+    search_dir = _fit(tmp_path / "search", "--model.layers", "2")
     genotype_file = search_dir / "genotype.json"
-    retrain = ["--config", str(REPO / "configs" / "retrain_digits.yaml"), "--model.genotype", str(genotype_file),
-               "--model.channels", "4", "--model.layers", "3", "--trainer.enable_progress_bar", "false",
+    exported = tmp_path / "exported.json"
+    _export(search_dir / "checkpoints" / "last.ckpt", exported)
+    retrain = ["--config", str(REPO / "configs" / "retrain_digits.yaml"), "--model.genotype", str(exported),
+               "--model.channels", "4", "--model.layers", "2", "--trainer.enable_progress_bar", "false",
                "--trainer.default_root_dir", str(tmp_path / "retrain")]
-    main(["fit", *retrain, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3"])
+    main(["fit", *retrain, "--trainer.max_epochs", "2"])
     (run_dir,) = (tmp_path / "retrain" / "lightning_logs").iterdir()
     assert Genotype.load(run_dir / "export" / "genotype.json") == Genotype.load(genotype_file)
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     cli = run_cli(["test", *retrain, "--ckpt_path", str(checkpoint)])
-    assert 0.0 <= float(cli.trainer.callback_metrics["test/acc"]) <= 1.0
+    accuracy = float(cli.trainer.callback_metrics["test/acc"])
+    print(f"pipeline test accuracy {accuracy:.4f}")
+    assert accuracy >= 0.50
     assert len(cli.datamodule.test_set) == 297  # the fixed test split no search saw
     assert torch.load(checkpoint, weights_only=True)["genotype"]["repr"] == repr(Genotype.load(genotype_file))
 

@@ -15,9 +15,11 @@ from darts_lightning.data import DIGITS_TEST_SIZE
 from darts_lightning.protocol import choose, run_protocol
 
 REPO = Path(__file__).resolve().parents[1]
-SEARCH_ARGS = ("--model.channels 4 --model.layers 3 --trainer.max_epochs 1 --trainer.limit_train_batches 2 "
+SEARCH_ARGS = ("--model.channels 4 --model.layers 2 --trainer.max_epochs 1 --trainer.limit_train_batches 2 "
                "--trainer.limit_val_batches 1")
-RETRAIN_ARGS = "--model.channels 4 --model.layers 3 --trainer.max_epochs 1 --trainer.limit_train_batches 2"
+#: two epochs of a 4-channel, 2-cell network: enough to learn the digits far above chance (selection and
+#: final runs; both are trained for the retrain arguments' max_epochs)
+RETRAIN_ARGS = "--model.channels 4 --model.layers 2 --trainer.max_epochs 2"
 
 
 def test_protocol_searches_selects_on_the_holdout_split_and_evaluates_on_the_test_split(tmp_path, capsys):
@@ -37,7 +39,7 @@ def test_protocol_searches_selects_on_the_holdout_split_and_evaluates_on_the_tes
     for search in searches:
         genotype = Genotype.parse(search["genotype"])
         assert Genotype.load(search["genotype_file"]) == genotype
-        assert 0.0 <= search["selection_score"] <= 1.0
+        assert 0.15 <= search["selection_score"] <= 1.0  # chance is 0.1; here 0.24 and 0.69
 
     best = max(searches, key=lambda s: (s["selection_score"], -s["seed"]))
     assert record["chosen_seed"] == best["seed"]
@@ -52,7 +54,7 @@ def test_protocol_searches_selects_on_the_holdout_split_and_evaluates_on_the_tes
 
     accuracies = [f["test_acc"] for f in record["final"]]
     assert [f["seed"] for f in record["final"]] == [0, 1] and len(accuracies) == 2
-    assert all(0.0 <= a <= 1.0 for a in accuracies)
+    assert all(0.5 <= a <= 1.0 for a in accuracies)  # chance is 0.1; here 0.94 and 0.90
     assert record["test_acc_mean"] == pytest.approx(statistics.fmean(accuracies))
     assert record["test_acc_std"] == pytest.approx(statistics.stdev(accuracies))
     assert record["search_args"] == shlex.split(SEARCH_ARGS) and record["retrain_args"] == shlex.split(RETRAIN_ARGS)

@@ -76,11 +76,19 @@ def test_draw_cell_into_given_axes_and_counts_arrows():
     assert ax.get_title() == "cell"
 
 
-def test_draw_cell_own_figure_renders():
-    fig = draw_cell(NORMAL, [2, 3, 4, 5], title="normal")
-    image = figure_to_array(fig)
+def test_draw_cell_own_figure_renders_the_cell():
+    """The rendered pixels show the cell: a good share of them is ink, a two-node cell needs less ink than
+    a four-node one, and a cell with other ops or other inputs renders differently."""
+    image = figure_to_array(draw_cell(NORMAL, [2, 3, 4, 5], title="normal"))
     assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
-    assert image.min() < 255  # something was drawn
+    ink = (image < 128).any(axis=2).mean()
+    assert ink > 0.01
+    smaller = figure_to_array(draw_cell(NORMAL[:4], [2, 3], title="normal"))
+    assert (smaller < 128).any(axis=2).sum() < (image < 128).any(axis=2).sum()
+    other_ops = [("max_pool_3x3", src) for _, src in NORMAL]
+    other_inputs = [(op, 0) for op, _ in NORMAL]
+    for edges in (other_ops, other_inputs):
+        assert not np.array_equal(figure_to_array(draw_cell(edges, [2, 3, 4, 5], title="normal")), image)
 
 
 @pytest.mark.parametrize(
