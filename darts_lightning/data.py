@@ -12,6 +12,12 @@ test split that no search ever sees (:func:`digits_splits`); the search uses the
 Data order is a function of ``(seed, epoch)`` only: every loader uses a seeded
 :class:`~torch.utils.data.DistributedSampler` whose epoch the trainer sets, so a resumed run sees the
 same batches as an uninterrupted one and every rank of a multi-process run draws its own shard.
+
+Augmentation is a function of ``(seed, epoch, sample index)`` only: the sampler hands each index to the
+data set together with its epoch, and the data set draws the random crop, flip and cutout of that sample
+from a :class:`torch.Generator` seeded from the three (:func:`sample_generator`). Torch's global random
+state, the rank and the worker layout (``num_workers``, persistent workers or not) play no part, so a
+resumed run also sees the same augmented images as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -19,15 +25,21 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterator, Sequence
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from pytorch_lightning.utilities import CombinedLoader
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, TensorDataset
 
-__all__ = ["ImageDataModule", "SearchDataModule", "ClassificationDataModule", "DatasetInfo", "DATASETS", "digits_splits", "Cutout", "DIGITS_TEST_SIZE"]
+__all__ = [
+    "ImageDataModule", "SearchDataModule", "ClassificationDataModule", "DatasetInfo", "DATASETS", "digits_splits",
+    "RandomTransform", "RandomCrop", "RandomHorizontalFlip", "Cutout", "Augmentation", "AugmentedDataset",
+    "EpochSampler", "sample_generator", "DIGITS_TEST_SIZE",
+]
 
 DIGITS_TEST_SIZE = 297
 """Images of the digits held out as the fixed test split (stratified, ``random_state=0``)."""
@@ -79,20 +91,104 @@ def digits_splits() -> tuple[TensorDataset, TensorDataset]:
     return TensorDataset(images[pool_idx], labels[pool_idx]), TensorDataset(images[test_idx], labels[test_idx])
 
 
-class Cutout:
-    """Zero a random ``length × length`` square of a ``[C, H, W]`` tensor (DeVries & Taylor, 2017)."""
+def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    """The random generator of one sample's augmentation: a function of ``(seed, epoch, index)`` only.
+
+    The three numbers are mixed by NumPy's :class:`~numpy.random.SeedSequence` (its documented way of
+    deriving independent streams from several integers), so neighbouring seeds, epochs and indexes give
+    unrelated draws.
+    """
+    if min(seed, epoch, index) < 0:
+        raise ValueError(f"seed, epoch and index must be non-negative, got {(seed, epoch, index)}")
+    state = np.random.SeedSequence([seed, epoch, index]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+class RandomTransform:
+    """An augmentation step that draws its randomness from a given generator.
+
+    ``generator=None`` falls back to torch's global generator (for use outside a data set); the data
+    sets of this module always pass the generator of the sample (:func:`sample_generator`).
+    """
+
+    def __call__(self, img: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        raise NotImplementedError
+
+
+class RandomCrop(RandomTransform):
+    """Zero-pad a ``[C, H, W]`` tensor by ``padding`` on every side, then crop a random ``size × size`` window.
+
+    torchvision's ``RandomCrop(size, padding)`` (constant fill 0) on a tensor from ``ToTensor``: the same
+    two draws (top row, then left column, each uniform over the valid offsets) from the given generator.
+    """
+
+    def __init__(self, size: int, padding: int = 0) -> None:
+        self.size, self.padding = size, padding
+
+    def __call__(self, img: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        p = self.padding
+        img = F.pad(img, (p, p, p, p)) if p else img
+        h, w = img.shape[-2:]
+        if h < self.size or w < self.size:
+            raise ValueError(f"crop size {self.size} is larger than the padded image ({h}×{w})")
+        top = int(torch.randint(0, h - self.size + 1, (1,), generator=generator))
+        left = int(torch.randint(0, w - self.size + 1, (1,), generator=generator))
+        return img[..., top : top + self.size, left : left + self.size]
+
+
+class RandomHorizontalFlip(RandomTransform):
+    """Mirror a ``[C, H, W]`` tensor left-right with probability ``p`` (torchvision's draw: ``rand(1) < p``)."""
+
+    def __init__(self, p: float = 0.5) -> None:
+        self.p = p
+
+    def __call__(self, img: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        if float(torch.rand(1, generator=generator)) < self.p:
+            return img.flip(-1)
+        return img
+
+
+class Cutout(RandomTransform):
+    """Zero a random ``length × length`` square of a ``[C, H, W]`` tensor (DeVries & Taylor, 2017).
+
+    As the DARTS code's ``Cutout``: the centre is uniform over the pixels, the square is clipped at the
+    border, and every channel is zeroed there.
+    """
 
     def __init__(self, length: int) -> None:
         self.length = length
 
-    def __call__(self, img: Tensor) -> Tensor:
+    def __call__(self, img: Tensor, generator: torch.Generator | None = None) -> Tensor:
         h, w = img.shape[-2:]
-        y, x = int(torch.randint(h, ())), int(torch.randint(w, ()))
+        y = int(torch.randint(h, (1,), generator=generator))
+        x = int(torch.randint(w, (1,), generator=generator))
         y1, y2 = max(0, y - self.length // 2), min(h, y + self.length // 2)
         x1, x2 = max(0, x - self.length // 2), min(w, x + self.length // 2)
         img = img.clone()
         img[..., y1:y2, x1:x2] = 0.0
         return img
+
+
+class Augmentation:
+    """Tensor transforms applied in order; the random ones all draw from the one generator passed in.
+
+    Deterministic steps (e.g. torchvision's ``Normalize``) are called with the image only.
+    """
+
+    def __init__(self, transforms: Sequence[Callable]) -> None:
+        self.transforms = list(transforms)
+
+    @property
+    def is_random(self) -> bool:
+        return any(isinstance(t, RandomTransform) for t in self.transforms)
+
+    def __call__(self, img: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        for t in self.transforms:
+            img = t(img, generator) if isinstance(t, RandomTransform) else t(img)
+        return img
+
+    def __repr__(self) -> str:
+        return f"Augmentation({self.transforms})"
 
 
 class ImageDataModule(pl.LightningDataModule):
@@ -105,7 +201,8 @@ class ImageDataModule(pl.LightningDataModule):
         batch_size: per process: under DDP each of N ranks loads ``batch_size`` samples, so the effective
             batch is ``N · batch_size`` (scale the learning rates accordingly, e.g. linearly).
         num_workers: data-loading worker processes.
-        seed: fixes any split and, with the epoch, the order of the batches.
+        seed: fixes any split and, with the epoch, the order of the batches and (with the epoch and the
+            sample's index) each training image's augmentation.
         download: let torchvision download a missing data set.
         cutout_length: cutout augmentation size for training images (0: off).
         resize: for ``imagefolder``: the size images are resized and centre-cropped to.
@@ -129,6 +226,8 @@ class ImageDataModule(pl.LightningDataModule):
             raise ValueError(f"unknown dataset {dataset!r}; valid datasets are: {', '.join(DATASETS)}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed}")
         self.dataset_name = dataset
         self.root = Path(root)
         self.batch_size = batch_size
@@ -177,38 +276,60 @@ class ImageDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------------ data sets
 
-    def _transform(self, train: bool) -> Callable:
-        """DARTS's CIFAR augmentation for training images (random crop with padding 4, horizontal flip,
-        normalisation, optional cutout); normalisation only for test images."""
+    def _preprocess(self) -> list[Callable]:
+        """The deterministic steps that turn a stored image into a ``[C, H, W]`` tensor in ``[0, 1]``."""
+        import torchvision.transforms as T
+
+        steps: list[Callable] = []
+        if self.dataset_name == "imagefolder":
+            steps += [T.Resize(self.image_size), T.CenterCrop(self.image_size)]
+        return steps + [T.ToTensor()]
+
+    def _transform(self, train: bool) -> Augmentation:
+        """What follows :meth:`_preprocess`: DARTS's CIFAR augmentation for training images, normalisation
+        only for test images.
+
+        The DARTS code (``cnn/utils.py``, ``_data_transforms_cifar10``) trains on ``RandomCrop(32,
+        padding=4)``, ``RandomHorizontalFlip``, ``ToTensor``, ``Normalize``, then ``Cutout``; crop and flip
+        act on pixels, so doing them on the ``ToTensor`` output (zero padding = black) is the same. SVHN
+        takes the crop without the flip (mirrored digits are other digits); ImageFolder takes the flip
+        (its images are resized and centre-cropped); MNIST, Fashion-MNIST and the 8×8 digits take no crop
+        or flip, only cutout when ``cutout_length`` > 0. The digits come normalised (:func:`digits_splits`).
+        """
         import torchvision.transforms as T
 
         info = self.info
-        steps: list = []
-        if self.dataset_name == "imagefolder":
-            steps += [T.Resize(self.image_size), T.CenterCrop(self.image_size)]
-            steps += [T.RandomHorizontalFlip()] if train else []
-        elif train and self.dataset_name in ("cifar10", "cifar100", "svhn"):
-            steps += [T.RandomCrop(info.image_size, padding=4)]
-            if self.dataset_name != "svhn":
-                steps += [T.RandomHorizontalFlip()]
-        steps += [T.ToTensor(), T.Normalize(info.mean, info.std)]
+        steps: list[Callable] = []
+        if train and self.dataset_name in ("cifar10", "cifar100", "svhn"):
+            steps.append(RandomCrop(info.image_size, padding=4))
+        if train and self.dataset_name in ("cifar10", "cifar100", "imagefolder"):
+            steps.append(RandomHorizontalFlip())
+        if self.dataset_name != "digits":
+            steps.append(T.Normalize(info.mean, info.std))
         if train and self.cutout_length > 0:
-            steps += [Cutout(self.cutout_length)]
-        return T.Compose(steps)
+            steps.append(Cutout(self.cutout_length))
+        return Augmentation(steps)
 
     def dataset(self, split: str = "train") -> Dataset:
-        """The labelled ``train`` or ``test`` split (for the digits: the 1,500-image pool or the fixed 297)."""
+        """The labelled ``train`` or ``test`` split (for the digits: the 1,500-image pool or the fixed 297).
+
+        The training split carries its augmentation as an :class:`AugmentedDataset` seeded with ``seed``.
+        """
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
         train = split == "train"
         if self.dataset_name == "digits":
             pool, test = digits_splits()
-            if train and self.cutout_length > 0:
-                return _Transformed(pool, Cutout(self.cutout_length))
+            augmentation = self._transform(train=True)
+            if train and augmentation.is_random:
+                return AugmentedDataset(pool, augmentation, self.seed)
             return pool if train else test
         import torchvision.datasets as D
+        import torchvision.transforms as T
 
-        transform = self._transform(train)
+        # Training images: deterministic preprocessing in the torchvision data set, the seeded augmentation
+        # around it. Test images: preprocessing and normalisation only.
+        transform = T.Compose(self._preprocess() + ([] if train else [self._transform(train=False)]))
         if self.dataset_name == "imagefolder":
             self._folder_classes()
             root = self.root if train else self.test_root
@@ -216,24 +337,26 @@ class ImageDataModule(pl.LightningDataModule):
                 raise ValueError("dataset 'imagefolder' needs --data.init_args.test_root for its test split")
             if not root.is_dir():
                 raise FileNotFoundError(f"ImageFolder {split} root {str(root)!r} does not exist")
-            return D.ImageFolder(str(root), transform=transform)
-        constructors = {
-            "cifar10": lambda: D.CIFAR10(str(self.root), train=train, transform=transform, download=self.download),
-            "cifar100": lambda: D.CIFAR100(str(self.root), train=train, transform=transform, download=self.download),
-            "mnist": lambda: D.MNIST(str(self.root), train=train, transform=transform, download=self.download),
-            "fashion_mnist": lambda: D.FashionMNIST(str(self.root), train=train, transform=transform, download=self.download),
-            "svhn": lambda: D.SVHN(str(self.root), split=split, transform=transform, download=self.download),
-        }
-        try:
-            return constructors[self.dataset_name]()
-        except RuntimeError as error:
-            if self.download:
-                raise
-            raise FileNotFoundError(
-                f"{self.dataset_name} not found under {str(self.root.resolve())!r} ({self.info.hint}). "
-                f"Pass --data.download true to let torchvision download it, or put the data there "
-                f"and point --data.root at it. ({error})"
-            ) from error
+            base: Dataset = D.ImageFolder(str(root), transform=transform)
+        else:
+            constructors = {
+                "cifar10": lambda: D.CIFAR10(str(self.root), train=train, transform=transform, download=self.download),
+                "cifar100": lambda: D.CIFAR100(str(self.root), train=train, transform=transform, download=self.download),
+                "mnist": lambda: D.MNIST(str(self.root), train=train, transform=transform, download=self.download),
+                "fashion_mnist": lambda: D.FashionMNIST(str(self.root), train=train, transform=transform, download=self.download),
+                "svhn": lambda: D.SVHN(str(self.root), split=split, transform=transform, download=self.download),
+            }
+            try:
+                base = constructors[self.dataset_name]()
+            except RuntimeError as error:
+                if self.download:
+                    raise
+                raise FileNotFoundError(
+                    f"{self.dataset_name} not found under {str(self.root.resolve())!r} ({self.info.hint}). "
+                    f"Pass --data.download true to let torchvision download it, or put the data there "
+                    f"and point --data.root at it. ({error})"
+                ) from error
+        return AugmentedDataset(base, self._transform(train=True), self.seed) if train else base
 
     def training_set(self) -> Dataset:
         """The full labelled training set (for the digits: the 1,500-image search pool)."""
@@ -247,9 +370,25 @@ class ImageDataModule(pl.LightningDataModule):
             return 1, 0
         return trainer.world_size, trainer.global_rank
 
+    def _epoch(self) -> int:
+        """The epoch the trainer is about to run: the count of processed epochs of its fit loop, the number
+        Lightning passes to the samplers' ``set_epoch`` (after a resume, restored from the checkpoint)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0
+        return trainer.fit_loop.epoch_progress.current.processed
+
     def _loader(self, dataset: Dataset, shuffle: bool, seed: int) -> DataLoader:
+        """A loader over this rank's shard; an augmented data set receives each index with its epoch.
+
+        The sampler starts at the trainer's current epoch: Lightning creates the first iterator of a run
+        before it calls ``set_epoch``, and with ``num_workers`` > 0 that iterator draws its first indices at
+        once, so a run resumed at epoch e would otherwise start with the order and augmentation of epoch 0.
+        """
         replicas, rank = self._replicas()
-        sampler = DistributedSampler(dataset, num_replicas=replicas, rank=rank, shuffle=shuffle, seed=seed)
+        sampler_class = EpochSampler if _takes_epoch(dataset) else DistributedSampler
+        sampler = sampler_class(dataset, num_replicas=replicas, rank=rank, shuffle=shuffle, seed=seed)
+        sampler.set_epoch(self._epoch())
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -260,18 +399,58 @@ class ImageDataModule(pl.LightningDataModule):
         )
 
 
-class _Transformed(Dataset):
-    """A tensor data set with a transform applied to its images."""
+class AugmentedDataset(Dataset):
+    """A data set of ``(image, label)`` pairs whose images pass through a seeded :class:`Augmentation`.
 
-    def __init__(self, base: Dataset, transform: Callable) -> None:
-        self.base, self.transform = base, transform
+    Indexed by ``(epoch, index)`` (as :class:`EpochSampler` does), the augmentation of sample ``index``
+    draws from ``sample_generator(seed, epoch, index)``: the same image on every rank, in every worker
+    and after a resume. The epoch travels with the index because a loader's worker processes hold copies
+    of the data set (made once when persistent); an attribute set on the data set would not reach them.
+    A plain integer index means epoch 0.
+    """
+
+    def __init__(self, base: Dataset, augmentation: Augmentation, seed: int) -> None:
+        self.base, self.augmentation, self.seed = base, augmentation, seed
 
     def __len__(self) -> int:
-        return len(self.base)
+        return len(self.base)  # type: ignore[arg-type]
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Tensor, Any]:
+        epoch, index = key if isinstance(key, tuple) else (0, key)
         x, y = self.base[index]
-        return self.transform(x), y
+        return self.augmentation(x, sample_generator(self.seed, epoch, index)), y
+
+
+class _Split(Subset):
+    """A :class:`~torch.utils.data.Subset` that passes ``(epoch, index)`` keys on to its data set."""
+
+    def __getitem__(self, key):
+        if isinstance(key, tuple):
+            epoch, index = key
+            return self.dataset[(epoch, self.indices[index])]
+        return super().__getitem__(key)
+
+    def __getitems__(self, keys: list) -> list:
+        return [self[key] for key in keys]
+
+
+def _takes_epoch(dataset: Dataset) -> bool:
+    """Whether ``dataset`` is indexed by ``(epoch, index)`` (its augmentation depends on the epoch)."""
+    if isinstance(dataset, _Split):
+        return _takes_epoch(dataset.dataset)
+    return isinstance(dataset, AugmentedDataset)
+
+
+class EpochSampler(DistributedSampler):
+    """A :class:`~torch.utils.data.DistributedSampler` that yields ``(epoch, index)`` instead of ``index``.
+
+    Its epoch is the one ``set_epoch`` received (Lightning calls it at the start of every training and
+    validation epoch, from the fit loop's epoch counter, which a checkpoint restores).
+    """
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
+        epoch = self.epoch
+        return ((epoch, index) for index in super().__iter__())
 
 
 class SearchDataModule(ImageDataModule):
@@ -313,8 +492,8 @@ class SearchDataModule(ImageDataModule):
         if split == 0 or split == n:
             raise ValueError(f"train_portion {self.train_portion} leaves an empty split of {n} samples")
         order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed)).tolist()
-        self.search_train = Subset(full, order[:split])
-        self.search_val = Subset(full, order[split:])
+        self.search_train = _Split(full, order[:split])
+        self.search_val = _Split(full, order[split:])
 
     def train_dataloader(self) -> CombinedLoader:
         """One search-train and one search-val batch per step, both reshuffled each epoch."""

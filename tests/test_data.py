@@ -1,4 +1,4 @@
-"""Tests of darts_lightning.data: the digits splits, the search data module and Cutout."""
+"""Tests of darts_lightning.data: the digits splits, the search data module and the seeded augmentation."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ import torch
 from pytorch_lightning.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Subset
 
-from darts_lightning.data import DATASETS, DIGITS_TEST_SIZE, Cutout, SearchDataModule, digits_splits
+from darts_lightning.data import (
+    DATASETS, DIGITS_TEST_SIZE, Augmentation, AugmentedDataset, Cutout, EpochSampler, RandomCrop, RandomHorizontalFlip,
+    SearchDataModule, digits_splits, sample_generator,
+)
 
 
 @pytest.fixture(scope="module")
@@ -254,3 +257,98 @@ def test_cutout_in_transform_pipeline():
     steps = dm._transform(train=True).transforms
     assert isinstance(steps[-1], Cutout) and steps[-1].length == 16
     assert not any(isinstance(s, Cutout) for s in SearchDataModule("cifar10")._transform(train=True).transforms)
+
+
+# --------------------------------------------------------------------------- seeded augmentation
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_crop_and_flip_draw_as_torchvision(seed):
+    """Same random stream, same image as DARTS's torchvision pipeline (RandomCrop(32, padding=4),
+    RandomHorizontalFlip, ToTensor, Normalize): our crop and flip make torchvision's draws in its order."""
+    import torchvision.transforms as T
+    from PIL import Image
+
+    pixels = torch.randint(0, 256, (32, 32, 3), generator=torch.Generator().manual_seed(100 + seed), dtype=torch.uint8)
+    image = Image.fromarray(pixels.numpy())
+    info = DATASETS["cifar10"]
+    torch.manual_seed(seed)
+    expected = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(info.mean, info.std)])(image)
+    augmentation = SearchDataModule("cifar10")._transform(train=True)
+    assert [type(t) for t in augmentation.transforms] == [RandomCrop, RandomHorizontalFlip, T.Normalize]
+    got = augmentation(T.ToTensor()(image), torch.Generator().manual_seed(seed))
+    assert torch.equal(got, expected)
+
+
+def test_augmentation_steps_per_dataset():
+    import torchvision.transforms as T
+
+    def steps(name, **kwargs):
+        return [type(t) for t in SearchDataModule(name, **kwargs)._transform(train=True).transforms]
+
+    assert steps("cifar100", cutout_length=16) == [RandomCrop, RandomHorizontalFlip, T.Normalize, Cutout]
+    assert steps("svhn") == [RandomCrop, T.Normalize]
+    assert steps("imagefolder", resize=8) == [RandomHorizontalFlip, T.Normalize]
+    assert steps("mnist") == [T.Normalize]
+    assert steps("digits") == [] and steps("digits", cutout_length=4) == [Cutout]
+    assert [type(t) for t in SearchDataModule("cifar10")._transform(train=False).transforms] == [T.Normalize]
+    # the digits without cutout stay the plain normalised pool
+    assert isinstance(SearchDataModule("digits").training_set(), torch.utils.data.TensorDataset)
+
+
+def _constant_images(n: int = 16) -> AugmentedDataset:
+    """Identical images: whatever differs between two samples is their augmentation."""
+    base = torch.utils.data.TensorDataset(torch.ones(n, 1, 8, 8), torch.zeros(n, dtype=torch.long))
+    return AugmentedDataset(base, Augmentation([RandomCrop(8, padding=2), RandomHorizontalFlip(), Cutout(4)]), seed=5)
+
+
+def test_augmentation_is_a_function_of_seed_epoch_and_index_only():
+    data = _constant_images()
+    torch.manual_seed(0)
+    first = [data[(3, i)][0] for i in range(16)]
+    torch.manual_seed(12345)
+    torch.rand(7)
+    again = [data[(3, i)][0] for i in range(16)]
+    assert all(torch.equal(a, b) for a, b in zip(first, again)), "global torch RNG state must not matter"
+    assert all(torch.equal(data[i][0], data[(0, i)][0]) for i in range(4)), "a plain index means epoch 0"
+    # distinct indexes of one epoch, and one index over distinct epochs, are augmented differently
+    assert len({tuple(x.flatten().tolist()) for x in first}) >= 12
+    assert len({tuple(data[(epoch, 3)][0].flatten().tolist()) for epoch in range(16)}) >= 12
+    other_seed = AugmentedDataset(data.base, data.augmentation, seed=6)
+    assert not all(torch.equal(data[(3, i)][0], other_seed[(3, i)][0]) for i in range(16))
+    assert torch.equal(sample_generator(5, 3, 2).get_state(), sample_generator(5, 3, 2).get_state())
+    with pytest.raises(ValueError, match="non-negative"):
+        sample_generator(-1, 0, 0)
+
+
+def _epoch_images(loader: DataLoader, epoch: int) -> torch.Tensor:
+    loader.sampler.set_epoch(epoch)
+    return torch.cat([x for x, _ in loader])
+
+
+def test_augmentation_is_the_same_for_every_worker_layout():
+    """num_workers 0, 2 with persistent workers (the module's loader) and 2 without give the same images
+    in every epoch: the epoch reaches the workers with each index, not through their copy of the data set."""
+    def module(workers):
+        dm = SearchDataModule("digits", batch_size=32, cutout_length=4, num_workers=workers, seed=7)
+        dm.setup()
+        return dm
+
+    dm = module(0)
+    serial = dm._loader(dm.search_train, shuffle=True, seed=dm.seed)
+    assert isinstance(serial.sampler, EpochSampler)
+    expected = [_epoch_images(serial, epoch) for epoch in range(3)]
+    assert not torch.equal(expected[0].sum(0), expected[1].sum(0))
+    dm = module(2)
+    persistent = dm._loader(dm.search_train, shuffle=True, seed=dm.seed)
+    assert persistent.persistent_workers
+    fresh = DataLoader(dm.search_train, batch_size=32, sampler=persistent.sampler, num_workers=2, persistent_workers=False)
+    for epoch in range(3):
+        torch.manual_seed(1000 + epoch)  # workers are seeded from the global generator: must not matter
+        assert torch.equal(_epoch_images(persistent, epoch), expected[epoch]), epoch
+        assert torch.equal(_epoch_images(fresh, epoch), expected[epoch]), epoch
+
+
+def test_negative_seed_is_a_clear_error():
+    with pytest.raises(ValueError, match="seed must be a non-negative"):
+        SearchDataModule("digits", seed=-1)
