@@ -9,8 +9,9 @@ trainer; see ``configs/retrain_cifar10.yaml``.)
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytorch_lightning as pl
 import torch
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
+from .distributed import broadcast_
 from .eval_network import EvalNetwork
 from .layout import ChannelsLastMixin
 from .genotype import Genotype, GenotypeError
@@ -37,6 +39,10 @@ class GenotypeClassifier(ChannelsLastMixin, pl.LightningModule):
         drop_path_prob: final drop-path probability, reached linearly over ``max_epochs``.
         lr, lr_min, momentum, weight_decay: SGD and its cosine schedule.
         channels_last: channels-last memory layout; ``None``: on a CPU only.
+        drop_path_seed: seed of the drop-path masks. The masks of a step are drawn from torch's generator
+            seeded with ``(drop_path_seed, global step, rank)``, not from its running global state, so that a
+            run resumed from a checkpoint drops the paths an uninterrupted run would (``None``: drawn once
+            from torch's seed on rank 0 and kept in the checkpoint).
     """
 
     def __init__(
@@ -55,9 +61,11 @@ class GenotypeClassifier(ChannelsLastMixin, pl.LightningModule):
         momentum: float = 0.9,
         weight_decay: float = 3e-4,
         channels_last: bool | None = None,
+        drop_path_seed: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self._drop_path_seed: int | None = drop_path_seed
         self.genotype = Genotype.resolve(genotype, allow_import_paths=True)
         self.network = EvalNetwork(
             self.genotype, channels=channels, layers=layers, num_classes=num_classes, in_channels=in_channels,
@@ -80,6 +88,12 @@ class GenotypeClassifier(ChannelsLastMixin, pl.LightningModule):
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=hp.lr_min)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
+    def on_fit_start(self) -> None:
+        if self._drop_path_seed is None:
+            seed = torch.tensor([torch.initial_seed() % (2**31)], dtype=torch.float64, device=self.device)
+            broadcast_([seed])
+            self._drop_path_seed = int(seed.item())
+
     def on_train_epoch_start(self) -> None:
         epochs = max(1, self.trainer.max_epochs or 1)
         self.network.set_drop_path_prob(self.hparams.drop_path_prob * self.current_epoch / epochs)
@@ -87,7 +101,8 @@ class GenotypeClassifier(ChannelsLastMixin, pl.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
-        logits, logits_aux = self.network.forward_with_auxiliary(self._layout(x))
+        with self._drop_path_randomness():
+            logits, logits_aux = self.network.forward_with_auxiliary(self._layout(x))
         loss = F.cross_entropy(logits, y)
         if logits_aux is not None:
             loss = loss + self.hparams.auxiliary_weight * F.cross_entropy(logits_aux, y)
@@ -101,6 +116,19 @@ class GenotypeClassifier(ChannelsLastMixin, pl.LightningModule):
         self.log("train/acc", self.train_top1, on_step=False, on_epoch=True)
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True)
         return loss
+
+    @contextmanager
+    def _drop_path_randomness(self) -> Iterator[None]:
+        """Draw this step's drop-path masks from torch's generator seeded with (seed, global step, rank); the
+        global random state outside the step is left as it was."""
+        if self.network.drop_path_prob <= 0.0:
+            yield
+            return
+        seed = ((int(self._drop_path_seed or 0) * 1_000_003 + self.global_step) * 7919 + self.global_rank) % (2**63 - 1)
+        on_gpu = self.device.type == "cuda"
+        with torch.random.fork_rng(devices=[self.device] if on_gpu else [], device_type="cuda"):
+            torch.manual_seed(seed)
+            yield
 
     def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str, top1: MulticlassAccuracy, top5: MulticlassAccuracy) -> None:
         x, y = batch
@@ -121,6 +149,7 @@ class GenotypeClassifier(ChannelsLastMixin, pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["genotype"] = self.genotype.to_dict()
+        checkpoint["drop_path_seed"] = self._drop_path_seed
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("genotype")
@@ -129,6 +158,8 @@ class GenotypeClassifier(ChannelsLastMixin, pl.LightningModule):
                 f"the checkpoint trained the genotype {saved.get('repr')}, but this model is configured with "
                 f"{self.genotype!r}; configure the checkpoint's genotype (model.genotype) to resume it"
             )
+        if checkpoint.get("drop_path_seed") is not None:
+            self._drop_path_seed = int(checkpoint["drop_path_seed"])
 
     def on_fit_end(self) -> None:
         log_dir = self.trainer.log_dir  # a collective under DDP: every rank asks
