@@ -33,6 +33,8 @@ def _text(output: dict) -> str:
 def test_search_and_inspect_notebook_runs(tmp_path, monkeypatch):
     # The kernel is a child process: it inherits these variables.
     monkeypatch.setenv("DARTS_NOTEBOOK_EPOCHS", "1")
+    monkeypatch.setenv("DARTS_NOTEBOOK_CHANNELS", "4")
+    monkeypatch.setenv("DARTS_NOTEBOOK_LAYERS", "2")
     monkeypatch.setenv("DARTS_NOTEBOOK_OUTPUT", str(tmp_path))
     _ensure_python3_kernelspec()
 
