@@ -148,7 +148,8 @@ class SecondOrderGradient(ArchitectureGradient):
 
     def _finite_difference(self, network, names, weights, alpha_params, buffers, direction, x, y) -> list[Tensor]:
         """(∇α L_train(w⁺, α) − ∇α L_train(w⁻, α)) / 2ε with w± = w ± ε·direction (eq. 8), in fp32."""
-        norm = torch.sqrt(sum((d.float() ** 2).sum() for d in direction))
+        # At least fp32 (a bf16 direction's squares would lose the norm), and the direction's own dtype above it.
+        norm = torch.sqrt(sum((d.to(torch.promote_types(d.dtype, torch.float32)) ** 2).sum() for d in direction))
         eps = self.epsilon / norm
         alphas = list(alpha_params.values())
         gradients = []
