@@ -348,28 +348,39 @@ class Reinforce(Searcher):
 class LocalSearch(Searcher):
     """Local search (White, Nolen, Ravichandran & Dey, "Local Search is State of the Art for Neural
     Architecture Search Benchmarks", 2020; UAI 2021 as "Exploring the Loss Landscape in Neural
-    Architecture Search"), hill climbing over the space's one-decision neighbourhood.
+    Architecture Search"), hill climbing over the space's one-decision neighbourhood, with the decisions of
+    the paper's reference implementation: ``local_search`` in ``naszilla/nas_algorithms.py`` of
+    naszilla/naszilla at commit 7e6549146120687615d7cbb8d1a08ef234d52083 (l.295-375).
 
-    A climb starts from the best of ``initial`` uniformly sampled architectures. The current
-    architecture's neighbours (``space.neighbours``) are proposed in a random order; with
-    ``improvement="first"`` (default) the climb moves to the first neighbour whose reward is strictly
-    higher and starts on that one's neighbours, with ``improvement="best"`` it proposes the whole
-    neighbourhood and then moves to its best member if that is strictly better. When no neighbour is
-    better the current architecture is a local optimum and a new climb starts from fresh random samples.
+    That implementation never queries an architecture twice: it keeps every queried cell (by its encoding,
+    the NAS-Bench-201 cell string) and
 
-    Defaults follow the paper's reference implementation (``local_search`` in naszilla/naszilla
-    ``nas_algorithms.py``): ``num_init=10`` random architectures before the first climb,
-    ``query_full_nbhd=False`` (first improvement) and ``stop_at_minimum=True`` (a new random start at a
-    local optimum). That implementation skips neighbours it has already queried; here they are proposed
-    and a deduplicating driver (such as :class:`~darts_lightning.DiscreteSearch`) answers them from its
-    history at no budget cost, which gives the same decisions. One difference remains: a random start that
-    the driver already knows counts towards ``initial`` here, where the reference samples until it has
-    ``num_init`` new ones.
+    * starts a climb from the best of ``num_init`` (here ``initial``, default 10) uniformly sampled cells,
+      re-drawing any sample already queried, so that every climb starts from new cells (l.318-333);
+    * walks the current cell's neighbours (``space.neighbours``) in a random order and *skips* those
+      already queried, even if one of them is known to be better (l.341-343). With ``improvement="first"``
+      (default; ``query_full_nbhd=False`` there) it moves to the first newly queried neighbour that is
+      strictly better and starts on that one's neighbourhood (l.352-356); with ``improvement="best"``
+      (``query_full_nbhd=True``) it queries every new neighbour and then moves to the best of them if that
+      is strictly better than the current cell (l.366-371);
+    * when no new neighbour is better (or none is new) the current cell is a local optimum and a new climb
+      starts from fresh random samples (``stop_at_minimum=True``, its default, l.366-367).
+
+    Here the same rules hold, so a searcher seeded with ``s`` proposes exactly the cells that naszilla's
+    ``local_search`` queries after ``random.seed(s)`` (on a space whose sampling and neighbour order are
+    those of its ``Cell201`` with the ops relabelled; both draw from a ``random.Random`` stream). Cells are
+    identified by their decisions (``space.to_decisions``), as naszilla identifies them by their string:
+    isomorphic cells with different encodings are distinct here too, and a deduplicating driver (such as
+    :class:`~darts_lightning.DiscreteSearch`) answers such a proposal from its history at no budget cost,
+    where naszilla pays a query. Ties keep the first cell (naszilla's stable sort by loss).
+    ``converged()`` is True once every cell of the space has been proposed (nothing new is left).
 
     Implemented with ask/tell: ``ask`` pops the next architecture from an internal queue (random starts
-    or the current neighbourhood); ``tell`` updates the climb and, once every queued proposal of the
-    current step has been answered, refills the queue. Each ``ask`` should be answered by ``tell``
-    before the next one if the climb is to follow the paper exactly.
+    or the current neighbourhood, less the cells already proposed); ``tell`` updates the climb and, once
+    every queued proposal of the current step has been answered, refills the queue. Each ``ask`` should be
+    answered by ``tell`` before the next one if the climb is to follow the reference exactly; an ``ask``
+    while the step's proposals are all out unanswered gets a new random cell. The state (``state_dict``)
+    holds every proposed cell, so a resumed search never re-proposes one either.
     """
 
     def __init__(self, space: SearchSpace | str, seed: int = 0, initial: int = 10, improvement: str = "first") -> None:
@@ -387,57 +398,97 @@ class LocalSearch(Searcher):
         self.current: tuple[Any, float] | None = None  # the climb's current architecture
         self.best_neighbour: tuple[Any, float] | None = None  # the step's best neighbour (improvement="best")
         self.climbs = 0  # completed climbs (local optima reached)
+        self.proposed: dict[tuple[int, ...], None] = {}  # every architecture proposed so far (an ordered set)
         self._refill()
 
+    def _identity(self, arch: Any) -> tuple[int, ...]:
+        return tuple(self.space.to_decisions(arch))
+
+    def _is_new(self, arch: Any) -> bool:
+        return self._identity(arch) not in self.proposed
+
+    def _exhausted(self) -> bool:
+        return len(self.proposed) >= self.space.size()
+
     def _refill(self) -> None:
+        """The proposals of the next step: ``initial`` new random cells, or the current cell's neighbours
+        in a random order (those already proposed are dropped by :meth:`_advance`)."""
         if self.phase == "start":
-            self.queue = [self.space.sample(self.generator) for _ in range(self.initial)]
+            # Drawn one after another, each re-drawn while it was proposed before or is already queued,
+            # as naszilla samples and queries its starts one by one.
+            self.queue, queued = [], set()
+            while len(self.queue) < self.initial and len(self.proposed) + len(self.queue) < self.space.size():
+                arch = self.space.sample(self.generator)
+                identity = self._identity(arch)
+                if identity not in self.proposed and identity not in queued:
+                    queued.add(identity)
+                    self.queue.append(arch)
         else:
             assert self.current is not None
             self.queue = self.space.neighbours(self.current[0])
             self.generator.shuffle(self.queue)
             self.best_neighbour = None
 
+    def _advance(self) -> None:
+        """Drop queued cells that were already proposed, and close every step whose proposals have all been
+        answered: pick the best start, move to the best neighbour (``improvement="best"``) or restart at a
+        local optimum, until the queue holds a new cell or the space is exhausted."""
+        while True:
+            self.queue = [arch for arch in self.queue if self._is_new(arch)]
+            if self.queue or self.outstanding:
+                return
+            if self.phase == "start":
+                if not self.starts:  # nothing new to sample: the space is exhausted
+                    return
+                # max() keeps the first of equal rewards.
+                self.current = max(self.starts, key=lambda s: s[1])
+                self.starts = []
+                self.phase = "climb"
+            elif self.improvement == "best" and self.best_neighbour is not None and self.best_neighbour[1] > self.current[1]:
+                self.current = self.best_neighbour
+            else:
+                self.climbs += 1
+                self.current = None
+                self.phase = "start"
+            self._refill()
+
     def ask(self) -> Any:
+        self._advance()
         if not self.queue:
-            # Every proposal of this step was asked but not yet answered: propose a random architecture
+            if self._exhausted():
+                raise RuntimeError(
+                    f"local search has proposed all {self.space.size()} architectures of the space; "
+                    "stop asking when converged() is True"
+                )
+            # Every proposal of this step was asked but not yet answered: propose a new random architecture
             # rather than block; its reward is used as any other told reward.
-            return self.space.sample(self.generator)
-        self.outstanding += 1
-        return self.queue.pop(0)
+            while True:
+                arch = self.space.sample(self.generator)
+                if self._is_new(arch):
+                    break
+        else:
+            self.outstanding += 1
+            arch = self.queue.pop(0)
+        self.proposed[self._identity(arch)] = None
+        return arch
 
     def tell(self, arch: Any, reward: float) -> None:
         reward = float(reward)
         self.outstanding = max(0, self.outstanding - 1)
         if self.phase == "start":
             self.starts.append((arch, reward))
-            if len(self.starts) >= self.initial:
-                # max() keeps the first of equal rewards.
-                self.current = max(self.starts, key=lambda s: s[1])
-                self.starts = []
-                self.phase = "climb"
-                self.outstanding = 0
-                self._refill()
-            return
-        assert self.current is not None
-        if self.improvement == "first":
-            if reward > self.current[1]:
+        else:
+            assert self.current is not None
+            if self.improvement == "first" and reward > self.current[1]:
                 self.current = (arch, reward)
                 self.outstanding = 0
                 self._refill()
-                return
-        elif self.best_neighbour is None or reward > self.best_neighbour[1]:
-            self.best_neighbour = (arch, reward)
-        if self.queue or self.outstanding:
-            return
-        # The whole neighbourhood has been answered.
-        if self.improvement == "best" and self.best_neighbour is not None and self.best_neighbour[1] > self.current[1]:
-            self.current = self.best_neighbour
-        else:
-            self.climbs += 1
-            self.current = None
-            self.phase = "start"
-        self._refill()
+            elif self.improvement == "best" and (self.best_neighbour is None or reward > self.best_neighbour[1]):
+                self.best_neighbour = (arch, reward)
+        self._advance()
+
+    def converged(self) -> bool:
+        return self._exhausted()
 
     def state_dict(self) -> dict[str, Any]:
         fmt = self.space.format
@@ -450,6 +501,7 @@ class LocalSearch(Searcher):
             "phase": self.phase, "queue": [fmt(a) for a in self.queue], "outstanding": self.outstanding,
             "starts": [pair(s) for s in self.starts], "current": pair(self.current),
             "best_neighbour": pair(self.best_neighbour), "climbs": self.climbs,
+            "proposed": [list(identity) for identity in self.proposed],
         })
         return state
 
@@ -459,6 +511,11 @@ class LocalSearch(Searcher):
         def pair(entry: list | None) -> tuple[Any, float] | None:
             return None if entry is None else (parse(entry[0]), float(entry[1]))
 
+        if "proposed" not in state:
+            raise ValueError(
+                "this local-search state has no 'proposed' list of the architectures it proposed (it was written "
+                "by a version that re-proposed them); resume it with that version or start a new search"
+            )
         super().load_state_dict(state)
         self.phase = state["phase"]
         self.queue = [parse(text) for text in state["queue"]]
@@ -467,6 +524,7 @@ class LocalSearch(Searcher):
         self.current = pair(state["current"])
         self.best_neighbour = pair(state["best_neighbour"])
         self.climbs = int(state["climbs"])
+        self.proposed = {tuple(int(c) for c in identity): None for identity in state["proposed"]}
 
 
 _SEARCHERS: Registry[Searcher] = Registry("searcher")

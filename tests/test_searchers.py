@@ -11,6 +11,7 @@ about 1.3 %, 2.9 % and 5.4 % respectively.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
 import random
@@ -25,7 +26,7 @@ from darts_lightning import DiscreteSearch
 from darts_lightning.evaluators import Evaluation, Evaluator, list_evaluators, register_evaluator
 from darts_lightning.nasbench201 import NB201Arch
 from darts_lightning.ops import NB201_OPS
-from darts_lightning.searchers import Reinforce, Searcher, build_searcher, list_searchers
+from darts_lightning.searchers import LocalSearch, Reinforce, Searcher, build_searcher, list_searchers
 from darts_lightning.spaces import get_space
 
 SPACE = get_space("nasbench201")
@@ -127,6 +128,62 @@ def test_random_search_finds_it_about_as_often_as_chance() -> None:
     hits = sum(target_key in search(build_searcher("random", SPACE, seed=seed), 150, 600, until=target_key)[0]
                for seed in range(20))
     assert hits <= 2
+
+
+def synthetic_accuracy(arch: NB201Arch, problem: str) -> float:
+    """A table with a distinct value per cell: ``rugged`` is a fixed permutation of 0 .. 15624 (scaled),
+    ``unimodal`` adds it (scaled below 8) to 10 × the number of edges that match TARGET."""
+    index = sum(NB201_OPS.index(op) * 5**k for k, op in enumerate(arch.ops))
+    noise = (index * 7919) % 15625
+    if problem == "rugged":
+        return noise / 1000
+    return 10 * sum(a == b for a, b in zip(arch.ops, TARGET.ops)) + noise / 2000
+
+
+# SHA-256 (first 16 hex digits) of the 150 cell strings naszilla's local_search queries, joined by "\n".
+NASZILLA_LOCAL_SEARCH = {
+    ("rugged", "first", 0): "1e4547fc7db2c398", ("rugged", "first", 1): "e54c904d03c73e3d",
+    ("rugged", "first", 2): "0a74bed066a5f255", ("rugged", "best", 0): "fa20774122627258",
+    ("rugged", "best", 1): "280fe1d2669e2a66", ("rugged", "best", 2): "46ecf70aeb17fbee",
+    ("unimodal", "first", 0): "dcda6237040775e9", ("unimodal", "first", 1): "929ec81f6afd54b8",
+    ("unimodal", "first", 2): "7e690a148c64afd8", ("unimodal", "best", 0): "f171fab2cba2932c",
+    ("unimodal", "best", 1): "3a4e6a6cda8fdaf3", ("unimodal", "best", 2): "2cabbc609fa18718",
+}
+
+
+@pytest.mark.parametrize("problem, improvement, seed", list(NASZILLA_LOCAL_SEARCH),
+                         ids=["-".join(map(str, case)) for case in NASZILLA_LOCAL_SEARCH])
+def test_local_search_proposes_what_naszilla_queries(problem: str, improvement: str, seed: int) -> None:
+    """Golden sequences from naszilla/naszilla at commit 7e6549146120687615d7cbb8d1a08ef234d52083:
+    ``python /tmp/h1/golden/naszilla_ls_golden.py``, a script that runs ``local_search`` of that commit's
+    ``naszilla/nas_algorithms.py`` (the function's code, extracted from the file) with naszilla's
+    ``Nasbench201`` space class and ``Cell201`` (ops relabelled to NB201_OPS's order) on a stub
+    NAS-Bench-201 API serving ``synthetic_accuracy`` as the validation accuracy, after ``random.seed(seed)``,
+    for 150 queries, ``query_full_nbhd`` False ("first") or True ("best"), other arguments at their defaults.
+    Every proposal is one query here (no deduplicating driver), and no cell is proposed twice."""
+    searcher = LocalSearch(SPACE, seed=seed, improvement=improvement)
+    proposals = []
+    for _ in range(150):
+        arch = searcher.ask()
+        proposals.append(SPACE.format(arch))
+        searcher.tell(arch, synthetic_accuracy(arch, problem))
+    assert len(set(proposals)) == len(proposals)
+    digest = hashlib.sha256("\n".join(proposals).encode()).hexdigest()[:16]
+    assert digest == NASZILLA_LOCAL_SEARCH[(problem, improvement, seed)]
+
+
+def test_local_search_never_reproposes_and_reports_an_exhausted_space() -> None:
+    """Through the deduplicating driver no cell is proposed twice (restarts included); a searcher that has
+    proposed every cell says so, and asking it more is a clear error."""
+    for improvement in ("first", "best"):
+        _, proposals = search(LocalSearch(SPACE, seed=0, improvement=improvement), 300, 1200)
+        assert len(proposals) >= 300 and len(set(proposals)) == len(proposals)
+    searcher = LocalSearch(SPACE, seed=0)
+    for ops in itertools.product(NB201_OPS, repeat=6):
+        searcher.proposed[tuple(NB201_OPS.index(op) for op in ops)] = None
+    assert searcher.converged()
+    with pytest.raises(RuntimeError, match="all 15625 architectures"):
+        searcher.ask()
 
 
 RESUME_CASES = [
