@@ -166,6 +166,27 @@ def test_digits_config_searches_and_export_writes_what_the_run_wrote(tmp_path, c
         assert Genotype.load(out) == Genotype.load(written)
 
 
+def test_early_stopped_rdarts_digits_run_exports_the_epoch_it_went_back_to(tmp_path):
+    """configs/rdarts_es_digits.yaml, its rule shortened further so that a tiny search stops: measured every
+    epoch, window 1, delta 1, start epoch 0; the check after epoch 1 stops the search and returns epoch 0.
+    The export is that epoch's genotype (what the run wrote), not the one of the final α."""
+    run_dir = _fit(
+        tmp_path, "--model.layers", "2", "--model.nodes", "1", "--model.multiplier", "1", "--model.arch_lr", "0.3",
+        "--trainer.max_epochs", "3", "--trainer.limit_train_batches", "3", "--model.hessian_eigenvalue_every", "1",
+        "--model.eigenvalue_stop_window", "1", "--model.eigenvalue_stop_delta", "1",
+        "--model.eigenvalue_stop_factor", "1e-9", "--model.eigenvalue_stop_start_epoch", "0",
+        config=REPO / "configs" / "rdarts_es_digits.yaml",
+    )
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    saved = torch.load(checkpoint, weights_only=True)
+    assert saved["epoch"] == 1 and saved["selected_epoch"] == 0  # stopped after epoch 1, went back to epoch 0
+    history = saved["genotype_history"]
+    assert Genotype.from_dict(history[0]["genotype"]) != Genotype.from_dict(history[1]["genotype"])
+    out = tmp_path / "exported.json"
+    _export(checkpoint, out)
+    assert Genotype.load(out) == Genotype.load(run_dir / "genotype.json") == Genotype.from_dict(history[0]["genotype"])
+
+
 def test_every_darts_family_method_has_a_paper_config_and_a_digits_config():
     for method in ("pcdarts", "gdas", "snas", "drnas", "darts_minus", "beta_darts", "rdarts_es"):
         assert (REPO / "configs" / f"{method}_cifar10.yaml").is_file()
