@@ -42,6 +42,7 @@ __all__ = [
     "alpha_heatmap",
     "alpha_heatmaps",
     "figure_to_array",
+    "save_png",
 ]
 
 # ----------------------------------------------------------------------------- style and layout
@@ -332,10 +333,16 @@ def draw_genotype(genotype: "Genotype", path: str | Path | None = None, dpi: int
     draw_cell(genotype.reduce, genotype.reduce_concat, title="reduction cell", ax=ax_reduce)
     _stack_cells(fig, [ax_normal, ax_reduce])
     if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, format="png", dpi=dpi, facecolor="white")
+        save_png(fig, path)
     return fig
+
+
+def save_png(fig: Figure, path: str | Path) -> Path:
+    """Save ``fig`` as a PNG at its own resolution on white, creating the parent folders."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=fig.dpi, facecolor="white")
+    return path
 
 
 # ----------------------------------------------------------------------------- architecture weights
@@ -369,8 +376,7 @@ def draw_nb201_cell(ops: Sequence[str], path: str | Path | None = None, title: s
     ax.axis("off")
     ax.set_title(title, fontsize=10)
     if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(str(path), format="png")
+        save_png(fig, path)
     return fig
 
 
