@@ -3,11 +3,13 @@
     python benchmarks/search_step.py --channels 16 --layers 8 --batch-size 64 --image-size 32 --order 1
     python benchmarks/search_step.py --method pcdarts   # also gdas, snas, drnas
 
-``--method`` picks the member of the DARTS family, configured as in its configs/<method>_cifar10.yaml:
-``darts`` (softmax relaxation), ``pcdarts`` (partial channels, K = ``--partial-channels``, 4, and edge
-normalisation), ``gdas`` (hard Gumbel-softmax, one op per edge), ``snas`` (soft Gumbel-softmax, α and w
-on the same batch), ``drnas`` (Dirichlet samples). The supernet, batch and image size are the same for
-every method, so the figures compare the methods' cost at one configuration.
+``--method`` picks the member of the DARTS family and reads its settings from
+``configs/<method>_cifar10.yaml`` (the model's ``init_args``: relaxation, its arguments, edge
+normalisation, the released code's options): ``darts``, ``pcdarts`` (partial channels, K =
+``--partial-channels`` if given, and edge normalisation), ``gdas``, ``snas``, ``drnas``, ``darts_minus``,
+``beta_darts``. The supernet's shape, batch and image size come from the command line and are the same
+for every method, so the figures compare the methods' cost at one configuration; α warm-up is switched
+off so that every timed step includes the architecture step.
 
 Prints one JSON line: the configuration, ``seconds_per_step`` (median over ``--steps`` steps after
 ``--warmup`` steps; a step is the architecture step plus the weight step, as the Trainer runs them),
@@ -25,28 +27,29 @@ import resource
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+import yaml
 from pytorch_lightning.utilities import CombinedLoader
 from torch.utils.data import DataLoader, TensorDataset
 
 from darts_lightning import DARTSSearch
 
 
-METHODS = {
-    "darts": {},
-    "pcdarts": {"relaxation": "pcdarts", "edge_normalization": True},
-    "gdas": {"relaxation": "gdas"},
-    "snas": {"relaxation": "snas", "arch_batch": "train"},
-    "drnas": {"relaxation": "drnas"},
-}
+REPO = Path(__file__).resolve().parents[1]
+METHODS = ("darts", "pcdarts", "gdas", "snas", "drnas", "darts_minus", "beta_darts")
+#: set by the command line (the shape) or by the benchmark itself (no α warm-up), not by the config
+NOT_FROM_CONFIG = {"in_channels", "num_classes", "image_size", "channels", "layers", "arch_warmup_epochs"}
 
 
-def method_arguments(method: str, partial_channels: int) -> dict:
-    kwargs = dict(METHODS[method])
-    if method == "pcdarts":
-        kwargs["relaxation_args"] = {"partial_channels": partial_channels}
+def method_arguments(method: str, partial_channels: int | None = None) -> dict:
+    """The model arguments of ``configs/<method>_cifar10.yaml`` except the shape and the α warm-up."""
+    config = yaml.safe_load((REPO / "configs" / f"{method}_cifar10.yaml").read_text())
+    kwargs = {k: v for k, v in config["model"]["init_args"].items() if k not in NOT_FROM_CONFIG}
+    if partial_channels is not None:
+        kwargs["relaxation_args"] = {**kwargs.get("relaxation_args", {}), "partial_channels": partial_channels}
     return kwargs
 
 
@@ -89,7 +92,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--order", type=int, default=1)
+    parser.add_argument("--order", type=int, default=None, help="1 or 2 (default: the method's config)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
@@ -97,18 +100,18 @@ def main() -> None:
     parser.add_argument("--precision", default="32-true", help="Lightning precision, e.g. 32-true or bf16-mixed")
     parser.add_argument("--memory-format", choices=["auto", "channels_last", "contiguous"], default="auto",
                         help="auto: channels-last on CPU (the module's default)")
-    parser.add_argument("--method", default="darts", choices=sorted(METHODS))
-    parser.add_argument("--partial-channels", type=int, default=4, help="K of PC-DARTS (--method pcdarts)")
+    parser.add_argument("--method", default="darts", choices=METHODS)
+    parser.add_argument("--partial-channels", type=int, default=None, help="K of PC-DARTS (default: the config's, 4)")
     args = parser.parse_args()
 
     if args.threads:
         torch.set_num_threads(args.threads)
     pl.seed_everything(0, verbose=False)
-    model = DARTSSearch(
-        3, 10, args.image_size, channels=args.channels, layers=args.layers, order=args.order,
-        channels_last={"auto": None, "channels_last": True, "contiguous": False}[args.memory_format],
-        **method_arguments(args.method, args.partial_channels),
-    )
+    kwargs = method_arguments(args.method, args.partial_channels)
+    if args.order is not None:
+        kwargs["order"] = args.order
+    kwargs["channels_last"] = {"auto": None, "channels_last": True, "contiguous": False}[args.memory_format]
+    model = DARTSSearch(3, 10, args.image_size, channels=args.channels, layers=args.layers, **kwargs)
     timer = StepTimer()
     trainer = pl.Trainer(
         accelerator=args.device, devices=1, precision=args.precision, max_steps=args.warmup + args.steps,
@@ -127,13 +130,13 @@ def main() -> None:
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         device_name = "cpu"
     print(json.dumps({
-        "impl": "darts_lightning", "method": args.method, "order": args.order, "channels": args.channels,
+        "impl": "darts_lightning", "method": args.method, "order": model.hparams.order, "channels": args.channels,
         "layers": args.layers, "batch_size": args.batch_size, "image_size": args.image_size,
         "device": device_name, "threads": torch.get_num_threads(), "precision": args.precision,
         "channels_last": model._channels_last, "seconds_per_step": statistics.median(timed),
         "step_times": [round(t, 4) for t in timed], "peak_memory_mb": round(peak_mb, 1),
         **({"baseline_memory_mb": round(baseline_mb, 1)} if args.device == "cpu" else {}),
-        **({"partial_channels": args.partial_channels} if args.method == "pcdarts" else {}),
+        **({"partial_channels": model.relaxation.partial_channels} if model.relaxation.partial_channels > 1 else {}),
     }))
 
 
