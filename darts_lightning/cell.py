@@ -18,7 +18,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from .edges import FixedEdge, MixedEdge
+from .edges import FixedEdge, MixedEdge, drop_path
 from .ops import FactorizedReduce, ReLUConvBN
 from .relaxations import Relaxation
 
@@ -76,7 +76,13 @@ class Cell(nn.Module):
         ]
 
     def forward(
-        self, inputs: Sequence[Tensor], weights: Tensor | None = None, edge_scales: Tensor | None = None
+        self,
+        inputs: Sequence[Tensor],
+        weights: Tensor | None = None,
+        edge_scales: Tensor | None = None,
+        columns: Sequence[int] | None = None,
+        drop_masks: Tensor | None = None,
+        drop_prob: float = 0.0,
     ) -> Tensor:
         """Run the cell.
 
@@ -84,16 +90,26 @@ class Cell(nn.Module):
             inputs: the cell's inputs (the two previous cells' outputs in a DARTS cell).
             weights: ``[edges, ops]`` mixing weights for mixed edges; ``None`` for fixed edges.
             edge_scales: optional ``[edges]`` factor per mixed edge (edge normalisation), passed to the edge.
+            columns: optional op column per mixed edge that a sampling relaxation picked, known on the host
+                (GDAS), passed to the edge.
+            drop_masks, drop_prob: drop-path on the mixed edges during the search, as SNAS's supernet does
+                (SNAS-Series, commit 9a43adb, SNAS/model_search.py, lines 104-106): edge ``k``'s output is
+                divided by ``1 - drop_prob`` and multiplied by ``drop_masks[k]``, a ``[batch]`` 0/1 keep mask.
         """
         states = [pre(x) for pre, x in zip(self.preprocess, inputs)]
         for incoming in self._incoming:
             total = None
             for k in incoming:
                 x = states[self.edge_list[k][0]]
-                if edge_scales is None:
+                if edge_scales is None and columns is None:
                     out = self.edges[k](x, None if weights is None else weights[k])
-                else:  # mixed edges take the scale themselves (MixedEdge.forward)
-                    out = self.edges[k](x, weights[k], edge_scales[k])
+                else:  # mixed edges take the scale and the sampled column themselves (MixedEdge.forward)
+                    out = self.edges[k](
+                        x, weights[k], None if edge_scales is None else edge_scales[k],
+                        None if columns is None else columns[k],
+                    )
+                if drop_masks is not None:
+                    out = drop_path(out, drop_prob, drop_masks[k])
                 total = out if total is None else total + out
             states.append(total)
         if len(self.concat) == 1:
@@ -108,7 +124,8 @@ def darts_preprocess(c_pp: int, c_p: int, c: int, reduction_prev: bool, affine: 
 
 
 class SearchCell(Cell):
-    """A DARTS supernet cell: every node takes a mixed edge from every earlier state."""
+    """A DARTS supernet cell: every node takes a mixed edge from every earlier state (``pool_batch_norm``:
+    see :class:`~darts_lightning.edges.MixedEdge`)."""
 
     def __init__(
         self,
@@ -123,12 +140,16 @@ class SearchCell(Cell):
         op_names: Sequence[str],
         relaxation: Relaxation,
         auxiliary_skip: bool = False,
+        pool_batch_norm: bool = True,
     ) -> None:
         if not 1 <= multiplier <= nodes:
             raise ValueError(f"multiplier must lie in 1..nodes={nodes}, got {multiplier}")
         edges = dense_edges(nodes)
         modules = [
-            MixedEdge(op_names, c, 2 if reduction and src < 2 else 1, relaxation, auxiliary_skip=auxiliary_skip)
+            MixedEdge(
+                op_names, c, 2 if reduction and src < 2 else 1, relaxation, auxiliary_skip=auxiliary_skip,
+                pool_batch_norm=pool_batch_norm,
+            )
             for src, _ in edges
         ]
         concat = range(2 + nodes - multiplier, 2 + nodes)

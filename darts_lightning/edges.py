@@ -38,15 +38,28 @@ class MixedEdge(nn.Module):
     ``auxiliary_skip=True`` adds DARTS-'s auxiliary skip connection (Chu et al., ICLR 2021): the edge
     output gains ``relaxation.auxiliary_skip_weight · skip(x)`` (identity; a factorized reduction on a
     stride-2 edge), a weight the search decays to 0.
+
+    ``pool_batch_norm`` follows the ops registered with ``bn_in_search`` (the pooling ops) by a non-affine
+    batch norm, as the released DARTS and PC-DARTS mixed ops do (``if 'pool' in primitive``). GDAS's and
+    DrNAS's released DARTS-space mixed ops and AutoDL's NAS-Bench-201 cells have none (DrNAS comments it
+    out: xiangning-chen/DrNAS, commit f2caa4d, DARTS-space/model_search.py, lines 37-38; AutoDL-Projects,
+    commit f46486e, xautodl/models/cell_operations.py, ``POOLING``): ``pool_batch_norm=False``.
     """
 
     def __init__(
-        self, op_names: Sequence[str], channels: int, stride: int, relaxation: Relaxation, auxiliary_skip: bool = False
+        self,
+        op_names: Sequence[str],
+        channels: int,
+        stride: int,
+        relaxation: Relaxation,
+        auxiliary_skip: bool = False,
+        pool_batch_norm: bool = True,
     ) -> None:
         super().__init__()
         self.op_names = tuple(op_names)
         self.stride = stride
         self.relaxation = relaxation
+        self.pool_batch_norm = bool(pool_batch_norm)
         op_channels = relaxation.op_channels(channels)
         ops, indices = [], []
         for index, name in enumerate(self.op_names):
@@ -54,7 +67,7 @@ class MixedEdge(nn.Module):
             if spec.is_zero:
                 continue
             op = spec.factory(op_channels, stride, False)
-            if spec.bn_in_search:
+            if spec.bn_in_search and self.pool_batch_norm:
                 op = nn.Sequential(op, nn.BatchNorm2d(op_channels, affine=False))
             ops.append(op)
             indices.append(index)
@@ -112,20 +125,26 @@ class MixedEdge(nn.Module):
         """The output of a zero op for input ``x``."""
         return x[:, :, :: self.stride, :: self.stride].mul(0.0)
 
-    def forward(self, x: Tensor, weights: Tensor, scale: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, weights: Tensor, scale: Tensor | None = None, column: int | None = None) -> Tensor:
         """The edge's output; ``scale`` (edge normalisation) multiplies all of it.
 
         The scale is folded into the op weights (and from there into their batch norms) instead of
         multiplying the finished output, which would keep that output for the scale's gradient.
+        ``column``: the op a sampling relaxation picked for this edge, known on the host
+        (:meth:`Relaxation.sampled_columns`); it is passed on to :meth:`Relaxation.mix`.
         """
         if scale is not None:
             weights = weights * scale
         k = self.relaxation.partial_channels
-        if k == 1:
-            out = self.relaxation.mix(self, x, weights)
+        part = x.shape[1] // k
+        inputs = x if k == 1 else x[:, :part]
+        if column is None:
+            mixed = self.relaxation.mix(self, inputs, weights)
         else:
-            part = x.shape[1] // k
-            mixed = self.relaxation.mix(self, x[:, :part], weights)
+            mixed = self.relaxation.mix(self, inputs, weights, column=column)
+        if k == 1:
+            out = mixed
+        else:
             bypass = x[:, part:]
             if self.stride == 2:
                 bypass = F.max_pool2d(bypass, 2, 2)
@@ -161,12 +180,19 @@ def _scaled_batch_norm(bn: nn.BatchNorm2d, x: Tensor, scale: Tensor) -> Tensor:
     )
 
 
-def drop_path(x: Tensor, drop_prob: float) -> Tensor:
-    """Zero whole samples with probability ``drop_prob`` and rescale the rest (Larsson et al., FractalNet)."""
+def drop_path(x: Tensor, drop_prob: float, mask: Tensor | None = None) -> Tensor:
+    """Zero whole samples with probability ``drop_prob`` and rescale the rest (Larsson et al., FractalNet).
+
+    ``mask``: the ``[batch]`` 0/1 keep mask, when the caller draws it (the supernet draws every edge's
+    mask at once from the search's seeded generator); otherwise drawn here.
+    """
     if drop_prob <= 0.0:
         return x
     keep = 1.0 - drop_prob
-    mask = torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)
+    if mask is None:
+        mask = torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)
+    else:
+        mask = mask.to(x.dtype).reshape(-1, 1, 1, 1)
     return x / keep * mask
 
 

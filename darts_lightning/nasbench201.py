@@ -134,12 +134,21 @@ class NB201Arch:
 
 def nb201_cell(
     channels: int, arch: NB201Arch | None, relaxation: Relaxation | None = None, affine: bool = True,
-    auxiliary_skip: bool = False,
+    auxiliary_skip: bool = False, pool_batch_norm: bool = False,
 ) -> Cell:
-    """A NAS-Bench-201 cell: fixed edges for ``arch``, or mixed edges over all ops when ``arch`` is None."""
+    """A NAS-Bench-201 cell: fixed edges for ``arch``, or mixed edges over all ops when ``arch`` is None.
+
+    ``pool_batch_norm``: a non-affine batch norm after the mixed edges' ``avg_pool_3x3``. The benchmark's
+    search cells have none (AutoDL-Projects, commit f46486e, xautodl/models/cell_searchs/search_cells.py,
+    ``NAS201SearchCell``, with ``POOLING`` of xautodl/models/cell_operations.py: no batch norm when the
+    input and output widths agree), nor have DrNAS's (xiangning-chen/DrNAS, commit f2caa4d, 201-space).
+    """
     if arch is None:
         relaxation = relaxation or build_relaxation("darts")
-        modules = [MixedEdge(NB201_OPS, channels, 1, relaxation, auxiliary_skip=auxiliary_skip) for _ in NB201_EDGES]
+        modules = [
+            MixedEdge(NB201_OPS, channels, 1, relaxation, auxiliary_skip=auxiliary_skip, pool_batch_norm=pool_batch_norm)
+            for _ in NB201_EDGES
+        ]
     else:
         modules = [FixedEdge(op, channels, 1, affine=affine) for op in arch.ops]
     return Cell([nn.Identity()], NB201_EDGES, modules, concat=[3])
@@ -161,7 +170,7 @@ class ResidualReduction(nn.Module):
 
 class NB201Network(nn.Module):
     """The NAS-Bench-201 network for one cell (``arch``), or its supernet (``arch=None``: mixed edges
-    weighted by ``softmax(alpha)``, α of shape [6, 5])."""
+    weighted by ``softmax(alpha)``, α of shape [6, 5]; ``pool_batch_norm``: see :func:`nb201_cell`)."""
 
     def __init__(
         self,
@@ -174,6 +183,7 @@ class NB201Network(nn.Module):
         relaxation: str | Relaxation = "darts",
         relaxation_args: dict | None = None,
         auxiliary_skip: bool = False,
+        pool_batch_norm: bool = False,
     ) -> None:
         super().__init__()
         if isinstance(arch, str):
@@ -182,13 +192,15 @@ class NB201Network(nn.Module):
         self.channels, self.cells_per_stage = list(channels), cells_per_stage
         self.relaxation = build_relaxation(relaxation, **(relaxation_args or {})) if arch is None else None
         self.auxiliary_skip = bool(auxiliary_skip) and arch is None
+        self.pool_batch_norm = bool(pool_batch_norm) and arch is None
         self.stem = nn.Sequential(nn.Conv2d(in_channels, channels[0], 3, padding=1, bias=False), nn.BatchNorm2d(channels[0]))
         layers: list[nn.Module] = []
         for stage, c in enumerate(channels):
             if stage > 0:
                 layers.append(ResidualReduction(channels[stage - 1], c))
             layers += [
-                nb201_cell(c, arch, self.relaxation, affine=arch is not None, auxiliary_skip=self.auxiliary_skip)
+                nb201_cell(c, arch, self.relaxation, affine=arch is not None, auxiliary_skip=self.auxiliary_skip,
+                           pool_batch_norm=self.pool_batch_norm)
                 for _ in range(cells_per_stage)
             ]
         self.layers = nn.ModuleList(layers)
@@ -234,16 +246,17 @@ class NB201Network(nn.Module):
         return {"space": "nasbench201", "op_names": list(NB201_OPS), "channels": self.channels,
                 "cells_per_stage": self.cells_per_stage, "relaxation": self.relaxation.name if self.relaxation else None,
                 "relaxation_args": self.relaxation.describe() if self.relaxation else None,
-                "auxiliary_skip": self.auxiliary_skip}
+                "auxiliary_skip": self.auxiliary_skip, "pool_batch_norm": self.pool_batch_norm}
 
     def forward(self, x: Tensor, detach_alpha: bool = False) -> Tensor:
-        weights = None
+        weights = columns = None
         if self.arch is None:
             weights = self.relaxation.edge_weights(self.alpha, "cell")
             weights = weights.detach() if detach_alpha else weights
+            columns = self.relaxation.sampled_columns("cell")
         out = self.stem(x)
         for layer in self.layers:
-            out = layer((out,), weights) if isinstance(layer, Cell) else layer(out)
+            out = layer((out,), weights, None, columns) if isinstance(layer, Cell) else layer(out)
         return self.classifier(torch.flatten(self.global_pooling(self.last(out)), 1))
 
     def derive(self) -> NB201Arch:

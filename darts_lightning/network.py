@@ -19,8 +19,37 @@ from .relaxations import Relaxation, build_relaxation
 
 __all__ = [
     "SearchNetwork", "reduction_layers", "cell_plan", "check_image_size", "named_weight_parameters",
-    "edge_normalization_weights",
+    "edge_normalization_weights", "snas_genes", "GENOTYPE_RULES",
 ]
+
+GENOTYPE_RULES: tuple[str, ...] = ("darts", "gdas", "snas")
+
+
+def snas_genes(weights: Tensor, op_names: Sequence[str], nodes: int, k: int = 2) -> tuple[tuple[str, int], ...]:
+    """The edges of one cell by SNAS's rule, ``none`` included (SNAS-Series, commit 9a43adb,
+    SNAS/model_search.py, ``Network.genotype``, lines 695-724).
+
+    Per node keep the ``k`` incoming edges whose strongest op weighs most and give each its strongest op,
+    both over every op, ``none`` included: an edge whose strongest op is ``none`` stays in the cell as a
+    zero edge. (The DARTS rule leaves ``none`` out of both choices.) Ties go to the lower index, as
+    Python's stable sort and the strict ``>`` of the released code give.
+    """
+    rows = weights.detach().float().cpu()
+    expected = sum(2 + i for i in range(nodes))
+    if rows.shape != (expected, len(op_names)):
+        raise ValueError(
+            f"weights have shape {tuple(rows.shape)}; a cell of {nodes} nodes and {len(op_names)} ops needs ({expected}, {len(op_names)})"
+        )
+    genes: list[tuple[str, int]] = []
+    start = 0
+    for node in range(nodes):
+        block = rows[start : start + node + 2].tolist()
+        strongest = sorted(range(node + 2), key=lambda j: -max(block[j]))[:k]
+        for src in strongest:
+            best = max(range(len(op_names)), key=lambda o: (block[src][o], -o))
+            genes.append((op_names[best], src))
+        start += node + 2
+    return tuple(genes)
 
 
 def edge_normalization_weights(beta: Tensor, nodes: int, num_inputs: int = 2) -> Tensor:
@@ -103,7 +132,16 @@ class SearchNetwork(nn.Module):
         auxiliary_skip: DARTS-'s auxiliary skip connection on every mixed edge, scaled by
             ``relaxation.auxiliary_skip_weight`` (set by the search's schedule).
         genotype_rule: how the genotype is derived: ``darts`` (two strongest edges per node, see
-            :meth:`Genotype.from_alphas`) or ``gdas`` (two strongest (op, input) pairs per node).
+            :meth:`Genotype.from_alphas`), ``gdas`` (two strongest (op, input) pairs per node) or ``snas``
+            (as ``darts`` with ``none`` competing like any op, :func:`snas_genes`).
+        pool_batch_norm: a non-affine batch norm after the pooling ops of the mixed edges (DARTS, PC-DARTS,
+            SNAS: yes; GDAS, DrNAS: no; see :class:`~darts_lightning.edges.MixedEdge`).
+        last_activation: batch norm (affine) and ReLU between the last cell and the global pooling, as
+            GDAS's supernet does (``lastact``: AutoDL-Projects, commit f46486e,
+            xautodl/models/cell_searchs/search_model_gdas_nasnet.py, lines 77 and 192); DARTS has none.
+        drop_path_prob: drop-path on every mixed edge's output while training, as SNAS's supernet does
+            (0.3 in its README's command); the keep masks of one forward pass come from the relaxation's
+            seeded generator (:meth:`drop_path_masks`).
         image_size: when given, checked against the number of reduction cells.
     """
 
@@ -123,6 +161,9 @@ class SearchNetwork(nn.Module):
         edge_normalization: bool = False,
         auxiliary_skip: bool = False,
         genotype_rule: str = "darts",
+        pool_batch_norm: bool = True,
+        last_activation: bool = False,
+        drop_path_prob: float = 0.0,
         image_size: int | None = None,
     ) -> None:
         super().__init__()
@@ -137,9 +178,13 @@ class SearchNetwork(nn.Module):
                       "layers": layers, "stem_multiplier": stem_multiplier}
         self.relaxation = build_relaxation(relaxation, **(relaxation_args or {}))
         self.edge_normalization, self.auxiliary_skip = bool(edge_normalization), bool(auxiliary_skip)
-        if genotype_rule not in ("darts", "gdas"):
-            raise ValueError(f"unknown genotype rule {genotype_rule!r}; valid rules are: darts, gdas")
+        if genotype_rule not in GENOTYPE_RULES:
+            raise ValueError(f"unknown genotype rule {genotype_rule!r}; valid rules are: {', '.join(GENOTYPE_RULES)}")
+        if not 0.0 <= drop_path_prob < 1.0:
+            raise ValueError(f"drop_path_prob must lie in [0, 1), got {drop_path_prob}")
         self.genotype_rule = genotype_rule
+        self.pool_batch_norm, self.last_activation = bool(pool_batch_norm), bool(last_activation)
+        self.drop_path_prob = float(drop_path_prob)
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, stem_multiplier * channels, 3, padding=1, bias=False),
             nn.BatchNorm2d(stem_multiplier * channels),
@@ -149,11 +194,12 @@ class SearchNetwork(nn.Module):
                 c_pp, c_p, c,
                 reduction=reduction, reduction_prev=reduction_prev,
                 nodes=nodes, multiplier=multiplier, op_names=self.op_names, relaxation=self.relaxation,
-                auxiliary_skip=auxiliary_skip,
+                auxiliary_skip=auxiliary_skip, pool_batch_norm=self.pool_batch_norm,
             )
             for c_pp, c_p, c, reduction, reduction_prev in cell_plan(channels, layers, stem_multiplier * channels, multiplier)
         )
         c_last = multiplier * list(cell_plan(channels, layers, stem_multiplier * channels, multiplier))[-1][2]
+        self.last: nn.Module = nn.Sequential(nn.BatchNorm2d(c_last), nn.ReLU()) if self.last_activation else nn.Identity()
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_last, num_classes)
         num_edges = len(dense_edges(nodes))
@@ -213,16 +259,32 @@ class SearchNetwork(nn.Module):
             normal, reduce = normal.detach(), reduce.detach()
         return normal, reduce
 
+    def drop_path_masks(self, batch: int, device: torch.device) -> Tensor:
+        """Keep masks ``[cells, edges, batch]`` (1 keeps a sample's edge output) for one forward pass.
+
+        Drawn on the CPU from the relaxation's generator, seeded by the search's sample key (as the
+        sampling relaxations' noise is: a resumed search draws the masks an uninterrupted one would), and
+        copied to ``device`` once.
+        """
+        generator = self.relaxation.generator("drop_path")
+        shape = (len(self.cells), len(dense_edges(self.nodes)), batch)
+        return torch.empty(shape).bernoulli_(1.0 - self.drop_path_prob, generator=generator).to(device)
+
     def forward(self, x: Tensor, detach_alpha: bool = False) -> Tensor:
         """Logits for ``x``. ``detach_alpha=True`` treats α (and β) as constant (the weight step): no
         architecture gradient is computed and the ops' outputs need not be kept for it."""
         normal, reduce = self.mixing_weights(detach=detach_alpha)
+        columns = {"normal": self.relaxation.sampled_columns("normal"), "reduce": self.relaxation.sampled_columns("reduce")}
         scales = self.edge_scales(detach=detach_alpha)
+        masks = self.drop_path_masks(x.shape[0], x.device) if self.training and self.drop_path_prob > 0 else None
         s0 = s1 = self.stem(x)
-        for cell in self.cells:
+        for i, cell in enumerate(self.cells):
             kind = "reduce" if cell.reduction else "normal"
-            s0, s1 = s1, cell((s0, s1), reduce if cell.reduction else normal, scales[kind])
-        return self.classifier(torch.flatten(self.global_pooling(s1), 1))
+            s0, s1 = s1, cell(
+                (s0, s1), reduce if cell.reduction else normal, scales[kind], columns[kind],
+                None if masks is None else masks[i], self.drop_path_prob,
+            )
+        return self.classifier(torch.flatten(self.global_pooling(self.last(s1)), 1))
 
     # ------------------------------------------------------------------ derivation
 
@@ -236,10 +298,18 @@ class SearchNetwork(nn.Module):
         return {"normal": [op for op, _ in genotype.normal], "reduce": [op for op, _ in genotype.reduce]}
 
     def genotype(self) -> Genotype:
-        """The discrete cells by the DARTS rule (:meth:`Genotype.from_alphas`) on the relaxation's
-        derivation weights (softmax(α)), edges ranked by softmax(α)·softmax(β) under edge normalisation (PC-DARTS)."""
+        """The discrete cells by the network's ``genotype_rule`` (:meth:`Genotype.from_alphas`; ``snas``:
+        :func:`snas_genes`) on the relaxation's derivation weights (softmax(α)), edges ranked by
+        softmax(α)·softmax(β) under edge normalisation (PC-DARTS)."""
         weights = {cell: self.relaxation.derivation_weights(alpha.detach()) for cell, alpha in self.alphas().items()}
         scales = self.edge_scales(detach=True)
+        if self.genotype_rule == "snas":
+            for cell, scale in scales.items():
+                if scale is not None:
+                    weights[cell] = weights[cell] * scale.reshape(-1, 1)
+            concat = tuple(range(2 + self.nodes - self.multiplier, 2 + self.nodes))
+            return Genotype(snas_genes(weights["normal"], self.op_names, self.nodes), concat,
+                            snas_genes(weights["reduce"], self.op_names, self.nodes), concat)
         return Genotype.from_alphas(
             weights["normal"], weights["reduce"], self.op_names, nodes=self.nodes, multiplier=self.multiplier,
             edge_weights_normal=scales["normal"], edge_weights_reduce=scales["reduce"], already_normalized=True,
@@ -250,4 +320,5 @@ class SearchNetwork(nn.Module):
         """What a checkpoint must match to be loaded into this network."""
         return {"op_names": list(self.op_names), "nodes": self.nodes, "multiplier": self.multiplier,
                 "relaxation": self.relaxation.name, "relaxation_args": self.relaxation.describe(),
-                "edge_normalization": self.edge_normalization, "auxiliary_skip": self.auxiliary_skip, **self.shape}
+                "edge_normalization": self.edge_normalization, "auxiliary_skip": self.auxiliary_skip,
+                "pool_batch_norm": self.pool_batch_norm, "last_activation": self.last_activation, **self.shape}

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Relaxation", "SoftmaxRelaxation", "GumbelRelaxation", "DirichletRelaxation", "SinglePathRelaxation",
     "register_relaxation", "list_relaxations", "build_relaxation", "channel_shuffle", "temperature_schedule",
+    "TEMPERATURE_SCHEDULES",
 ]
 
 
@@ -53,18 +54,29 @@ def channel_shuffle(x: Tensor, groups: int) -> Tensor:
     return x.reshape(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
 
 
-def temperature_schedule(epoch: int, epochs: int, start: float, end: float, kind: str = "linear") -> float:
-    """The temperature of epoch ``epoch`` of ``epochs``: from ``start`` at the first epoch to ``end`` at the last.
+TEMPERATURE_SCHEDULES: tuple[str, ...] = ("linear", "exponential", "snas")
 
-    ``linear`` is GDAS's schedule (τ = τ_max − (τ_max − τ_min) · epoch / (epochs − 1));
-    ``exponential`` decays geometrically between the same end points.
+
+def temperature_schedule(epoch: int, epochs: int, start: float, end: float, kind: str = "linear") -> float:
+    """The temperature of epoch ``epoch`` (counted from 0) of ``epochs``.
+
+    ``linear`` is GDAS's schedule, from ``start`` at the first epoch to ``end`` at the last:
+    τ = τ_max − (τ_max − τ_min) · epoch / (epochs − 1) (AutoDL-Projects, commit f46486e,
+    exps/NAS-Bench-201-algos/GDAS.py, line 238). ``exponential`` decays geometrically between the same end
+    points. ``snas`` is SNAS's: its ``Temp_Scheduler`` (SNAS-Series, commit 9a43adb, SNAS/utils.py,
+    lines 128-148) is stepped once when built and again at the start of every epoch
+    (SNAS/train_search.py, line 325), so epoch e trains at τ = τ_max − (τ_max − τ_min) · (e + 1) / epochs
+    and the last epoch at τ_min (the released code fixes ``epochs`` to 150).
     """
-    progress = min(max(epoch / max(epochs - 1, 1), 0.0), 1.0)
-    if kind == "linear":
+    if kind == "snas":
+        progress = min(max((epoch + 1) / max(epochs, 1), 0.0), 1.0)
+    else:
+        progress = min(max(epoch / max(epochs - 1, 1), 0.0), 1.0)
+    if kind in ("linear", "snas"):
         return start - (start - end) * progress
     if kind == "exponential":
         return start * (end / start) ** progress
-    raise ValueError(f"temperature schedule must be 'linear' or 'exponential', got {kind!r}")
+    raise ValueError(f"temperature schedule must be one of {', '.join(TEMPERATURE_SCHEDULES)}, got {kind!r}")
 
 
 class Relaxation:
@@ -101,8 +113,17 @@ class Relaxation:
         return torch.softmax(alpha, dim=-1)
 
     def mix(self, edge: "MixedEdge", x: Tensor, weights: Tensor) -> Tensor:
-        """The output of ``edge`` on ``x`` given its weight row ``weights`` ``[ops]``."""
+        """The output of ``edge`` on ``x`` given its weight row ``weights`` ``[ops]``.
+
+        A relaxation whose :meth:`sampled_columns` names one op per edge also takes that op's column as
+        the keyword ``column`` (a host integer), so that it never reads the weights back from the device.
+        """
         raise NotImplementedError
+
+    def sampled_columns(self, name: str) -> list[int] | None:
+        """The op column sampled for every edge (row) by the last :meth:`edge_weights` call for the cell
+        type ``name``, known on the host; ``None`` for relaxations that mix every op."""
+        return None
 
     def op_channels(self, channels: int) -> int:
         """How many channels the candidate ops of an edge carrying ``channels`` channels see."""
@@ -178,7 +199,14 @@ class GumbelRelaxation(Relaxation):
     ``hard=False`` is SNAS (Xie et al., "Stochastic Neural Architecture Search", ICLR 2019): the
     relaxed sample p itself weights every op, as DARTS's softmax does.
 
-    τ moves from ``tau_max`` at the first epoch to ``tau_min`` at the last (:func:`temperature_schedule`).
+    τ moves from ``tau_max`` at the first epoch to ``tau_min`` at the last (:func:`temperature_schedule`;
+    ``schedule="snas"`` is SNAS's one-epoch-ahead variant).
+
+    The sample is drawn on the CPU from a seeded generator (the same draw on every device and rank) and
+    the weights are returned on α's device and in α's dtype, so that they enter the edges' arithmetic
+    (edge-normalisation scales, op outputs) where those live. GDAS's sampled op of every edge stays on
+    the host (:meth:`sampled_columns`): :meth:`mix` picks it without reading the weights back from an
+    accelerator.
     """
 
     def __init__(
@@ -200,6 +228,7 @@ class GumbelRelaxation(Relaxation):
         self.tau_max, self.tau_min, self.schedule = float(tau_max), float(tau_min), schedule
         self.tau = self.tau_max
         self.max_draws = max_draws
+        self._columns: dict[str, list[int]] = {}
 
     def update_schedule(self, epoch: int, epochs: int) -> None:
         self.tau = temperature_schedule(epoch, epochs, self.tau_max, self.tau_min, self.schedule)
@@ -211,28 +240,36 @@ class GumbelRelaxation(Relaxation):
 
     def edge_weights(self, alpha: Tensor, name: str = "alpha") -> Tensor:
         generator = self.generator(name)
-        # Sampled on the CPU from a seeded generator: the same draw on every device and rank. GDAS keeps the
-        # hard weights there too, so that reading the chosen column in mix() never waits on an accelerator.
+        # Sampled on the CPU from a seeded generator: the same draw on every device and rank.
         logits = torch.log_softmax(alpha.float().cpu(), dim=-1)
         for _ in range(self.max_draws):
             gumbel = self.gumbel_noise(alpha.shape, generator)
             probs = torch.softmax((logits + gumbel) / self.tau, dim=-1)
             if self.hard:
-                one_hot = torch.zeros_like(probs).scatter_(-1, probs.argmax(dim=-1, keepdim=True), 1.0)
+                index = probs.argmax(dim=-1, keepdim=True)
+                one_hot = torch.zeros_like(probs).scatter_(-1, index, 1.0)
                 weights = one_hot - probs.detach() + probs
             else:
                 weights = probs
             if bool(torch.isfinite(weights).all()):
-                return weights if self.hard else weights.to(alpha.device, alpha.dtype)
+                if self.hard:
+                    self._columns[name] = index.squeeze(-1).tolist()  # read on the CPU, before the copy
+                # One copy per cell type and forward pass: every tensor entering the edges' arithmetic
+                # is on α's device, in α's dtype.
+                return weights.to(alpha.device, alpha.dtype)
         raise FloatingPointError(
             f"{self.max_draws} Gumbel draws in a row gave non-finite weights (alpha finite: "
             f"{bool(torch.isfinite(alpha).all())}, tau={self.tau}); lower the architecture learning rate"
         )
 
-    def mix(self, edge: "MixedEdge", x: Tensor, weights: Tensor) -> Tensor:
+    def sampled_columns(self, name: str) -> list[int] | None:
+        return self._columns.get(name) if self.hard else None
+
+    def mix(self, edge: "MixedEdge", x: Tensor, weights: Tensor, column: int | None = None) -> Tensor:
         if not self.hard:
             return _weighted_sum(edge, x, weights)
-        column = int(torch.argmax(weights))
+        if column is None:  # called without the host-side sample: read it from the weights
+            column = int(torch.argmax(weights))
         return weights[column] * edge.op_output(column, x)
 
     def describe(self) -> dict:

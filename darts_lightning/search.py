@@ -40,7 +40,7 @@ from .architect import build_architecture_gradient
 from .distributed import (
     all_reduce_mean_, broadcast_, is_distributed, require_find_unused_parameters, sync_batchnorm_statistics_,
 )
-from .diagnostics import EigenvalueEarlyStop
+from .diagnostics import EigenvalueEarlyStop, dominant_hessian_eigenvalue, eigenvalue_measured
 from .layout import ChannelsLastMixin
 from .genotype import Genotype
 from .network import SearchNetwork, check_image_size
@@ -75,7 +75,9 @@ def check_precision(precision: str) -> None:
 class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
     """Differentiable architecture search over DARTS cells.
 
-    Defaults are the paper's CIFAR-10 search settings (sec. 3.1.1 and A.1.1).
+    Defaults are the paper's CIFAR-10 search settings (sec. 3.1.1 and A.1.1). The options from
+    ``pool_batch_norm`` on reproduce the released GDAS and SNAS code; their defaults are DARTS's, and
+    configs/gdas_*.yaml and configs/snas_*.yaml set the released values and cite the lines.
 
     Args:
         in_channels, num_classes, image_size: from the data (the CLI links them to the data module).
@@ -115,15 +117,37 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
         arch_lr, arch_betas, arch_weight_decay: Adam on α (3e-4, (0.5, 0.999), 1e-3).
         arch_warmup_epochs: train the weights only for this many epochs before α moves (PC-DARTS: 15);
             a remedy for the early collapse towards parameter-free ops.
-        hessian_eigenvalue_every: every this many epochs log ``arch/hessian_eigenvalue``, the dominant
-            eigenvalue of ∇²α L_val on a search-val batch (R-DARTS; 0: never).
-        eigenvalue_early_stop: R-DARTS's DARTS-ES: stop when the eigenvalue, averaged over a window of
-            measurements, has grown by more than ``eigenvalue_stop_factor`` since ``eigenvalue_stop_delta``
-            measurements earlier, and return the genotype of the epoch that earlier window centred on
-            (needs ``hessian_eigenvalue_every`` > 0; R-DARTS: every 2 epochs, window 5, delta 4, factor 1.3,
-            not before epoch 10).
+        hessian_eigenvalue_every: log ``arch/hessian_eigenvalue``, the largest eigenvalue of the Hessian
+            of the architecture loss L_val + arch_weight_decay / 2 · ‖α‖² w.r.t. α on the epoch's last
+            search-val batch, at epochs 0, K, 2K, … and in the last epoch, as the R-DARTS code does (K = 2
+            there; 0: never). See :mod:`darts_lightning.diagnostics`.
+        eigenvalue_early_stop: R-DARTS's DARTS-ES (:class:`~darts_lightning.diagnostics.EigenvalueEarlyStop`):
+            stop when the local average of the eigenvalue over ``eigenvalue_stop_window`` measurements exceeds
+            ``eigenvalue_stop_factor`` times the one ``eigenvalue_stop_delta`` measurements earlier, and
+            return the genotype of the epoch that earlier average is centred on, provided that epoch is at
+            least ``eigenvalue_stop_start_epoch`` (needs ``hessian_eigenvalue_every`` > 0; the R-DARTS code:
+            every 2 epochs, window 5, delta 4, factor 1.3, start epoch 10, so at the earliest it stops at
+            epoch 22 and returns epoch 10; never in the last epoch).
         channels_last: run the supernet in channels-last memory layout. ``None`` (default): on a CPU,
             where it makes a search step about twice as fast for this network, and not elsewhere.
+        pool_batch_norm: a non-affine batch norm after the mixed edges' pooling ops. ``None``: the space's
+            released default, yes for ``darts`` (DARTS, PC-DARTS, SNAS), no for ``nasbench201``
+            (AutoDL's cells); GDAS's and DrNAS's DARTS-space code has none.
+        last_activation: batch norm and ReLU before the global pooling (GDAS's ``lastact``; the
+            NAS-Bench-201 network always has it).
+        search_drop_path: drop-path probability on every mixed edge's output during the search (SNAS: 0.3).
+        weight_step_first: take the weight step before the architecture step, as GDAS's search loop does.
+        grad_clip_includes_arch: GDAS: the weight step's ``clip_grad_norm_`` runs over all the network's
+            parameters, α included; α's gradient then holds the last architecture step's gradient plus
+            ∇α L_train of this step, and counts in the norm (only the weights are stepped).
+        joint_step: single level only (``arch_batch: train``, first order): one forward and backward pass
+            on the search-train batch gives both gradients, at the same (w, α) and sample, and both
+            optimizers step, as SNAS's search loop does (instead of an architecture step, then a weight step).
+        arch_grad_clip: clip the norm of α's gradient before the architecture step (SNAS: 10; 0: off).
+        arch_optimizer: ``adam`` (DARTS) or ``sgd`` (plain SGD at ``arch_lr``, SNAS's single-GPU path).
+        weight_nesterov: Nesterov momentum for the weights (GDAS's configuration).
+        weight_lr_epoch_offset: epoch e trains at the cosine rate of epoch e + offset (capped at the last):
+            SNAS's code steps its scheduler at the start of every epoch (PyTorch 0.4's order), offset 1.
     """
 
     def __init__(
@@ -166,6 +190,16 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
         eigenvalue_stop_delta: int = 4,
         eigenvalue_stop_factor: float = 1.3,
         eigenvalue_stop_start_epoch: int = 10,
+        pool_batch_norm: bool | None = None,
+        last_activation: bool = False,
+        search_drop_path: float = 0.0,
+        weight_step_first: bool = False,
+        grad_clip_includes_arch: bool = False,
+        joint_step: bool = False,
+        arch_grad_clip: float = 0.0,
+        arch_optimizer: str = "adam",
+        weight_nesterov: bool = False,
+        weight_lr_epoch_offset: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -178,6 +212,19 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
             raise ValueError(
                 "eigenvalue_early_stop needs the eigenvalue: set hessian_eigenvalue_every (R-DARTS computes it every 2 epochs)"
             )
+        if arch_optimizer not in ("adam", "sgd"):
+            raise ValueError(f"arch_optimizer must be 'adam' or 'sgd', got {arch_optimizer!r}")
+        if joint_step and (arch_batch != "train" or order != 1):
+            raise ValueError(
+                "joint_step computes both gradients in one pass on the search-train batch: it needs "
+                f"arch_batch='train' and order=1, got arch_batch={arch_batch!r}, order={order}"
+            )
+        if joint_step and weight_step_first:
+            raise ValueError("joint_step takes both steps at once; weight_step_first orders separate steps: choose one")
+        if arch_grad_clip < 0 or weight_lr_epoch_offset < 0:
+            raise ValueError(
+                f"arch_grad_clip and weight_lr_epoch_offset must be >= 0, got {arch_grad_clip} and {weight_lr_epoch_offset}"
+            )
         relaxation_args = dict(relaxation_args or {})
         if space == "darts":
             self.network = SearchNetwork(
@@ -186,6 +233,8 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
                 stem_multiplier=stem_multiplier, op_names=list(ops), relaxation=relaxation,
                 relaxation_args=relaxation_args, edge_normalization=edge_normalization,
                 auxiliary_skip=auxiliary_skip, genotype_rule=genotype_rule, image_size=image_size,
+                pool_batch_norm=True if pool_batch_norm is None else pool_batch_norm,
+                last_activation=last_activation, drop_path_prob=search_drop_path,
             )
         elif space == "nasbench201":
             from .nasbench201 import NB201Network
@@ -194,22 +243,36 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
                 raise ValueError("edge_normalization needs nodes with several inputs to choose from: use space='darts'")
             if genotype_rule != "darts":
                 raise ValueError("genotype_rule applies to the DARTS cell; a NAS-Bench-201 cell keeps every edge")
+            if last_activation or search_drop_path:
+                raise ValueError(
+                    "last_activation and search_drop_path apply to the DARTS supernet (the NAS-Bench-201 network "
+                    "always ends with batch norm and ReLU): use space='darts'"
+                )
             check_image_size(image_size, 3)  # two reduction blocks
             self.network = NB201Network(
                 None, num_classes=num_classes, in_channels=in_channels,
                 channels=(channels, 2 * channels, 4 * channels), cells_per_stage=layers, relaxation=relaxation,
                 relaxation_args=relaxation_args, auxiliary_skip=auxiliary_skip,
+                pool_batch_norm=bool(pool_batch_norm),
             )
         else:
             raise ValueError(f"space must be 'darts' or 'nasbench201' for a differentiable search, got {space!r}")
         self.early_stop = (
-            EigenvalueEarlyStop(eigenvalue_stop_window, eigenvalue_stop_delta, eigenvalue_stop_factor, eigenvalue_stop_start_epoch)
+            EigenvalueEarlyStop(
+                eigenvalue_stop_window, eigenvalue_stop_delta, eigenvalue_stop_factor, eigenvalue_stop_start_epoch,
+                every=hessian_eigenvalue_every,
+            )
             if eigenvalue_early_stop else None
         )
         self.eigenvalue_history: list[dict[str, float]] = []
         self.selected_epoch: int | None = None
         self._sample_seed: int | None = sample_seed
         self.arch_gradient = build_architecture_gradient(order, hessian=hessian, epsilon=hessian_epsilon, xi=unrolled_lr)
+        if grad_clip_includes_arch:
+            # α's gradient as the last architecture step left it (GDAS never clears it before the weight
+            # step): kept as buffers, so that a resumed search clips as an uninterrupted one.
+            for name, alpha in self.network.named_arch_parameters().items():
+                self.register_buffer(f"last_arch_grad_{name}", torch.zeros_like(alpha.detach()))
         # α is synchronised by an explicit all-reduce of its gradient, not by DDP's buckets.
         self._ddp_params_and_buffers_to_ignore = [f"network.{n}" for n in self.network.named_arch_parameters()]
         self.train_accuracy = MulticlassAccuracy(num_classes, average="micro")
@@ -217,6 +280,8 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
         self.genotype_history: list[dict[str, Any]] = []
         self._output_dir: Path | None = None
         self._last_val_batch: tuple[Tensor, Tensor] | None = None
+        self._drawing: tuple[str, Any, Any] | None = None  # (cell text, figure, pixels) of the last drawn cell
+        self._drawing_saved: tuple[Path, str] | None = None  # (file, cell text) last written
 
     # ------------------------------------------------------------------ parameters
 
@@ -296,12 +361,28 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         weight_optimizer = torch.optim.SGD(
-            self.weight_parameters(), lr=hp.weight_lr, momentum=hp.weight_momentum, weight_decay=hp.weight_decay
+            self.weight_parameters(), lr=hp.weight_lr, momentum=hp.weight_momentum, weight_decay=hp.weight_decay,
+            nesterov=hp.weight_nesterov,
         )
-        arch_optimizer = torch.optim.Adam(
-            self.arch_parameters(), lr=hp.arch_lr, betas=tuple(hp.arch_betas), weight_decay=hp.arch_weight_decay
-        )
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(weight_optimizer, T_max=self._epochs(), eta_min=hp.weight_lr_min)
+        if hp.arch_optimizer == "sgd":  # SNAS's single-GPU path: plain SGD on α (train_search.py, line 268)
+            arch_optimizer = torch.optim.SGD(self.arch_parameters(), lr=hp.arch_lr, weight_decay=hp.arch_weight_decay)
+        else:
+            arch_optimizer = torch.optim.Adam(
+                self.arch_parameters(), lr=hp.arch_lr, betas=tuple(hp.arch_betas), weight_decay=hp.arch_weight_decay
+            )
+        epochs, offset = self._epochs(), hp.weight_lr_epoch_offset
+        if offset == 0:
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(weight_optimizer, T_max=epochs, eta_min=hp.weight_lr_min)
+        else:
+            if hp.weight_lr <= 0:
+                raise ValueError(f"weight_lr_epoch_offset needs weight_lr > 0, got {hp.weight_lr}")
+            lr, lr_min = hp.weight_lr, hp.weight_lr_min
+
+            def factor(epoch: int) -> float:  # the closed form of the cosine, shifted by the offset
+                shifted = min(epoch + offset, epochs)
+                return (lr_min + (lr - lr_min) * (1 + math.cos(math.pi * shifted / epochs)) / 2) / lr
+
+            scheduler = torch.optim.lr_scheduler.LambdaLR(weight_optimizer, factor)
         return [weight_optimizer, arch_optimizer], [{"scheduler": scheduler, "interval": "epoch"}]
 
     def setup(self, stage: str) -> None:
@@ -337,11 +418,37 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
         x_val, y_val = batch["val"]
         x_train, x_val = self._layout(x_train), self._layout(x_val)
         weight_optimizer, arch_optimizer = self.optimizers()
+        hp = self.hparams
+        single_level = hp.arch_batch == "train"
+        arch_moves = self.current_epoch >= hp.arch_warmup_epochs
+        clip = hp.grad_clip if hp.grad_clip and hp.grad_clip > 0 else 0.0
+        # The step's sample key, fixed before the weight optimizer's step increments global_step.
+        step = self.global_step
 
-        # 1. Architecture step on the search-val batch: α ← α − η_α · (estimate of ∇α L_val).
-        single_level = self.hparams.arch_batch == "train"
-        if self.current_epoch >= self.hparams.arch_warmup_epochs:
-            self._sample(phase=0)
+        def sample(phase: int) -> None:
+            self.relaxation.set_sample_key(self._sample_seed or 0, step, phase)
+
+        def reduced_arch_grads() -> list[Tensor]:
+            # α is outside DDP's buckets: its gradient from manual_backward is averaged here.
+            grads = [a.grad if a.grad is not None else torch.zeros_like(a) for a in self.arch_parameters()]
+            all_reduce_mean_(grads)
+            return grads
+
+        def arch_step(grads: list[Tensor], loss: Tensor, batch_size: int) -> None:
+            for alpha, grad in zip(self.arch_parameters(), grads):
+                alpha.grad = grad
+            if hp.arch_grad_clip > 0:  # SNAS: clip_grad_norm_(arch_parameters, 10.) (train_search.py, line 505)
+                torch.nn.utils.clip_grad_norm_(self.arch_parameters(), hp.arch_grad_clip)
+            if hp.grad_clip_includes_arch:
+                for name, alpha in self.network.named_arch_parameters().items():
+                    getattr(self, f"last_arch_grad_{name}").copy_(alpha.grad)
+            arch_optimizer.optimizer.step()  # the raw optimizer: one search step = one global step
+            arch_optimizer.optimizer.zero_grad(set_to_none=True)
+            self.log("train/arch_loss", loss.detach(), on_step=False, on_epoch=True, batch_size=batch_size)
+
+        def architecture_step() -> None:
+            # α ← α − η_α · (estimate of ∇α L_val) on the search-val batch (search-train: single level).
+            sample(0)
             arch_batch = (x_train, y_train) if single_level else (x_val, y_val)
             arch = self.arch_gradient.estimate(self.network, arch_batch, (x_train, y_train), weight_optimizer.optimizer)
             self._check_finite(arch.loss, "architecture (search-train)" if single_level else "architecture (search-val)")
@@ -351,24 +458,60 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
                 arch.grads = [g if e is None else g + e for g, e in zip(arch.grads, extra)]
                 self.log("train/arch_regularizer", regularizer.detach(), on_step=False, on_epoch=True)
             all_reduce_mean_(arch.grads)
-            for alpha, grad in zip(self.arch_parameters(), arch.grads):
-                alpha.grad = grad
-            arch_optimizer.optimizer.step()  # the raw optimizer: one search step = one global step
-            arch_optimizer.optimizer.zero_grad(set_to_none=True)
-            self.log("train/arch_loss", arch.loss, on_step=False, on_epoch=True, batch_size=len(y_val))
+            arch_step(arch.grads, arch.loss, len(y_val))
 
-        # 2. Weight step on the search-train batch: w ← w − η_w · ∇w L_train(w, α), α held constant.
-        #    Single-level (SNAS): the same sample as the architecture step, so that the two gradients are
-        #    those of one joint loss.
-        self._sample(phase=0 if single_level else 1)
-        logits = self.network(x_train, detach_alpha=True)
-        loss = F.cross_entropy(logits, y_train)
-        self._check_finite(loss, "weight (search-train)")
-        weight_optimizer.zero_grad()
-        self.manual_backward(loss)
-        if self.hparams.grad_clip and self.hparams.grad_clip > 0:
-            self.clip_gradients(weight_optimizer, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
-        weight_optimizer.step()
+        def weight_step() -> tuple[Tensor, Tensor]:
+            # w ← w − η_w · ∇w L_train(w, α) on the search-train batch, α held constant. Single level: the
+            # same sample as the architecture step, so that the two gradients are those of one joint loss.
+            sample(0 if single_level else 1)
+            with_arch = hp.grad_clip_includes_arch and clip > 0  # GDAS: α's gradient counts in the norm
+            logits = self.network(x_train, detach_alpha=not with_arch)
+            loss = F.cross_entropy(logits, y_train)
+            self._check_finite(loss, "weight (search-train)")
+            weight_optimizer.zero_grad()
+            self.manual_backward(loss)
+            if with_arch:
+                # GDAS.py, lines 50-55: clip_grad_norm_(network.parameters(), 5) with α's gradient = the last
+                # architecture gradient + ∇α L_train; then only the weights are stepped.
+                last = [getattr(self, f"last_arch_grad_{name}") for name in self.network.named_arch_parameters()]
+                for alpha, grad, previous in zip(self.arch_parameters(), reduced_arch_grads(), last):
+                    alpha.grad = grad + previous
+                torch.nn.utils.clip_grad_norm_(list(self.network.parameters()), clip)
+                for alpha in self.arch_parameters():
+                    alpha.grad = None
+            elif clip:
+                self.clip_gradients(weight_optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+            weight_optimizer.step()
+            return logits, loss
+
+        if hp.joint_step:
+            # SNAS (train_search.py, lines 489-513): one loss, one backward; the weights and α are clipped
+            # separately and both optimizers step.
+            sample(0)
+            logits = self.network(x_train, detach_alpha=not arch_moves)
+            loss = F.cross_entropy(logits, y_train)
+            self._check_finite(loss, "joint (search-train)")
+            regularizer = self.architecture_regularizer() if arch_moves else None
+            weight_optimizer.zero_grad()
+            for alpha in self.arch_parameters():
+                alpha.grad = None
+            self.manual_backward(loss if regularizer is None else loss + regularizer)
+            if clip:
+                self.clip_gradients(weight_optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+            grads = reduced_arch_grads() if arch_moves else []
+            if regularizer is not None:
+                self.log("train/arch_regularizer", regularizer.detach(), on_step=False, on_epoch=True)
+            weight_optimizer.step()
+            if arch_moves:
+                arch_step(grads, loss, len(y_train))
+        elif hp.weight_step_first:  # GDAS (GDAS.py, lines 49-69): the weights, then α
+            logits, loss = weight_step()
+            if arch_moves:
+                architecture_step()
+        else:  # DARTS (Algorithm 1): α, then the weights
+            if arch_moves:
+                architecture_step()
+            logits, loss = weight_step()
 
         self.train_accuracy(logits.detach(), y_train)
         self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=True, batch_size=len(y_train))
@@ -395,18 +538,17 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
         self.genotype_history.append({"epoch": self.current_epoch, "step": self.global_step, "genotype": _arch_record(genotype)})
         self.log_dict(self.architecture_diagnostics(), on_step=False, on_epoch=True)
         every = self.hparams.hessian_eigenvalue_every
-        if every and (self.current_epoch + 1) % every == 0 and self._last_val_batch is not None:
-            from .diagnostics import dominant_hessian_eigenvalue
-
+        max_epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else None
+        if eigenvalue_measured(self.current_epoch, every, max_epochs) and self._last_val_batch is not None:
             x, y = self._last_val_batch
-            generator = torch.Generator().manual_seed(self.current_epoch)
             self._sample(phase=3)
-            value = torch.tensor(dominant_hessian_eigenvalue(self.network, x, y, generator=generator), device=x.device)
+            value = dominant_hessian_eigenvalue(self.network, x, y, weight_decay=self.hparams.arch_weight_decay)
+            value = torch.tensor(value, device=x.device)
             all_reduce_mean_([value])
             self.log("arch/hessian_eigenvalue", value, on_step=False, on_epoch=True)
             self.eigenvalue_history.append({"epoch": self.current_epoch, "eigenvalue": float(value)})
             if self.early_stop is not None and self.selected_epoch is None:
-                selected = self.early_stop.check(self.eigenvalue_history)
+                selected = self.early_stop.check(self.eigenvalue_history, max_epochs)
                 if selected is not None:
                     self.selected_epoch = selected
                     self.trainer.should_stop = True
@@ -460,7 +602,7 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
     def _log_figures(self, genotype: Any) -> None:
         from pytorch_lightning.loggers import TensorBoardLogger
 
-        from .visualize import alpha_heatmap, alpha_heatmaps, draw_genotype, draw_nb201_cell, figure_to_array
+        from .visualize import alpha_heatmap, alpha_heatmaps
 
         for logger in self.loggers:
             if not isinstance(logger, TensorBoardLogger):
@@ -475,8 +617,18 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
                 figure = alpha_heatmap(w, ops, labels, title=name)
             writer.add_figure("alpha/heatmap", figure, self.current_epoch)
             writer.add_text("genotype", _arch_text(genotype), self.current_epoch)
-            drawing = draw_genotype(genotype) if isinstance(genotype, Genotype) else draw_nb201_cell(genotype.ops)
-            writer.add_image("genotype/cells", figure_to_array(drawing), self.current_epoch, dataformats="HWC")
+            writer.add_image("genotype/cells", self._cell_drawing(genotype)[1], self.current_epoch, dataformats="HWC")
+
+    def _cell_drawing(self, arch: Any) -> tuple[Any, Any]:
+        """The drawing of a derived cell (a figure and its RGB pixels), redrawn only when the cell changed:
+        drawing is most of the side work of an epoch, and the answer often stays the same for many epochs."""
+        from .visualize import draw_genotype, draw_nb201_cell, figure_to_array
+
+        key = _arch_text(arch)
+        if self._drawing is None or self._drawing[0] != key:
+            figure = draw_genotype(arch) if isinstance(arch, Genotype) else draw_nb201_cell(arch.ops)
+            self._drawing = (key, figure, figure_to_array(figure))
+        return self._drawing[1], self._drawing[2]
 
     def output_dir(self) -> Path:
         """Where genotype files go: the logger's directory of this run (or the trainer's root dir)."""
@@ -489,15 +641,16 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
         directory = self.output_dir()
         directory.mkdir(parents=True, exist_ok=True)
         if isinstance(genotype, Genotype):
-            from .visualize import draw_genotype
-
             genotype.save(directory / "genotype.json")
-            draw_genotype(genotype, directory / "genotype.png")
+            drawing = directory / "genotype.png"
         else:
-            from .visualize import draw_nb201_cell
-
             (directory / "arch.txt").write_text(str(genotype) + "\n")
-            draw_nb201_cell(genotype.ops, directory / "arch.png")
+            drawing = directory / "arch.png"
+        if self._drawing_saved != (drawing, _arch_text(genotype)) or not drawing.is_file():
+            from .visualize import save_png
+
+            save_png(self._cell_drawing(genotype)[0], drawing)
+            self._drawing_saved = (drawing, _arch_text(genotype))
         (directory / "genotype_history.json").write_text(json.dumps(self.genotype_history, indent=1) + "\n")
 
     def on_fit_end(self) -> None:

@@ -335,3 +335,38 @@ def test_mixed_edge_folds_the_weight_into_the_last_batch_norm_exactly_and_keeps_
         assert torch.equal(value, plain.state_dict()[key]), key
     # six of the seven computing ops end in a batch norm: their outputs are not kept for the gradient of w
     assert bytes_f < bytes_p - 5 * out_p.numel() * out_p.element_size()
+
+
+# --------------------------------------------------------------------------- options of the released methods
+
+
+@pytest.mark.parametrize("pool_batch_norm", [True, False])
+def test_mixed_edge_pool_batch_norm_option(pool_batch_norm, x):
+    edge = MixedEdge(DARTS_OPS, C, 1, SoftmaxRelaxation(), pool_batch_norm=pool_batch_norm)
+    for name in ("max_pool_3x3", "avg_pool_3x3"):
+        op = edge.ops[edge.op_indices.index(DARTS_OPS.index(name))]
+        assert isinstance(op, nn.Sequential) == pool_batch_norm
+        pool = op[0] if pool_batch_norm else op
+        assert isinstance(pool, (nn.MaxPool2d, nn.AvgPool2d))
+        if pool_batch_norm:
+            assert isinstance(op[1], nn.BatchNorm2d) and not op[1].affine
+    column = DARTS_OPS.index("avg_pool_3x3")
+    expected = torch.nn.functional.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
+    if pool_batch_norm:
+        expected = torch.nn.functional.batch_norm(expected, None, None, training=True)
+    torch.testing.assert_close(edge(x, one_hot_weights(column)), expected)
+
+
+def test_cell_drop_path_masks_every_mixed_edge_per_sample():
+    torch.manual_seed(0)
+    cell = SearchCell(6, 6, 4, reduction=False, reduction_prev=False, nodes=2, multiplier=2, op_names=CELL_OPS,
+                      relaxation=SoftmaxRelaxation()).eval()  # eval: each sample's output is its own
+    s = (torch.randn(2, 6, 8, 8), torch.randn(2, 6, 8, 8))
+    weights = torch.softmax(torch.randn(5, len(CELL_OPS)), dim=-1)
+    plain = cell(s, weights)
+    kept = cell(s, weights, drop_masks=torch.ones(5, 2), drop_prob=0.5)
+    half = cell(s, weights, drop_masks=torch.tensor([[0.0, 1.0]] * 5), drop_prob=0.5)
+    assert torch.equal(half[0], torch.zeros_like(half[0]))  # every edge of sample 0 dropped: its nodes are 0
+    torch.testing.assert_close(half[1], kept[1])
+    # the kept edges are scaled by 1 / (1 - p): node 2 (a sum of input edges) doubles
+    torch.testing.assert_close(kept[:, :4], 2 * plain[:, :4])

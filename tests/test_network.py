@@ -183,3 +183,89 @@ def test_edge_normalization_ranks_edges_by_alpha_times_beta():
     with torch.no_grad():
         net.beta_normal[3] = -5.0
     assert {src for _, src in net.genotype().normal[2:]} == {0, 2}  # edges 2 and 4 (2->3)
+
+
+# --------------------------------------------------------------------------- options of the released methods
+
+
+def _pool_ops(network):
+    from darts_lightning.edges import MixedEdge
+
+    edges = [m for m in network.modules() if isinstance(m, MixedEdge)]
+    return [edge.ops[edge.op_indices.index(edge.op_names.index("avg_pool_3x3"))] for edge in edges]
+
+
+def test_pool_batch_norm_follows_each_method_and_space():
+    from darts_lightning import DARTSSearch
+    from darts_lightning.nasbench201 import NB201Network
+
+    def has_bn(network):
+        ops = _pool_ops(network)
+        assert ops and len({isinstance(op, torch.nn.Sequential) for op in ops}) == 1
+        return isinstance(ops[0], torch.nn.Sequential)
+
+    assert has_bn(SearchNetwork(1, 10, channels=4, layers=2))  # DARTS, PC-DARTS, SNAS
+    assert not has_bn(SearchNetwork(1, 10, channels=4, layers=2, pool_batch_norm=False))  # GDAS, DrNAS
+    assert not has_bn(NB201Network(None, channels=(4, 8, 16), cells_per_stage=1))  # AutoDL's NAS-Bench-201 cells
+    assert has_bn(NB201Network(None, channels=(4, 8, 16), cells_per_stage=1, pool_batch_norm=True))
+    assert has_bn(DARTSSearch(1, 10, 8, channels=4, layers=2).network)
+    assert not has_bn(DARTSSearch(1, 10, 8, channels=4, layers=2, pool_batch_norm=False).network)
+    assert not has_bn(DARTSSearch(1, 10, 8, channels=4, layers=1, space="nasbench201").network)
+    assert has_bn(DARTSSearch(1, 10, 8, channels=4, layers=1, space="nasbench201", pool_batch_norm=True).network)
+
+
+def test_last_activation_is_batch_norm_and_relu_before_the_pooling():
+    torch.manual_seed(0)
+    net = SearchNetwork(1, 10, channels=4, layers=2, last_activation=True)
+    assert isinstance(net.last[0], torch.nn.BatchNorm2d) and net.last[0].affine and isinstance(net.last[1], torch.nn.ReLU)
+    last_cell = []
+    net.cells[-1].register_forward_hook(lambda m, i, out: last_cell.append(out))
+    out = net(torch.randn(3, 1, 8, 8))
+    bn = torch.nn.functional.batch_norm(last_cell[0], None, None, net.last[0].weight, net.last[0].bias, training=True)
+    torch.testing.assert_close(out, net.classifier(torch.relu(bn).mean(dim=(2, 3))))
+    assert isinstance(SearchNetwork(1, 10, channels=4, layers=2).last, torch.nn.Identity)
+
+
+def test_search_drop_path_masks_come_from_the_sample_key_and_only_in_training():
+    torch.manual_seed(0)
+    net = SearchNetwork(1, 10, channels=4, layers=2, drop_path_prob=0.3)
+    plain = SearchNetwork(1, 10, channels=4, layers=2)
+    plain.load_state_dict(net.state_dict())
+    x = torch.randn(4, 1, 8, 8)
+
+    def run(network, key):
+        network.relaxation.set_sample_key(*key)
+        return network(x)
+
+    net.eval(), plain.eval()
+    torch.testing.assert_close(run(net, (0, 1, 0)), run(plain, (0, 1, 0)))
+    net.train(), plain.train()
+    assert torch.equal(run(net, (0, 1, 0)), run(net, (0, 1, 0)))
+    assert not torch.allclose(run(net, (0, 1, 0)), run(plain, (0, 1, 0)))
+    assert not torch.equal(run(net, (0, 1, 0)), run(net, (0, 2, 0)))
+    masks = net.drop_path_masks(4, x.device)
+    assert masks.shape == (2, 14, 4) and set(masks.unique().tolist()) == {0.0, 1.0}
+
+
+def test_snas_rule_keeps_none_as_the_released_code_does():
+    """SNAS's ``Network.genotype`` (SNAS-Series 9a43adb, SNAS/model_search.py, lines 695-724) ranks the
+    edges and picks their op over every op, ``none`` included. Golden: ``python /tmp/h2/golden/snas_genotype.py``,
+    which runs that method's source on these log-alphas (torch.randn from a generator seeded 3, +1 on the
+    ``none`` column of the normal cell)."""
+    from darts_lightning.network import snas_genes
+
+    generator = torch.Generator().manual_seed(3)
+    normal, reduce = torch.randn(14, 8, generator=generator), torch.randn(14, 8, generator=generator)
+    normal[:, 0] += 1.0
+    golden_normal = [("dil_conv_3x3", 0), ("none", 1), ("dil_conv_3x3", 1), ("none", 0), ("max_pool_3x3", 1),
+                     ("none", 2), ("none", 0), ("sep_conv_3x3", 1)]
+    golden_reduce = [("sep_conv_5x5", 1), ("sep_conv_3x3", 0), ("avg_pool_3x3", 0), ("avg_pool_3x3", 2),
+                     ("dil_conv_5x5", 0), ("dil_conv_3x3", 3), ("sep_conv_3x3", 4), ("dil_conv_5x5", 0)]
+    assert list(snas_genes(torch.softmax(normal, -1), DARTS_OPS, 4)) == golden_normal
+    net = SearchNetwork(1, 10, channels=4, layers=2, genotype_rule="snas")
+    with torch.no_grad():
+        net.alpha_normal.copy_(normal)
+        net.alpha_reduce.copy_(reduce)
+    genotype = net.genotype()
+    assert list(genotype.normal) == golden_normal and list(genotype.reduce) == golden_reduce
+    assert "none" not in [op for op, _ in SearchNetwork(1, 10, channels=4, layers=2).genotype().normal]

@@ -98,16 +98,47 @@ def test_gdas_edge_computes_only_the_sampled_op():
     for index, op in zip(edge.op_indices, edge.ops):
         for module in op.modules():  # ops that start with a ReLU run layer by layer
             module.register_forward_hook(lambda m, i, o, index=index: calls.add(index))
-    alpha = _alpha(1)
-    relaxation.set_sample_key(0, 0, 0)
-    weights = relaxation.edge_weights(alpha)[0]
-    column = int(weights.argmax())
+    alpha = torch.zeros(1, len(DARTS_OPS), requires_grad=True)  # every op equally likely
     x = torch.randn(2, 4, 5, 5)
-    out = edge(x, weights)
-    assert calls == ({column} if column in edge.op_indices else set())
-    assert torch.allclose(out, edge.op_output(column, x))
-    (out * torch.randn_like(out)).sum().backward()  # (a plain sum of a batch-normalised output is 0)
-    assert (alpha.grad != 0).all() or column not in edge.op_indices
+    sampled = set()
+    for step in range(40):
+        calls.clear()
+        alpha.grad = None
+        relaxation.set_sample_key(0, step, 0)
+        weights = relaxation.edge_weights(alpha)[0]
+        column = int(weights.argmax())
+        assert relaxation.sampled_columns("alpha") == [column]
+        sampled.add(column)
+        out = edge(x, weights, column=column)
+        assert calls == ({column} if column in edge.op_indices else set()), f"step {step}: sampled {column}"
+        assert torch.allclose(out, edge.op_output(column, x))
+        if column in edge.op_indices:
+            (out * torch.randn_like(out)).sum().backward()  # (a plain sum of a batch-normalised output is 0)
+            assert (alpha.grad != 0).all(), "the straight-through estimator must reach every alpha"
+    assert sampled == set(range(len(DARTS_OPS))), "every op, none included, was sampled at least once"
+
+
+def test_gdas_weights_live_on_alphas_device_and_dtype_and_the_sampled_op_on_the_host(monkeypatch):
+    from darts_lightning.network import SearchNetwork
+
+    relaxation = build_relaxation("gdas")
+    relaxation.set_sample_key(0, 2, 1)
+    alpha = _alpha().double()
+    weights = relaxation.edge_weights(alpha, "normal")
+    assert weights.dtype == alpha.dtype and weights.device == alpha.device
+    assert relaxation.sampled_columns("normal") == weights.argmax(-1).tolist()
+    assert build_relaxation("snas").sampled_columns("normal") is None
+
+    # Under edge normalisation the hard weights meet β's scale (on the network's device): one device, one
+    # dtype; and the edges take their op from the host-side sample, never reading the weights back.
+    torch.manual_seed(0)
+    net = SearchNetwork(1, 10, channels=4, layers=2, relaxation="gdas", edge_normalization=True).double()
+    def no_device_read(*args, **kwargs):
+        raise AssertionError("the sampled op must come from the host-side sample")
+    monkeypatch.setattr(torch, "argmax", no_device_read)
+    out = net(torch.randn(2, 1, 8, 8, dtype=torch.float64))
+    out.sum().backward()
+    assert out.dtype == torch.float64 and net.beta_reduce.grad is not None
 
 
 def test_gdas_redraws_non_finite_samples():
@@ -159,6 +190,10 @@ def test_snas_weights_are_a_soft_sample_that_sharpens_as_the_temperature_falls()
 def test_temperature_schedules():
     # GDAS: linear from tau_max at the first epoch to tau_min at the last
     assert [temperature_schedule(e, 5, 10.0, 0.1) for e in range(5)] == pytest.approx([10.0, 7.525, 5.05, 2.575, 0.1])
+    # SNAS (SNAS-Series 9a43adb, SNAS/utils.py Temp_Scheduler, stepped as SNAS/train_search.py does): golden
+    # figures of `python /tmp/h2/golden/snas_schedules.py`, which runs that class over 150 epochs from 1 to 0.03.
+    snas_golden = {0: 0.9935333333333333, 1: 0.9870666666666666, 2: 0.9806, 74: 0.515, 148: 0.03646666666666671, 149: 0.03}
+    assert [temperature_schedule(e, 150, 1.0, 0.03, "snas") for e in snas_golden] == pytest.approx(list(snas_golden.values()), rel=1e-12)
     assert temperature_schedule(4, 5, 1.0, 0.01, "exponential") == pytest.approx(0.01)
     assert temperature_schedule(2, 5, 1.0, 0.01, "exponential") == pytest.approx(0.1)
     with pytest.raises(ValueError, match="linear"):
