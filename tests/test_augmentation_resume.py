@@ -87,8 +87,6 @@ def _model(kind: str, data: ImageDataModule) -> pl.LightningModule:
 @pytest.mark.parametrize("dataset", ["digits", "imagefolder", "cifar10"])
 @pytest.mark.parametrize("kind", ["search", "retrain"])
 def test_resume_with_augmentation_equals_uninterrupted_run(tmp_path, monkeypatch, kind, dataset, workers):
-    # Drawing the genotype every epoch takes seconds and plays no part in the state compared here.
-    monkeypatch.setattr("darts_lightning.visualize.draw_genotype", lambda genotype, path: None)
 
     def run(name, global_seed, ckpt_path=None, stop_early=False):
         pl.seed_everything(0)  # the same initial model in every run
