@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytorch_lightning as pl
 import pytest
 
 from darts_lightning import DARTSSearch, SearchDataModule
+
+FIGURE_FUNCTIONS = ("draw_genotype", "draw_nb201_cell", "alpha_heatmap", "alpha_heatmaps")
 
 
 def tiny_search(**overrides) -> DARTSSearch:
@@ -40,3 +44,24 @@ def repository_stays_clean():
     yield
     added = {p.name for p in root.iterdir()} - before - {".pytest_cache", "__pycache__"}
     assert not added, f"tests wrote into the repository root: {sorted(added)}"
+
+
+@pytest.fixture(autouse=True)
+def placeholder_figures(request, monkeypatch):
+    """Runs inside tests draw placeholder figures: rendering the α heatmaps and the cell drawings is most of
+    a tiny search's time. The figures themselves are tested by tests/test_visualize.py, and the tests marked
+    ``real_figures`` (and the notebook) run searches with the real ones. Everything around the drawing
+    (TensorBoard images, PNG files, the export's drawing) still runs, on a small blank figure."""
+    if request.node.get_closest_marker("real_figures"):
+        return
+    from darts_lightning import visualize
+
+    def placeholder(*args, **kwargs):
+        figure = visualize._new_figure(1.0, 1.0, dpi=16)
+        path = kwargs.get("path", args[1] if len(args) > 1 and isinstance(args[1], (str, Path)) else None)
+        if path is not None:
+            visualize.save_png(figure, path)
+        return figure
+
+    for name in FIGURE_FUNCTIONS:
+        monkeypatch.setattr(visualize, name, placeholder)

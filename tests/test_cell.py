@@ -331,8 +331,9 @@ def test_mixed_edge_folds_the_weight_into_the_last_batch_norm_exactly_and_keeps_
     torch.testing.assert_close(out_f, out_p, rtol=1e-5, atol=1e-6)
     for a, b in zip(grads_f, grads_p):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    plain_state = plain.state_dict()
     for key, value in folded.state_dict().items():
-        assert torch.equal(value, plain.state_dict()[key]), key
+        assert torch.equal(value, plain_state[key]), key
     # six of the seven computing ops end in a batch norm: their outputs are not kept for the gradient of w
     assert bytes_f < bytes_p - 5 * out_p.numel() * out_p.element_size()
 

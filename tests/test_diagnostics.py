@@ -139,7 +139,8 @@ def test_eigenvalue_is_measured_at_even_epochs_and_the_last_without_changing_the
     assert torch.isfinite(value) and value != 0
     plain = runs[0][0]
     assert plain.state_dict().keys() == measured.state_dict().keys()
-    assert all(torch.equal(v, measured.state_dict()[k]) for k, v in plain.state_dict().items())
+    measured_state = measured.state_dict()
+    assert all(torch.equal(v, measured_state[k]) for k, v in plain.state_dict().items())
     for a, b in zip(runs[0][1].optimizers, trainer.optimizers):
         states_a, states_b = a.state_dict()["state"], b.state_dict()["state"]
         assert states_a.keys() == states_b.keys()

@@ -141,6 +141,7 @@ def test_search_state_checkpoint_after_every_evaluation_resumes_exactly(tmp_path
     assert [h["arch"] for h in resumed.history] == [h["arch"] for h in full.history]
 
 
+@pytest.mark.real_figures
 def test_best_architecture_is_drawn_and_logged(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

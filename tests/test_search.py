@@ -19,6 +19,7 @@ def _copy(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
+@pytest.mark.real_figures
 def test_short_fit_changes_alpha_and_weights_and_writes_logs(tmp_path, digits):
     pl.seed_everything(0)
     model = tiny_search()
@@ -105,8 +106,9 @@ def test_resume_from_epoch_checkpoint_equals_uninterrupted_run(tmp_path):
     assert first.global_step == 3
     resumed, trainer = run(tmp_path / "resumed", ckpt_path=_last_ckpt(first))
     assert trainer.global_step == 6
+    resumed_state = resumed.state_dict()
     for key, value in full.state_dict().items():
-        assert torch.equal(value, resumed.state_dict()[key]), key
+        assert torch.equal(value, resumed_state[key]), key
     assert resumed.genotype_history == full.genotype_history
     for a, b in zip(full.trainer.optimizers, trainer.optimizers):
         for sa, sb in zip(a.state.values(), b.state.values()):
@@ -225,6 +227,7 @@ def test_second_order_differs_from_first_order(tmp_path, digits):
     assert not torch.allclose(alpha_after(1), alpha_after(2))
 
 
+@pytest.mark.real_figures
 @pytest.mark.parametrize("order", [1, 2])
 def test_differentiable_search_on_the_nasbench201_space(tmp_path, digits, order):
     from darts_lightning.nasbench201 import NB201Arch

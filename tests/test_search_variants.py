@@ -46,15 +46,31 @@ def _fit(root, variant: str, max_epochs: int = 2, callbacks=(), ckpt_path=None, 
     return model, trainer
 
 
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """One uninterrupted 2-epoch search per variant, shared by the tests that read it; it keeps the
+    checkpoint of every epoch so that the resumption test can restart from the first."""
+    runs: dict[str, tuple] = {}
+
+    def get(variant: str):
+        if variant not in runs:
+            root = tmp_path_factory.mktemp(f"full_{variant}")
+            every_epoch = pl.callbacks.ModelCheckpoint(save_top_k=-1, every_n_epochs=1, save_last=True)
+            model, trainer = _fit(root, variant, callbacks=[every_epoch])
+            runs[variant] = (model, trainer, root / "lightning_logs" / "version_0")
+        return runs[variant]
+
+    return get
+
+
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_variant_searches_and_its_genotype_loads_into_the_retraining_network(tmp_path, variant):
+def test_variant_searches_and_its_genotype_loads_into_the_retraining_network(full_run, variant):
     pl.seed_everything(0)
     before = {n: p.detach().clone() for n, p in tiny_search(**VARIANTS[variant]).network.named_arch_parameters().items()}
-    model, trainer = _fit(tmp_path, variant)
+    model, trainer, run_dir = full_run(variant)
     assert trainer.global_step == 6
     for name, value in model.network.named_arch_parameters().items():
         assert not torch.equal(value.detach(), before[name]), f"{name} did not move"
-    run_dir = tmp_path / "lightning_logs" / "version_0"
     genotype = Genotype.load(run_dir / "genotype.json")
     assert genotype == model.genotype()
     network = build_eval_network(genotype, channels=4, layers=3, num_classes=10, in_channels=1, image_size=8, auxiliary=False)
@@ -69,15 +85,16 @@ def test_variant_searches_and_its_genotype_loads_into_the_retraining_network(tmp
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_variant_resumes_from_a_checkpoint_as_if_uninterrupted(tmp_path, variant):
-    full, _ = _fit(tmp_path / "full", variant)
-    _, first = _fit(tmp_path / "part", variant, callbacks=_checkpointing() + [_StopAfterFirstEpoch()])
-    assert first.global_step == 3
+def test_variant_resumes_from_a_checkpoint_as_if_uninterrupted(tmp_path, full_run, variant):
+    full, _, run_dir = full_run(variant)
+    first_epoch = run_dir / "checkpoints" / "epoch=0-step=3.ckpt"
+    assert torch.load(first_epoch, weights_only=True)["global_step"] == 3
     # A different torch seed for the resumed run: the samples must come from the checkpoint's sample seed.
-    resumed, trainer = _fit(tmp_path / "resumed", variant, callbacks=_checkpointing(), ckpt_path=_last_ckpt(first), seed=123)
+    resumed, trainer = _fit(tmp_path / "resumed", variant, callbacks=_checkpointing(), ckpt_path=first_epoch, seed=123)
     assert trainer.global_step == 6
+    resumed_state = resumed.state_dict()
     for key, value in full.state_dict().items():
-        assert torch.equal(value, resumed.state_dict()[key]), key
+        assert torch.equal(value, resumed_state[key]), key
     assert resumed.genotype_history == full.genotype_history
     assert torch.load(_last_ckpt(trainer), weights_only=True)["sample_seed"] == full._sample_seed
 

@@ -10,6 +10,8 @@ from darts_lightning.cell import edge_labels
 from matplotlib.figure import Figure
 
 from darts_lightning.genotype import Genotype
+pytestmark = pytest.mark.real_figures  # these tests check the figures themselves
+
 from darts_lightning.visualize import (
     alpha_heatmap,
     alpha_heatmaps,
