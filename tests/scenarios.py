@@ -10,6 +10,7 @@ import torch
 from darts_lightning import DARTSSearch, SearchDataModule
 
 from .multiprocess import scenario
+from .test_search_variants import GDAS_OPTIONS, SNAS_OPTIONS
 
 
 def state_snapshot(model: pl.LightningModule, trainer: pl.Trainer) -> dict:
@@ -50,7 +51,7 @@ def _darts_run(workdir: Path, order: int) -> dict:
     # A different seed per rank: DDP must still leave every rank with the same model.
     pl.seed_everything(torch.distributed.get_rank())
     data = SearchDataModule("digits", batch_size=16)
-    model = DARTSSearch(1, 10, 8, channels=4, layers=3, arch_lr=3e-2, order=order)
+    model = DARTSSearch(1, 10, 8, channels=4, layers=2, arch_lr=3e-2, order=order)
     checksums = StepChecksums()
     trainer = _ddp_trainer(workdir, [checksums])
     trainer.fit(model, data)
@@ -103,7 +104,7 @@ class _UnionBatches(pl.LightningDataModule):
 def union_batch_run(devices: int, rank: int, workdir: Path) -> dict:
     """First-order search for 3 steps on fixed union batches, split over ``devices`` ranks."""
     pl.seed_everything(0)
-    model = DARTSSearch(1, 10, 8, channels=4, layers=3, arch_lr=3e-2, order=1, channels_last=False)
+    model = DARTSSearch(1, 10, 8, channels=4, layers=2, arch_lr=3e-2, order=1, channels_last=False)
     trainer = pl.Trainer(
         accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto", max_steps=3,
         limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -197,8 +198,10 @@ class _Samples(pl.Callback):
 
 FAMILY = {
     "pcdarts": dict(relaxation="pcdarts", relaxation_args={"partial_channels": 2}, edge_normalization=True),
-    "gdas": dict(relaxation="gdas"),
-    "snas": dict(relaxation="snas", arch_batch="train"),
+    # GDAS and SNAS with the released code's options: the stale-α clip and the joint step all-reduce α's
+    # gradient inside the weight step.
+    "gdas": GDAS_OPTIONS,
+    "snas": SNAS_OPTIONS,
     "drnas": dict(relaxation="drnas", relaxation_args={"kl_weight": 1e-3}),
     "darts_minus_beta_decay": dict(auxiliary_skip=True, beta_decay_max=10.0),
 }
@@ -208,7 +211,7 @@ def _family_run(workdir: Path, variant: str) -> dict:
     # A different seed per rank: the sample seed is broadcast from rank 0, the samples must agree.
     pl.seed_everything(torch.distributed.get_rank())
     data = SearchDataModule("digits", batch_size=16)
-    model = DARTSSearch(1, 10, 8, channels=4, layers=3, arch_lr=3e-2, **FAMILY[variant])
+    model = DARTSSearch(1, 10, 8, channels=4, layers=2, arch_lr=3e-2, **FAMILY[variant])
     checksums, samples = StepChecksums(), _Samples()
     strategy = "ddp_find_unused_parameters_true" if model.network.relaxation.computes_subset else "ddp"
     trainer = _ddp_trainer(workdir, [checksums, samples], strategy=strategy)
