@@ -61,7 +61,7 @@ def test_short_fit_changes_alpha_and_weights_and_writes_logs(tmp_path, digits):
 
 def test_weight_lr_follows_cosine_schedule(tmp_path, digits):
     model = tiny_search(weight_lr=0.1, weight_lr_min=0.01)
-    trainer = quick_trainer(tmp_path, max_epochs=4, limit_val_batches=0)
+    trainer = quick_trainer(tmp_path, max_epochs=4, limit_train_batches=1, limit_val_batches=0)
     trainer.fit(model, digits)
     lr = trainer.optimizers[0].param_groups[0]["lr"]
     assert lr == pytest.approx(0.01, abs=1e-9), "after max_epochs the cosine schedule reaches weight_lr_min"
@@ -92,25 +92,32 @@ class _StopAfterFirstEpoch(pl.Callback):
         trainer.should_stop = True
 
 
-def test_resume_from_epoch_checkpoint_equals_uninterrupted_run(tmp_path):
-    def run(root, ckpt_path=None, stop_early=False):
-        pl.seed_everything(0)
-        model = tiny_search()
-        callbacks = _checkpointing() + ([_StopAfterFirstEpoch()] if stop_early else [])
-        trainer = quick_trainer(root, max_epochs=2, callbacks=callbacks)
-        trainer.fit(model, SearchDataModule("digits", batch_size=16), ckpt_path=ckpt_path)
-        return model, trainer
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """One uninterrupted 2-epoch search that keeps every epoch's checkpoint, shared by the resume tests."""
+    root = tmp_path_factory.mktemp("uninterrupted")
+    pl.seed_everything(0)
+    model = tiny_search()
+    every_epoch = pl.callbacks.ModelCheckpoint(save_top_k=-1, every_n_epochs=1, save_last=True)
+    trainer = quick_trainer(root, max_epochs=2, callbacks=[every_epoch])
+    trainer.fit(model, SearchDataModule("digits", batch_size=16))
+    return model, trainer
 
-    full, _ = run(tmp_path / "full")
-    _, first = run(tmp_path / "part", stop_early=True)
-    assert first.global_step == 3
-    resumed, trainer = run(tmp_path / "resumed", ckpt_path=_last_ckpt(first))
+
+def test_resume_from_epoch_checkpoint_equals_uninterrupted_run(tmp_path, uninterrupted):
+    full, full_trainer = uninterrupted
+    first_epoch = Path(full_trainer.checkpoint_callback.dirpath) / "epoch=0-step=3.ckpt"
+    assert torch.load(first_epoch, weights_only=True)["global_step"] == 3
+    pl.seed_everything(0)
+    resumed = tiny_search()
+    trainer = quick_trainer(tmp_path / "resumed", max_epochs=2, callbacks=_checkpointing())
+    trainer.fit(resumed, SearchDataModule("digits", batch_size=16), ckpt_path=first_epoch)
     assert trainer.global_step == 6
     resumed_state = resumed.state_dict()
     for key, value in full.state_dict().items():
         assert torch.equal(value, resumed_state[key]), key
     assert resumed.genotype_history == full.genotype_history
-    for a, b in zip(full.trainer.optimizers, trainer.optimizers):
+    for a, b in zip(full_trainer.optimizers, trainer.optimizers):
         for sa, sb in zip(a.state.values(), b.state.values()):
             for k in sa:
                 assert torch.equal(torch.as_tensor(sa[k]), torch.as_tensor(sb[k]))
@@ -125,10 +132,8 @@ class _Crash(pl.Callback):
             raise RuntimeError("simulated crash")
 
 
-def test_run_interrupted_mid_epoch_resumes_from_last_checkpoint(tmp_path):
-    pl.seed_everything(0)
-    full = tiny_search()
-    quick_trainer(tmp_path / "full", max_epochs=2).fit(full, SearchDataModule("digits", batch_size=16))
+def test_run_interrupted_mid_epoch_resumes_from_last_checkpoint(tmp_path, uninterrupted):
+    full, _ = uninterrupted
 
     pl.seed_everything(0)
     crashed = quick_trainer(tmp_path / "crash", max_epochs=2, callbacks=_checkpointing() + [_Crash(at_step=4)])
