@@ -340,8 +340,9 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
         if self.hparams.auxiliary_skip:
             self.log("arch/auxiliary_skip_weight", self.relaxation.auxiliary_skip_weight, on_step=False, on_epoch=True)
 
-    def _sample(self, phase: int) -> None:
-        self.relaxation.set_sample_key(self._sample_seed or 0, self.global_step, phase)
+    def _sample(self, phase: int, step: int | None = None) -> None:
+        """Seed the sampling relaxations' noise with (sample seed, step, phase); ``step`` defaults to the global step."""
+        self.relaxation.set_sample_key(self._sample_seed or 0, self.global_step if step is None else step, phase)
 
     def architecture_regularizer(self) -> Tensor | None:
         """The terms the architecture loss adds to L_val: the relaxation's (DrNAS's KL) and β-DARTS's
@@ -425,9 +426,6 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
         # The step's sample key, fixed before the weight optimizer's step increments global_step.
         step = self.global_step
 
-        def sample(phase: int) -> None:
-            self.relaxation.set_sample_key(self._sample_seed or 0, step, phase)
-
         def reduced_arch_grads() -> list[Tensor]:
             # α is outside DDP's buckets: its gradient from manual_backward is averaged here.
             grads = [a.grad if a.grad is not None else torch.zeros_like(a) for a in self.arch_parameters()]
@@ -448,7 +446,7 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
 
         def architecture_step() -> None:
             # α ← α − η_α · (estimate of ∇α L_val) on the search-val batch (search-train: single level).
-            sample(0)
+            self._sample(0, step)
             arch_batch = (x_train, y_train) if single_level else (x_val, y_val)
             arch = self.arch_gradient.estimate(self.network, arch_batch, (x_train, y_train), weight_optimizer.optimizer)
             self._check_finite(arch.loss, "architecture (search-train)" if single_level else "architecture (search-val)")
@@ -463,7 +461,7 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
         def weight_step() -> tuple[Tensor, Tensor]:
             # w ← w − η_w · ∇w L_train(w, α) on the search-train batch, α held constant. Single level: the
             # same sample as the architecture step, so that the two gradients are those of one joint loss.
-            sample(0 if single_level else 1)
+            self._sample(0 if single_level else 1, step)
             with_arch = hp.grad_clip_includes_arch and clip > 0  # GDAS: α's gradient counts in the norm
             logits = self.network(x_train, detach_alpha=not with_arch)
             loss = F.cross_entropy(logits, y_train)
@@ -487,7 +485,7 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
         if hp.joint_step:
             # SNAS (train_search.py, lines 489-513): one loss, one backward; the weights and α are clipped
             # separately and both optimizers step.
-            sample(0)
+            self._sample(0, step)
             logits = self.network(x_train, detach_alpha=not arch_moves)
             loss = F.cross_entropy(logits, y_train)
             self._check_finite(loss, "joint (search-train)")
