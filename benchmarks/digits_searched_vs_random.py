@@ -139,13 +139,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--channels", type=int, default=16, help="initial channels C (default: %(default)s)")
     parser.add_argument("--layers", type=int, default=8, help="number of cells (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument(
+        "--allow-import-paths", action="store_true",
+        help="accept ops named by import path (package.module:factory) in a genotype file; reading them imports "
+        "that module, so only for files you trust (e.g. written by your own search with such ops)",
+    )
     args = parser.parse_args(argv)
     if args.seeds < 1 or args.random < 1:
         parser.error("--seeds and --random must be at least 1")
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    searched = evaluate("searched", Genotype.resolve(args.genotype, allow_import_paths=True), args)
+    searched = evaluate("searched", Genotype.resolve(args.genotype, allow_import_paths=args.allow_import_paths), args)
     randoms = [evaluate(f"random_{i}", Genotype.random(random.Random(1000 + i)), args) for i in range(args.random)]
     print(json.dumps(compare(searched, randoms)), flush=True)
 

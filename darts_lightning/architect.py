@@ -29,6 +29,7 @@ from torch import Tensor
 from torch.func import functional_call
 
 from .network import SearchNetwork
+from .validation import check_choice, check_range
 
 __all__ = [
     "ArchitectureGradient", "FirstOrderGradient", "SecondOrderGradient", "ArchStepResult",
@@ -89,10 +90,8 @@ class SecondOrderGradient(ArchitectureGradient):
     """
 
     def __init__(self, hessian: str = "finite_difference", epsilon: float = 0.01, xi: float | None = None) -> None:
-        if hessian not in HESSIAN_MODES:
-            raise ValueError(f"hessian must be one of {', '.join(HESSIAN_MODES)}, got {hessian!r}")
-        if not epsilon > 0:
-            raise ValueError(f"the finite-difference epsilon must be positive, got {epsilon}")
+        check_choice("hessian", hessian, HESSIAN_MODES)
+        check_range("epsilon", epsilon, 0, low_open=True, hint="the finite-difference step (paper: 0.01)")
         self.hessian = hessian
         self.epsilon = epsilon
         self.xi = xi
@@ -165,9 +164,13 @@ class SecondOrderGradient(ArchitectureGradient):
 def build_architecture_gradient(
     order: int, hessian: str = "finite_difference", epsilon: float = 0.01, xi: float | None = None
 ) -> ArchitectureGradient:
-    """The estimate for ``order`` (1: first order, 2: second order with the given Hessian mode)."""
+    """The estimate for ``order`` (1: first order, 2: second order with the given Hessian mode). The
+    second-order settings are checked with either order, so that a wrong one is never silently unused."""
+    if order not in (1, 2) or isinstance(order, bool):
+        raise ValueError(f"order must be 1 (first-order DARTS) or 2 (second order, unrolled), got {order!r}")
+    check_choice("hessian", hessian, HESSIAN_MODES)
+    check_range("hessian_epsilon", epsilon, 0, low_open=True)
+    check_range("unrolled_lr", xi, 0, optional=True, hint="None uses the weight learning rate")
     if order == 1:
         return FirstOrderGradient()
-    if order == 2:
-        return SecondOrderGradient(hessian=hessian, epsilon=epsilon, xi=xi)
-    raise ValueError(f"order must be 1 (first-order DARTS) or 2 (second order, unrolled), got {order!r}")
+    return SecondOrderGradient(hessian=hessian, epsilon=epsilon, xi=xi)

@@ -35,10 +35,12 @@ from pytorch_lightning.utilities import CombinedLoader
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, TensorDataset
 
+from .validation import check_choice, check_range
+
 __all__ = [
     "ImageDataModule", "SearchDataModule", "ClassificationDataModule", "DatasetInfo", "DATASETS", "digits_splits",
     "RandomTransform", "RandomCrop", "RandomHorizontalFlip", "Cutout", "Augmentation", "AugmentedDataset",
-    "EpochSampler", "sample_generator", "DIGITS_TEST_SIZE",
+    "EpochSampler", "sample_generator", "DIGITS_TEST_SIZE", "UnreadableImageError", "load_image",
 ]
 
 DIGITS_TEST_SIZE = 297
@@ -224,10 +226,12 @@ class ImageDataModule(pl.LightningDataModule):
         super().__init__()
         if dataset not in DATASETS:
             raise ValueError(f"unknown dataset {dataset!r}; valid datasets are: {', '.join(DATASETS)}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        if seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {seed}")
+        check_range("batch_size", batch_size, 1, integer=True)
+        check_range("num_workers", num_workers, 0, integer=True)
+        check_range("seed", seed, 0, integer=True)
+        check_range("cutout_length", cutout_length, 0, integer=True, hint="0 turns cutout off")
+        check_range("resize", resize, 1, integer=True, optional=True)
+        check_choice("download", download, (True, False))
         self.dataset_name = dataset
         self.root = Path(root)
         self.batch_size = batch_size
@@ -269,9 +273,19 @@ class ImageDataModule(pl.LightningDataModule):
                 raise FileNotFoundError(
                     f"ImageFolder root {str(self.root)!r} does not exist; point --data.root at a folder with one sub-folder of images per class"
                 )
-            self._classes = sorted(p.name for p in self.root.iterdir() if p.is_dir())
-            if not self._classes:
-                raise FileNotFoundError(f"ImageFolder root {str(self.root)!r} has no class sub-folders")
+            classes = sorted(p.name for p in self.root.iterdir() if p.is_dir())
+            if not classes:
+                raise FileNotFoundError(
+                    f"ImageFolder root {str(self.root)!r} has no class sub-folders; expected <root>/<class>/<image>, "
+                    "one sub-folder of images per class"
+                )
+            if len(classes) == 1:
+                # A one-class problem would only fail later, inside the accuracy metric.
+                raise ValueError(
+                    f"{self.root}: ImageFolder found 1 class ({classes[0]!r}); classification needs at least two "
+                    "classes (one sub-folder per class)"
+                )
+            self._classes = classes
         return self._classes
 
     # ------------------------------------------------------------------ data sets
@@ -336,8 +350,17 @@ class ImageDataModule(pl.LightningDataModule):
             if root is None:
                 raise ValueError("dataset 'imagefolder' needs --data.init_args.test_root for its test split")
             if not root.is_dir():
-                raise FileNotFoundError(f"ImageFolder {split} root {str(root)!r} does not exist")
-            base: Dataset = D.ImageFolder(str(root), transform=transform)
+                raise FileNotFoundError(
+                    f"ImageFolder {split} root {str(root)!r} does not exist; expected <root>/<class>/<image>, "
+                    "one sub-folder of images per class"
+                )
+            try:
+                base: Dataset = D.ImageFolder(str(root), transform=transform, loader=load_image)
+            except FileNotFoundError as error:  # torchvision: a class folder without any image file
+                raise FileNotFoundError(
+                    f"ImageFolder {split} root {str(root)!r}: {error}; expected <root>/<class>/<image>, "
+                    "one sub-folder of images per class"
+                ) from error
         else:
             constructors = {
                 "cifar10": lambda: D.CIFAR10(str(self.root), train=train, transform=transform, download=self.download),
@@ -397,6 +420,41 @@ class ImageDataModule(pl.LightningDataModule):
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
         )
+
+
+_UNREADABLE = "cannot read image "
+
+
+class UnreadableImageError(OSError):
+    """An ImageFolder file that cannot be decoded as an image.
+
+    A DataLoader worker hands an exception to the main process as ``type(error)(text)``, where the text
+    opens with "Caught ... in DataLoader worker process N" and the worker's traceback; the message is put
+    back in front of it, so that the first line still names the file and the fix with ``num_workers`` > 0.
+    """
+
+    def __init__(self, message: str) -> None:
+        if not message.startswith(_UNREADABLE):
+            own = [line for line in message.splitlines() if _UNREADABLE in line]
+            if own:
+                message = f"{own[-1][own[-1].index(_UNREADABLE):]}\n{message}"
+        super().__init__(message)
+
+
+def load_image(path: str) -> Any:
+    """torchvision's ImageFolder loader (an RGB PIL image), with a one-line error naming an unreadable file
+    instead of PIL's ``UnidentifiedImageError`` deep in a loader's traceback. Checked when the sample is
+    read, not by decoding every file up front."""
+    from PIL import UnidentifiedImageError
+    from torchvision.datasets.folder import default_loader
+
+    try:
+        return default_loader(path)
+    except (OSError, SyntaxError) as error:  # PIL: unidentified or truncated files; SyntaxError: a broken PNG
+        reason = "PIL does not recognise its format" if isinstance(error, UnidentifiedImageError) else str(error)
+        raise UnreadableImageError(
+            f"{_UNREADABLE}{path} (not an image or truncated: {reason}); remove or replace the file"
+        ) from error
 
 
 class AugmentedDataset(Dataset):
@@ -476,8 +534,7 @@ class SearchDataModule(ImageDataModule):
         resize: int | None = None,
     ) -> None:
         super().__init__(dataset, root, batch_size, num_workers, seed, download, cutout_length, resize)
-        if not 0.0 < train_portion < 1.0:
-            raise ValueError(f"train_portion must lie strictly between 0 and 1, got {train_portion}")
+        check_range("train_portion", train_portion, 0, 1, low_open=True, high_open=True)
         self.save_hyperparameters()
         self.train_portion = train_portion
         self.search_train: Dataset | None = None
@@ -540,6 +597,9 @@ class ClassificationDataModule(ImageDataModule):
         train_portion: float = 0.5,
     ) -> None:
         super().__init__(dataset, root, batch_size, num_workers, seed, download, cutout_length, resize, test_root)
+        # Checked whatever holdout is: a wrong value must not wait for the day holdout is switched on.
+        check_range("train_portion", train_portion, 0, 1, low_open=True, high_open=True)
+        check_choice("holdout", holdout, (True, False))
         self.save_hyperparameters()
         self.holdout = holdout
         self.train_portion = train_portion

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .validation import check_range
+
 __all__ = ["architecture_hessian", "dominant_hessian_eigenvalue", "eigenvalue_measured", "EigenvalueEarlyStop"]
 
 
@@ -109,11 +111,11 @@ class EigenvalueEarlyStop:
     """
 
     def __init__(self, window: int = 5, delta: int = 4, factor: float = 1.3, start_epoch: int = 10, every: int = 2) -> None:
-        if window < 1 or delta < 1 or factor <= 0 or start_epoch < 0 or every < 1:
-            raise ValueError(
-                "need window >= 1, delta >= 1, factor > 0, start_epoch >= 0 and every >= 1, got "
-                f"window={window}, delta={delta}, factor={factor}, start_epoch={start_epoch}, every={every}"
-            )
+        check_range("window", window, 1, integer=True)
+        check_range("delta", delta, 1, integer=True)
+        check_range("factor", factor, 0, low_open=True)
+        check_range("start_epoch", start_epoch, 0, integer=True)
+        check_range("every", every, 1, integer=True, hint="the eigenvalue is measured every `every` epochs (R-DARTS: 2)")
         self.window, self.delta, self.factor, self.start_epoch, self.every = window, delta, factor, start_epoch, every
 
     def local_averages(self, values: Sequence[float]) -> list[float]:

@@ -28,8 +28,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from .evaluators import build_evaluator
+from .files import atomic_write_text, use_atomic_checkpoints
+from .resume import check_resume, record_module
 from .searchers import build_searcher
 from .spaces import get_space
+from .validation import check_range
 
 __all__ = ["DiscreteSearch"]
 
@@ -48,7 +51,12 @@ class DiscreteSearch(pl.LightningModule):
         checkpoint_every: save ``checkpoints/search_state.ckpt`` in the run's directory after every this
             many evaluations (None: only Lightning's own checkpoints), so that an interrupted search with
             a slow evaluator resumes from its last evaluation with ``fit --ckpt_path``.
+
+    Resuming may raise the budget and the stopping rules (``RESUME_MAY_CHANGE``); every other setting must
+    be the checkpoint's (:func:`darts_lightning.resume.check_resume`).
     """
+
+    RESUME_MAY_CHANGE = frozenset({"budget", "max_samples", "patience", "checkpoint_every"})
 
     def __init__(
         self,
@@ -66,9 +74,15 @@ class DiscreteSearch(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
+        # Numbers first; the names and their arguments are checked by the registries (searcher_args and
+        # evaluator_args against the constructors' keywords) before the evaluator reads anything.
+        check_range("budget", budget, 1, integer=True)
+        check_range("max_samples", max_samples, 1, integer=True, optional=True, hint="None: 50 × budget")
+        check_range("patience", patience, 1, integer=True, optional=True, hint="None: never stop for lack of improvement")
+        check_range("seed", seed, 0, integer=True)
+        check_range("checkpoint_every", checkpoint_every, 1, integer=True, optional=True,
+                    hint="None: only Lightning's own checkpoints")
         self.space = get_space(space)
-        if budget < 1:
-            raise ValueError(f"budget must be positive, got {budget}")
         if budget > self.space.size():
             raise ValueError(
                 f"budget {budget} exceeds the {self.space.name} space's {self.space.size()} architectures"
@@ -93,6 +107,10 @@ class DiscreteSearch(pl.LightningModule):
 
     def configure_optimizers(self):
         return None
+
+    def setup(self, stage: str) -> None:
+        use_atomic_checkpoints(self.trainer)  # a full disk must not truncate checkpoints/search_state.ckpt
+        super().setup(stage)
 
     def on_fit_start(self) -> None:
         # ``trainer.log_dir`` is a collective under DDP: every rank resolves it here.
@@ -164,8 +182,8 @@ class DiscreteSearch(pl.LightningModule):
         print(f"best reward {best['reward']:.4f}: {best['arch']}")
         directory = Path(log_dir or self.trainer.default_root_dir)
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / "best_arch.txt").write_text(best["arch"] + "\n")
-        (directory / "history.json").write_text(json.dumps(self.history, indent=1) + "\n")
+        atomic_write_text(directory / "best_arch.txt", best["arch"] + "\n")
+        atomic_write_text(directory / "history.json", json.dumps(self.history, indent=1) + "\n")
         from .visualize import draw_genotype, draw_nb201_cell, figure_to_array
 
         arch = self.space.parse(best["arch"])
@@ -184,12 +202,14 @@ class DiscreteSearch(pl.LightningModule):
     # ------------------------------------------------------------------ checkpoints
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        record_module(self, checkpoint)
         checkpoint["discrete_search"] = {
             "space": self.space.name, "history": self.history, "samples": self.samples,
             "searcher": self.searcher.state_dict(), "stop_reason": self.stop_reason,
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        check_resume(self, checkpoint, datamodule=self._trainer.datamodule if self._trainer is not None else None)
         state = checkpoint["discrete_search"]
         if state["space"] != self.space.name:
             raise ValueError(f"the checkpoint searched the {state['space']} space, this model the {self.space.name} space")

@@ -78,7 +78,7 @@ class EvalNetwork(nn.Module):
         self.variant = variant
         if variant == "cifar":
             image_size = 32 if image_size is None else image_size
-            check_image_size(image_size, layers)
+            check_image_size(image_size, layers, variant="cifar")
             stem_channels = stem_multiplier * channels
             self.stem = nn.Sequential(
                 nn.Conv2d(in_channels, stem_channels, 3, padding=1, bias=False), nn.BatchNorm2d(stem_channels)
@@ -86,9 +86,7 @@ class EvalNetwork(nn.Module):
             cell_input_size = image_size
         else:
             image_size = 224 if image_size is None else image_size
-            if image_size % 8:
-                raise ValueError(f"the ImageNet stems halve the image three times: image size {image_size} must be a multiple of 8")
-            check_image_size(image_size // 8, layers)
+            check_image_size(image_size, layers, stem_halvings=3, variant="imagenet")  # the stems: 224 -> 28
             stem_channels = channels
             self.stem = nn.Sequential(  # stem0 and stem1 of the DARTS ImageNet network
                 nn.Conv2d(in_channels, channels // 2, 3, stride=2, padding=1, bias=False),

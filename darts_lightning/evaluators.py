@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from .registry import Registry
 from .spaces import SearchSpace, get_space
+from .validation import check_keywords
 
 __all__ = ["Evaluation", "Evaluator", "LookupEvaluator", "NB201_TABLE", "register_evaluator", "build_evaluator", "list_evaluators"]
 
@@ -68,9 +69,11 @@ class LookupEvaluator(Evaluator):
                 raise ValueError(f"lookup table {str(self.path)!r} has no 'arch' column")
             columns = [c for c in reader.fieldnames if c.startswith(f"{dataset}_")]
             if f"{dataset}_{metric}" not in columns:
+                named = [c.split("_", 1) for c in reader.fieldnames if c not in ("index", "arch") and "_" in c]
                 raise ValueError(
-                    f"lookup table {str(self.path)!r} has no column {dataset}_{metric!s}; "
-                    f"it has: {', '.join(c for c in reader.fieldnames if c not in ('index', 'arch'))}"
+                    f"lookup table {str(self.path)!r} has no column {dataset}_{metric!s} (dataset {dataset!r}, metric "
+                    f"{metric!r}); valid datasets are: {', '.join(dict.fromkeys(d for d, _ in named))}; valid metrics "
+                    f"are: {', '.join(dict.fromkeys(m for _, m in named))}"
                 )
             for line, row in enumerate(reader, start=2):
                 try:
@@ -104,18 +107,24 @@ def list_evaluators() -> list[str]:
 
 
 def build_evaluator(name: str, space: SearchSpace | str, **kwargs: Any) -> Evaluator:
-    return _EVALUATORS.build(name, space, **kwargs)
+    """The evaluator registered as ``name``; ``kwargs`` (a configuration's ``evaluator_args``) are checked
+    against its constructor's keywords before it is built."""
+    factory = _EVALUATORS.get(name)
+    check_keywords(f"evaluator_args of the evaluator {name!r}", kwargs, factory, given=("space",))
+    return factory(space, **kwargs)
 
 
 def _weight_sharing_evaluator(space: SearchSpace | str, **kwargs: Any) -> Evaluator:
     from .weight_sharing import WeightSharingEvaluator
 
+    check_keywords("evaluator_args of the evaluator 'weight_sharing'", kwargs, WeightSharingEvaluator, given=("space",))
     return WeightSharingEvaluator(space, **kwargs)
 
 
 def _scratch_evaluator(space: SearchSpace | str, **kwargs: Any) -> Evaluator:
     from .weight_sharing import ScratchEvaluator
 
+    check_keywords("evaluator_args of the evaluator 'scratch'", kwargs, ScratchEvaluator, given=("space",))
     return ScratchEvaluator(space, **kwargs)
 
 

@@ -13,22 +13,33 @@ import argparse
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
-
+from .files import atomic_write_text
 from .genotype import Genotype
+from .ops import import_path_ops
+from .resume import read_checkpoint
 
 __all__ = ["genotype_from_checkpoint", "export_main"]
 
 
-def genotype_from_checkpoint(path: str | Path) -> Any:
+def genotype_from_checkpoint(path: str | Path, *, allow_import_paths: bool = False) -> Any:
     """The answer of the search that wrote the checkpoint at ``path``: a :class:`Genotype` for the DARTS
-    space, an ``NB201Arch`` for NAS-Bench-201 (what the run wrote as ``genotype.json`` / ``arch.txt``)."""
+    space, an ``NB201Arch`` for NAS-Bench-201 (what the run wrote as ``genotype.json`` / ``arch.txt``).
+
+    Rebuilding the search builds its candidate ops; ops named by import path would import their modules,
+    so a checkpoint that names any is refused unless ``allow_import_paths`` (for files you trust).
+    """
     from .search import DARTSSearch
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = read_checkpoint(path)
+    imported = import_path_ops((checkpoint.get("hyper_parameters") or {}).get("ops") or ())
+    if imported and not allow_import_paths:
+        raise ValueError(
+            f"the checkpoint {str(path)!r} names ops by import path ({', '.join(imported)}); rebuilding it would "
+            "import their modules: pass --allow-import-paths (allow_import_paths=True) only if you trust the file"
+        )
     state = checkpoint.get("state_dict", {})
     if not any(key in state for key in ("network.alpha", "network.alpha_normal")):
         raise ValueError(
@@ -50,12 +61,16 @@ def export_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("checkpoint", help="a .ckpt written by 'darts-lightning fit' with a DARTSSearch model")
     parser.add_argument("--out", default="genotype.json", help="output path (default: genotype.json)")
     parser.add_argument("--png", default=None, help="also draw the cells into this PNG file")
+    parser.add_argument(
+        "--allow-import-paths", action="store_true",
+        help="rebuild a search whose ops are named by import path (this imports their modules: trusted files only)",
+    )
     args = parser.parse_args(argv)
-    genotype = genotype_from_checkpoint(args.checkpoint)
+    genotype = genotype_from_checkpoint(args.checkpoint, allow_import_paths=args.allow_import_paths)
     if not isinstance(genotype, Genotype):  # a NAS-Bench-201 cell: its string form
         from .visualize import draw_nb201_cell
 
-        Path(args.out).write_text(str(genotype) + "\n")
+        atomic_write_text(args.out, str(genotype) + "\n")
         if args.png:
             draw_nb201_cell(genotype.ops, args.png)
         print(genotype)

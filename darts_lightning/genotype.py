@@ -17,7 +17,8 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from .ops import DARTS_OPS, get_op, list_ops
+from .files import atomic_write_text
+from .ops import DARTS_OPS, get_op, import_path_ops
 
 __all__ = ["Genotype", "GenotypeError", "SCHEMA_VERSION"]
 
@@ -78,12 +79,28 @@ class Genotype:
         """Number of intermediate nodes (two edges each)."""
         return len(self.normal) // 2
 
-    def validate(self, nodes: int | None = None, *, allow_import_paths: bool = False) -> "Genotype":
+    def import_path_ops(self) -> list[str]:
+        """The ops of this genotype given by import path (``package.module:factory``, as :func:`get_op`
+        reads any unregistered name with a ``:`` or a ``.``), sorted; resolving them would import their modules."""
+        return import_path_ops(op for op, _ in self.normal + self.reduce)
+
+    def validate(
+        self, nodes: int | None = None, *, allow_import_paths: bool = False, source: str = "the genotype"
+    ) -> "Genotype":
         """Check that every op is known and every edge fits a cell of ``nodes`` nodes; returns ``self``.
 
         Ops must be registered names. An op given as an import path (``package.module:factory``) would
-        import that module, so it is accepted only with ``allow_import_paths=True``, for files you trust.
+        import that module, so it is accepted only with ``allow_import_paths=True``, for sources you trust;
+        otherwise it is refused before any op is resolved, so nothing is imported. ``source`` names where
+        the genotype came from (a file path) in that error.
         """
+        imported = self.import_path_ops()
+        if imported and not allow_import_paths:
+            raise GenotypeError(
+                f"genotype op {imported[0]!r} in {source} is an import path; loading it would import code. If you "
+                "trust that source, allow it with allow_import_paths=True (command line: --model.allow_import_paths "
+                "true), or register the op with darts_lightning.register_op and name it by its registered name"
+            )
         for field in ("normal", "reduce"):
             edges: Edges = getattr(self, field)
             n = self.nodes if nodes is None else nodes
@@ -92,12 +109,6 @@ class Genotype:
                     f"genotype {field!r} has {len(edges)} edges, but a cell of {n} nodes needs {2 * n} (two per node)"
                 )
             for k, (op, src) in enumerate(edges):
-                if op not in list_ops() and not allow_import_paths:
-                    if ":" in op or "." in op:
-                        raise GenotypeError(
-                            f"genotype op {op!r} is an import path; reading it would import code. Pass "
-                            "allow_import_paths=True if you trust the source, or register the op with register_op"
-                        )
                 get_op(op)  # raises the unknown-op error with the valid names
                 node = k // 2
                 if src >= node + 2:
@@ -247,7 +258,7 @@ class Genotype:
         extra = set(fields) - {"normal", "normal_concat", "reduce", "reduce_concat"}
         if missing or extra:
             raise GenotypeError(f"genotype repr: missing fields {sorted(missing)}, unexpected fields {sorted(extra)}")
-        return cls(**fields).validate(allow_import_paths=allow_import_paths)
+        return cls(**fields).validate(allow_import_paths=allow_import_paths, source="the genotype repr")
 
     # ------------------------------------------------------------------ published genotypes
 
@@ -299,7 +310,10 @@ class Genotype:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], *, allow_import_paths: bool = False) -> "Genotype":
+    def from_dict(
+        cls, data: dict[str, Any], *, allow_import_paths: bool = False, source: str = "the genotype dict"
+    ) -> "Genotype":
+        """Read :meth:`to_dict`'s format; ``source`` names where ``data`` came from in errors (see :meth:`validate`)."""
         if not isinstance(data, dict) or data.get("format") != _FORMAT:
             raise GenotypeError(f"not a darts_lightning genotype (expected \"format\": {_FORMAT!r})")
         version = data.get("schema_version")
@@ -309,13 +323,12 @@ class Genotype:
             genotype = cls(data["normal"], data["normal_concat"], data["reduce"], data["reduce_concat"])
         except KeyError as error:
             raise GenotypeError(f"genotype JSON lacks the field {error.args[0]!r}") from error
-        return genotype.validate(allow_import_paths=allow_import_paths)
+        return genotype.validate(allow_import_paths=allow_import_paths, source=source)
 
     def save(self, path: str | Path) -> Path:
-        """Write the genotype as JSON (with a schema version)."""
+        """Write the genotype as JSON (with a schema version), atomically: a failed write keeps the previous file."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
         return path
 
     @classmethod
@@ -328,7 +341,7 @@ class Genotype:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as error:
             raise GenotypeError(f"{str(path)!r} is not valid JSON: {error}") from error
-        return cls.from_dict(data, allow_import_paths=allow_import_paths)
+        return cls.from_dict(data, allow_import_paths=allow_import_paths, source=f"the file {str(path)!r}")
 
 
 def _literal(node: ast.AST, field: str | None) -> Any:

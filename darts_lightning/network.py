@@ -70,16 +70,27 @@ def reduction_layers(layers: int) -> tuple[int, ...]:
     return tuple(sorted({layers // 3, 2 * layers // 3}))
 
 
-def check_image_size(image_size: int, layers: int) -> None:
-    """Raise a clear error when ``image_size`` cannot pass through the reduction cells of ``layers`` cells."""
+def check_image_size(image_size: int, layers: int, *, stem_halvings: int = 0, variant: str | None = None) -> None:
+    """Raise a clear error when input images of ``image_size`` cannot pass through the network.
+
+    ``stem_halvings`` stride-2 stem convolutions (three in the DARTS ImageNet network, ``variant``
+    'imagenet') and the reduction cells of ``layers`` cells each halve the image, so its size must be a
+    positive multiple of 2 ** (all halvings); the message names the input size and that minimum.
+    """
     reductions = len(reduction_layers(layers))
-    factor = 2**reductions
-    if image_size < factor or image_size % factor:
-        raise ValueError(
-            f"image size {image_size} is too small for {reductions} reduction cells of a {layers}-cell network: "
-            f"each halves the image, so the size must be a positive multiple of {factor}; "
-            "use larger images (resize in the data module) or fewer layers"
-        )
+    factor = 2 ** (stem_halvings + reductions)
+    if image_size >= factor and image_size % factor == 0:
+        return
+    stems = f"{stem_halvings} stride-2 stem convolutions and " if stem_halvings else ""
+    problem = "are too small for" if image_size < factor else "do not halve evenly through"
+    resize = max(factor, -(-image_size // factor) * factor)  # the next size that fits
+    alternatives = (["variant 'cifar'"] if stem_halvings else []) + (["fewer layers"] if reductions > 1 else [])
+    raise ValueError(
+        f"input images of {image_size}x{image_size} {problem} {stems}{reductions} reduction cells of a "
+        f"{layers}-cell network: each halves the image, so this network needs at least {factor}x{factor} "
+        f"(a multiple of {factor}{f', variant {variant!r}' if variant else ''}): resize them "
+        f"(--data.init_args.resize {resize})" + (f" or choose {' or '.join(alternatives)}" if alternatives else "")
+    )
 
 
 def cell_plan(

@@ -89,6 +89,12 @@ def list_ops() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def import_path_ops(names: Iterable[str]) -> list[str]:
+    """The names among ``names`` that :func:`get_op` would resolve by importing a module (unregistered names
+    with a ``:`` or a ``.``), sorted: a file that names them runs code when it is built."""
+    return sorted({name for name in names if name not in _REGISTRY and (":" in name or "." in name)})
+
+
 def _import_factory(path: str) -> OpFactory:
     if ":" in path:
         module_name, attr = path.split(":", 1)

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .cli import run_cli
+from .files import atomic_write_text
 from .genotype import Genotype
 
 __all__ = ["choose", "run_protocol", "protocol_main"]
@@ -81,6 +82,12 @@ def run_protocol(
 
     ``search_args`` and ``retrain_args`` are LightningCLI overrides appended to every search and every
     retraining (selection and final) command; coming last, they override the protocol's own settings.
+
+    A retraining reads its genotype from the ``genotype.json`` the protocol's search wrote, and
+    :class:`~darts_lightning.GenotypeClassifier` refuses import-path ops (``package.module:factory``) from
+    a file unless told to trust it. When the search config names ops by import path, the genotype the search
+    derived from them is the user's own, so the protocol passes ``--model.allow_import_paths true`` to the
+    retrainings of exactly those genotypes that hold import paths (and to no other).
     """
     search_seeds = [int(s) for s in search_seeds]
     final_seeds = [int(s) for s in final_seeds]
@@ -97,6 +104,7 @@ def run_protocol(
 
     # Stage 1: one search per seed.
     searches: list[dict[str, Any]] = []
+    trusted: dict[str, list[str]] = {}  # genotype file -> the retraining's consent to its import paths
     for seed in search_seeds:
         root = output / f"search_seed{seed}"
         cli = run_cli([
@@ -106,6 +114,8 @@ def run_protocol(
         genotype: Genotype = cli.model.selected_genotype()
         # A copy at a fixed place: the search's own genotype.json lies in its versioned log directory.
         genotype_file = genotype.save(root / "genotype.json")
+        # The search's own ops list may name ops by import path; its genotype file is then trusted.
+        trusted[str(genotype_file)] = ["--model.allow_import_paths", "true"] if genotype.import_path_ops() else []
         searches.append({
             "seed": seed, "genotype": repr(genotype), "genotype_file": str(genotype_file), "log_dir": cli.trainer.log_dir,
         })
@@ -115,6 +125,7 @@ def run_protocol(
     for search in searches:
         cli = run_cli([
             "fit", "--config", str(retrain_config), "--model.genotype", search["genotype_file"],
+            *trusted[search["genotype_file"]],
             "--data.init_args.holdout", "true", "--trainer.max_epochs", str(selection_epochs),
             "--seed_everything", str(SELECTION_SEED), "--data.init_args.seed", str(SELECTION_SEED),
             "--trainer.default_root_dir", str(output / f"selection_seed{search['seed']}"), *quiet, *retrain_args,
@@ -132,6 +143,7 @@ def run_protocol(
     for seed in final_seeds:
         cli = run_cli([
             "fit", "--config", str(retrain_config), "--model.genotype", chosen["genotype_file"],
+            *trusted[chosen["genotype_file"]],
             "--data.init_args.holdout", "false", "--seed_everything", str(seed), "--data.init_args.seed", str(seed),
             "--trainer.default_root_dir", str(output / f"final_seed{seed}"), *quiet, *retrain_args,
         ])
@@ -161,7 +173,7 @@ def run_protocol(
         "test_acc_std": std,
     }
     path = output / "protocol.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
     record["path"] = str(path)
     return record
 

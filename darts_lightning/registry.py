@@ -27,7 +27,11 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._factories)
 
-    def build(self, name: str, *args: Any, **kwargs: Any) -> T:
+    def get(self, name: str) -> Callable[..., T]:
+        """The factory registered as ``name``."""
         if name not in self._factories:
             raise ValueError(f"unknown {self.kind} {name!r}; valid {self.plural} are: {', '.join(self.names())}")
-        return self._factories[name](*args, **kwargs)
+        return self._factories[name]
+
+    def build(self, name: str, *args: Any, **kwargs: Any) -> T:
+        return self.get(name)(*args, **kwargs)

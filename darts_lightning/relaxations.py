@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .registry import Registry
+from .validation import check_choice, check_keywords, check_range
 
 if TYPE_CHECKING:
     from .edges import MixedEdge
@@ -91,8 +92,7 @@ class Relaxation:
     computes_subset: bool = False
 
     def __init__(self, partial_channels: int = 1) -> None:
-        if int(partial_channels) < 1:
-            raise ValueError(f"partial_channels (K of PC-DARTS) must be a positive integer, got {partial_channels}")
+        check_range("partial_channels", partial_channels, 1, integer=True, hint="K of PC-DARTS; 1: every channel")
         self.partial_channels = int(partial_channels)
         self.auxiliary_skip_weight = 0.0
         self._sample_key: tuple[int, int, int] = (0, 0, 0)
@@ -221,7 +221,8 @@ class GumbelRelaxation(Relaxation):
         super().__init__(partial_channels)
         if not tau_max >= tau_min > 0:
             raise ValueError(f"temperatures must satisfy tau_max >= tau_min > 0, got tau_max={tau_max}, tau_min={tau_min}")
-        temperature_schedule(0, 2, tau_max, tau_min, schedule)  # validates the schedule name
+        check_choice("schedule", schedule, TEMPERATURE_SCHEDULES)
+        check_range("max_draws", max_draws, 1, integer=True)
         self.hard = bool(hard)
         self.name = "gdas" if self.hard else "snas"
         self.computes_subset = self.hard
@@ -294,8 +295,8 @@ class DirichletRelaxation(Relaxation):
 
     def __init__(self, kl_weight: float = 0.0, prior: float = 1.0, partial_channels: int = 1) -> None:
         super().__init__(partial_channels)
-        if kl_weight < 0 or prior <= 0:
-            raise ValueError(f"DrNAS needs kl_weight >= 0 and prior > 0, got kl_weight={kl_weight}, prior={prior}")
+        check_range("kl_weight", kl_weight, 0)
+        check_range("prior", prior, 0, low_open=True, hint="the concentration of DrNAS's Dirichlet prior")
         self.kl_weight, self.prior = float(kl_weight), float(prior)
 
     @staticmethod
@@ -399,10 +400,9 @@ def build_relaxation(relaxation: str | Relaxation, **kwargs) -> Relaxation:
         if kwargs:
             raise ValueError("relaxation arguments are given with a relaxation name, not with an instance")
         return relaxation
-    try:
-        return _RELAXATIONS.build(relaxation, **kwargs)
-    except TypeError as error:
-        raise ValueError(f"invalid arguments {kwargs} for the relaxation {relaxation!r}: {error}") from None
+    factory = _RELAXATIONS.get(relaxation)
+    check_keywords(f"relaxation_args of the relaxation {relaxation!r}", kwargs, factory)
+    return factory(**kwargs)
 
 
 def _pcdarts(partial_channels: int = 4) -> SoftmaxRelaxation:
@@ -413,7 +413,17 @@ def _pcdarts(partial_channels: int = 4) -> SoftmaxRelaxation:
 
 register_relaxation("darts", SoftmaxRelaxation)
 register_relaxation("pcdarts", _pcdarts)
-register_relaxation("gdas", lambda **kwargs: GumbelRelaxation(hard=True, **kwargs))
-register_relaxation("snas", lambda **kwargs: GumbelRelaxation(hard=False, **kwargs))
+def _gdas(tau_max: float = 10.0, tau_min: float = 0.1, schedule: str = "linear", partial_channels: int = 1,
+          max_draws: int = 100) -> GumbelRelaxation:
+    return GumbelRelaxation(True, tau_max, tau_min, schedule, partial_channels, max_draws)
+
+
+def _snas(tau_max: float = 10.0, tau_min: float = 0.1, schedule: str = "linear", partial_channels: int = 1,
+          max_draws: int = 100) -> GumbelRelaxation:
+    return GumbelRelaxation(False, tau_max, tau_min, schedule, partial_channels, max_draws)
+
+
+register_relaxation("gdas", _gdas)
+register_relaxation("snas", _snas)
 register_relaxation("drnas", DirichletRelaxation)
 register_relaxation("single_path", SinglePathRelaxation)

@@ -17,12 +17,16 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from .distributed import broadcast_
 from .eval_network import EvalNetwork
+from .files import atomic_open, atomic_torch_save, atomic_write_text, use_atomic_checkpoints
 from .layout import ChannelsLastMixin
-from .genotype import Genotype, GenotypeError
+from .resume import check_resume, record_module
+from .genotype import Genotype
+from .validation import check_choice, check_range
 
 __all__ = ["GenotypeClassifier", "export_network"]
 
@@ -43,7 +47,21 @@ class GenotypeClassifier(ChannelsLastMixin, pl.LightningModule):
             seeded with ``(drop_path_seed, global step, rank)``, not from its running global state, so that a
             run resumed from a checkpoint drops the paths an uninterrupted run would (``None``: drawn once
             from torch's seed on rank 0 and kept in the checkpoint).
+        allow_import_paths: a security setting, off by default. An op of a genotype may be named by import
+            path (``package.module:factory``), and resolving it imports that module: a ``genotype.json``
+            from elsewhere could run any code it names. So a genotype read from a file refuses import-path
+            ops unless this is ``True`` (``--model.allow_import_paths true``); turn it on only for files you
+            trust (those your own search wrote). A DARTS repr string written in the configuration itself, or
+            a :class:`Genotype` given in Python, is the user's own text and may name import paths without it,
+            as the search's ``ops`` list may. The setting is not saved with the hyperparameters, so a
+            checkpoint cannot turn it on for whoever loads it.
+
+    A checkpoint resumes only into the same configuration (:func:`darts_lightning.resume.check_resume`); the
+    genotype is compared as the cell it names, so a published name and the JSON file of that cell agree.
     """
+
+    # ``genotype`` is compared as a cell in on_load_checkpoint; trusting import paths is a setting of the reader.
+    RESUME_MAY_CHANGE = frozenset({"genotype", "allow_import_paths"})
 
     def __init__(
         self,
@@ -62,17 +80,33 @@ class GenotypeClassifier(ChannelsLastMixin, pl.LightningModule):
         weight_decay: float = 3e-4,
         channels_last: bool | None = None,
         drop_path_seed: int | None = None,
+        allow_import_paths: bool = False,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["allow_import_paths"])
+        # Every argument is checked whatever the others are, before the genotype is read or the network built.
+        for name, value in (("in_channels", in_channels), ("image_size", image_size), ("channels", channels), ("layers", layers)):
+            check_range(name, value, 1, integer=True)
+        check_range("num_classes", num_classes, 2, integer=True)
+        check_choice("variant", variant, ("cifar", "imagenet"))
+        for name, value in (("auxiliary_weight", auxiliary_weight), ("lr", lr), ("lr_min", lr_min), ("weight_decay", weight_decay)):
+            check_range(name, value, 0)
+        check_range("drop_path_prob", drop_path_prob, 0, 1, high_open=True)
+        check_range("momentum", momentum, 0, 1, high_open=True)
+        check_range("drop_path_seed", drop_path_seed, 0, integer=True, optional=True)
+        check_choice("channels_last", channels_last, (None, True, False))
+        check_choice("allow_import_paths", allow_import_paths, (True, False))
         self._drop_path_seed: int | None = drop_path_seed
-        self.genotype = Genotype.resolve(genotype, allow_import_paths=True)
+        self.genotype = _configured_genotype(genotype, allow_import_paths)
         self.network = EvalNetwork(
             self.genotype, channels=channels, layers=layers, num_classes=num_classes, in_channels=in_channels,
             variant=variant, auxiliary=auxiliary_weight > 0, image_size=image_size,
         )
         top_k = min(5, num_classes)
         self.train_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        # train/loss per step is this rank's batch; its epoch mean is reduced across ranks by the metric, once
+        # per epoch (sync_dist=True on a value logged on_step would all-reduce at every step).
+        self.train_loss = MeanMetric()
         self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.val_top5 = MulticlassAccuracy(num_classes, top_k=top_k, average="micro")
         self.test_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
@@ -97,7 +131,8 @@ class GenotypeClassifier(ChannelsLastMixin, pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         epochs = max(1, self.trainer.max_epochs or 1)
         self.network.set_drop_path_prob(self.hparams.drop_path_prob * self.current_epoch / epochs)
-        self.log("train/drop_path_prob", self.network.drop_path_prob, on_step=False, on_epoch=True)
+        # Equal on every rank, as is the learning rate: averaged once at epoch end.
+        self.log("train/drop_path_prob", self.network.drop_path_prob, on_step=False, on_epoch=True, sync_dist=True)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
@@ -112,9 +147,10 @@ class GenotypeClassifier(ChannelsLastMixin, pl.LightningModule):
                 "lower the learning rate (model.lr) or check the data"
             )
         self.train_top1(logits.detach(), y)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(y))
+        self.train_loss(loss.detach(), len(y))
+        self.log("train/loss", self.train_loss, prog_bar=True, on_step=True, on_epoch=True)
         self.log("train/acc", self.train_top1, on_step=False, on_epoch=True)
-        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True)
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True, sync_dist=True)
         return loss
 
     @contextmanager
@@ -147,17 +183,23 @@ class GenotypeClassifier(ChannelsLastMixin, pl.LightningModule):
 
     # ------------------------------------------------------------------ checkpoints and export
 
+    def setup(self, stage: str) -> None:
+        use_atomic_checkpoints(self.trainer)  # a full disk must not leave a truncated checkpoint
+        super().setup(stage)  # the memory layout (ChannelsLastMixin)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        record_module(self, checkpoint)
         checkpoint["genotype"] = self.genotype.to_dict()
         checkpoint["drop_path_seed"] = self._drop_path_seed
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+    def resume_compared(self, checkpoint: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+        """The genotype, compared as the cell it names (by its text, so that nothing is imported), not as the
+        name, file or string that configured it."""
         saved = checkpoint.get("genotype")
-        if saved is not None and Genotype.from_dict(saved, allow_import_paths=True) != self.genotype:
-            raise GenotypeError(
-                f"the checkpoint trained the genotype {saved.get('repr')}, but this model is configured with "
-                f"{self.genotype!r}; configure the checkpoint's genotype (model.genotype) to resume it"
-            )
+        return {"genotype": (saved.get("repr"), repr(self.genotype))} if saved is not None else {}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        check_resume(self, checkpoint, datamodule=self._trainer.datamodule if self._trainer is not None else None)
         if checkpoint.get("drop_path_seed") is not None:
             self._drop_path_seed = int(checkpoint["drop_path_seed"])
 
@@ -165,6 +207,18 @@ class GenotypeClassifier(ChannelsLastMixin, pl.LightningModule):
         log_dir = self.trainer.log_dir  # a collective under DDP: every rank asks
         if self.trainer.is_global_zero and log_dir:
             export_network(self, Path(log_dir) / "export")
+
+
+def _configured_genotype(spec: Genotype | str, allow_import_paths: bool) -> Genotype:
+    """The genotype ``spec`` names. A repr string or a :class:`Genotype` is the configuration's own text and
+    may name ops by import path; a file (or anything else read from elsewhere) may only with
+    ``allow_import_paths``, checked before any op is resolved."""
+    if isinstance(spec, Genotype):
+        return spec
+    text = str(spec).strip()
+    if text.startswith("Genotype("):
+        return Genotype.parse(text, allow_import_paths=True)
+    return Genotype.resolve(text, allow_import_paths=allow_import_paths)
 
 
 def export_network(model: GenotypeClassifier, directory: str | Path) -> dict[str, Path]:
@@ -176,7 +230,7 @@ def export_network(model: GenotypeClassifier, directory: str | Path) -> dict[str
     hp = dict(model.hparams)
     written = {}
     written["state_dict"] = directory / "model.pt"
-    torch.save(
+    atomic_torch_save(
         {
             "state_dict": {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()},
             "genotype": model.genotype.to_dict(),
@@ -192,10 +246,13 @@ def export_network(model: GenotypeClassifier, directory: str | Path) -> dict[str
         example = torch.zeros(1, hp["in_channels"], hp["image_size"], hp["image_size"], device=next(network.parameters()).device)
         traced = torch.jit.trace(network, example, check_trace=False)
         path = directory / "model.torchscript.pt"
-        traced.save(str(path))
+        with atomic_open(path, "wb") as handle:
+            torch.jit.save(traced, handle)
         written["torchscript"] = path
+    except OSError:
+        raise  # a failed write (a full disk) is an error of the run, not a TorchScript limitation
     except Exception as error:  # noqa: BLE001 - TorchScript is best effort; the state dict is the export
-        (directory / "torchscript_failed.txt").write_text(f"{type(error).__name__}: {error}\n")
+        atomic_write_text(directory / "torchscript_failed.txt", f"{type(error).__name__}: {error}\n")
     finally:
         network.train(was_training)
     return written

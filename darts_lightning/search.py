@@ -34,17 +34,22 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from .architect import build_architecture_gradient
+from .architect import HESSIAN_MODES, build_architecture_gradient
 from .distributed import (
     all_reduce_mean_, broadcast_, is_distributed, require_find_unused_parameters, sync_batchnorm_statistics_,
 )
 from .diagnostics import EigenvalueEarlyStop, dominant_hessian_eigenvalue, eigenvalue_measured
+from .files import atomic_write_text, use_atomic_checkpoints
 from .layout import ChannelsLastMixin
 from .genotype import Genotype
-from .network import SearchNetwork, check_image_size
-from .ops import DARTS_OPS
+from .network import GENOTYPE_RULES, SearchNetwork, check_image_size
+from .ops import DARTS_OPS, resolve_op_names
+from .relaxations import build_relaxation, list_relaxations
+from .validation import check_choice, check_range
+from .resume import check_resume, record_module
 
 __all__ = ["DARTSSearch", "NonFiniteLossError", "check_precision"]
 
@@ -204,16 +209,56 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
-        if arch_batch not in ("val", "train"):
-            raise ValueError(f"arch_batch must be 'val' (bilevel) or 'train' (single-level, SNAS), got {arch_batch!r}")
-        if beta_decay_max < 0:
-            raise ValueError(f"beta_decay_max must be >= 0, got {beta_decay_max}")
+        # Every argument is checked whatever the others are (``hessian`` also with ``order: 1``), before the
+        # supernet is built, so that a wrong value in a config fails at once.
+        check_choice("space", space, ("darts", "nasbench201"), hint="a differentiable search runs on these spaces")
+        for name, value in (("in_channels", in_channels), ("image_size", image_size), ("channels", channels),
+                            ("layers", layers), ("nodes", nodes), ("stem_multiplier", stem_multiplier)):
+            check_range(name, value, 1, integer=True)
+        check_range("num_classes", num_classes, 2, integer=True)
+        check_range("multiplier", multiplier, 1, nodes, integer=True, hint="a cell concatenates the last `multiplier` of its `nodes` nodes")
+        resolve_op_names(ops)
+        check_choice("relaxation", relaxation, [r for r in list_relaxations() if r != "single_path"],
+                     hint="single_path is the relaxation of SinglePathSupernet")
+        build_relaxation(relaxation, **dict(relaxation_args or {}))  # checks relaxation_args (no tensors are made)
+        check_choice("arch_batch", arch_batch, ("val", "train"), hint="'val': bilevel DARTS, 'train': single-level (SNAS)")
+        check_choice("genotype_rule", genotype_rule, GENOTYPE_RULES)
+        check_choice("order", order, (1, 2), hint="1: first-order DARTS, 2: second order (unrolled)")
+        check_choice("hessian", hessian, HESSIAN_MODES)
+        check_range("hessian_epsilon", hessian_epsilon, 0, low_open=True)
+        check_range("unrolled_lr", unrolled_lr, 0, optional=True, hint="None uses the weight learning rate")
+        for name, value in (("beta_decay_max", beta_decay_max), ("weight_lr", weight_lr), ("weight_lr_min", weight_lr_min),
+                            ("weight_decay", weight_decay), ("grad_clip", grad_clip), ("arch_lr", arch_lr),
+                            ("arch_weight_decay", arch_weight_decay), ("arch_grad_clip", arch_grad_clip)):
+            check_range(name, value, 0)
+        check_range("weight_momentum", weight_momentum, 0, 1, high_open=True)
+        if not (isinstance(arch_betas, (tuple, list)) and len(arch_betas) == 2):
+            raise ValueError(f"arch_betas must be Adam's two betas (beta1, beta2), got {arch_betas!r}")
+        for beta in arch_betas:
+            check_range("arch_betas", beta, 0, 1, high_open=True)
+        check_range("sample_seed", sample_seed, 0, integer=True, optional=True)
+        for name, value in (("arch_warmup_epochs", arch_warmup_epochs), ("hessian_eigenvalue_every", hessian_eigenvalue_every),
+                            ("eigenvalue_stop_start_epoch", eigenvalue_stop_start_epoch),
+                            ("weight_lr_epoch_offset", weight_lr_epoch_offset)):
+            check_range(name, value, 0, integer=True)
+        check_range("eigenvalue_stop_window", eigenvalue_stop_window, 1, integer=True)
+        check_range("eigenvalue_stop_delta", eigenvalue_stop_delta, 1, integer=True)
+        check_range("eigenvalue_stop_factor", eigenvalue_stop_factor, 0, low_open=True)
+        check_range("search_drop_path", search_drop_path, 0, 1, high_open=True)
+        check_choice("arch_optimizer", arch_optimizer, ("adam", "sgd"))
+        for name, value in (("edge_normalization", edge_normalization), ("auxiliary_skip", auxiliary_skip),
+                            ("eigenvalue_early_stop", eigenvalue_early_stop), ("last_activation", last_activation),
+                            ("weight_step_first", weight_step_first), ("grad_clip_includes_arch", grad_clip_includes_arch),
+                            ("joint_step", joint_step), ("weight_nesterov", weight_nesterov)):
+            check_choice(name, value, (True, False))
+        for name, value in (("channels_last", channels_last), ("pool_batch_norm", pool_batch_norm)):
+            check_choice(name, value, (None, True, False))
+        if weight_nesterov and weight_momentum == 0:
+            raise ValueError("weight_nesterov needs a momentum: set weight_momentum > 0 (GDAS: 0.9) or weight_nesterov: false")
         if eigenvalue_early_stop and not hessian_eigenvalue_every:
             raise ValueError(
                 "eigenvalue_early_stop needs the eigenvalue: set hessian_eigenvalue_every (R-DARTS computes it every 2 epochs)"
             )
-        if arch_optimizer not in ("adam", "sgd"):
-            raise ValueError(f"arch_optimizer must be 'adam' or 'sgd', got {arch_optimizer!r}")
         if joint_step and (arch_batch != "train" or order != 1):
             raise ValueError(
                 "joint_step computes both gradients in one pass on the search-train batch: it needs "
@@ -221,10 +266,6 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
             )
         if joint_step and weight_step_first:
             raise ValueError("joint_step takes both steps at once; weight_step_first orders separate steps: choose one")
-        if arch_grad_clip < 0 or weight_lr_epoch_offset < 0:
-            raise ValueError(
-                f"arch_grad_clip and weight_lr_epoch_offset must be >= 0, got {arch_grad_clip} and {weight_lr_epoch_offset}"
-            )
         relaxation_args = dict(relaxation_args or {})
         if space == "darts":
             self.network = SearchNetwork(
@@ -276,6 +317,9 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
         # α is synchronised by an explicit all-reduce of its gradient, not by DDP's buckets.
         self._ddp_params_and_buffers_to_ignore = [f"network.{n}" for n in self.network.named_arch_parameters()]
         self.train_accuracy = MulticlassAccuracy(num_classes, average="micro")
+        # train/loss per step is this rank's batch; its epoch mean is reduced across ranks by the metric, once
+        # per epoch (sync_dist=True on a value logged on_step would all-reduce at every search step).
+        self.train_loss = MeanMetric()
         self.val_accuracy = MulticlassAccuracy(num_classes, average="micro")
         self.genotype_history: list[dict[str, Any]] = []
         self._output_dir: Path | None = None
@@ -309,7 +353,11 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
             for record in self.genotype_history:
                 if record["epoch"] == self.selected_epoch:
                     arch = record["genotype"]
-                    return Genotype.from_dict(arch) if isinstance(arch, dict) else type(self.genotype()).parse(arch)
+                    if not isinstance(arch, dict):
+                        return type(self.genotype()).parse(arch)
+                    # Import paths among the configured candidate ops are the configuration's own; others are refused.
+                    own = all(op in self.network.op_names for op, _ in [*arch.get("normal", []), *arch.get("reduce", [])])
+                    return Genotype.from_dict(arch, allow_import_paths=own, source="the search's genotype history")
         return self.genotype()
 
     # ------------------------------------------------------------------ schedules
@@ -336,9 +384,10 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
         self.relaxation.update_schedule(self.current_epoch, self._epochs())
         self.relaxation.auxiliary_skip_weight = self.auxiliary_skip_weight(self.current_epoch)
         if getattr(self.relaxation, "tau", None) is not None:
-            self.log("arch/temperature", float(self.relaxation.tau), on_step=False, on_epoch=True)
+            self.log("arch/temperature", float(self.relaxation.tau), on_step=False, on_epoch=True, sync_dist=True)
         if self.hparams.auxiliary_skip:
-            self.log("arch/auxiliary_skip_weight", self.relaxation.auxiliary_skip_weight, on_step=False, on_epoch=True)
+            self.log("arch/auxiliary_skip_weight", self.relaxation.auxiliary_skip_weight, on_step=False, on_epoch=True,
+                     sync_dist=True)
 
     def _sample(self, phase: int, step: int | None = None) -> None:
         """Seed the sampling relaxations' noise with (sample seed, step, phase); ``step`` defaults to the global step."""
@@ -387,6 +436,7 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
         return [weight_optimizer, arch_optimizer], [{"scheduler": scheduler, "interval": "epoch"}]
 
     def setup(self, stage: str) -> None:
+        use_atomic_checkpoints(self.trainer)  # a full disk must not leave a truncated checkpoint
         if stage == "fit" and self.relaxation.computes_subset:
             require_find_unused_parameters(
                 self.trainer,
@@ -442,7 +492,7 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
                     getattr(self, f"last_arch_grad_{name}").copy_(alpha.grad)
             arch_optimizer.optimizer.step()  # the raw optimizer: one search step = one global step
             arch_optimizer.optimizer.zero_grad(set_to_none=True)
-            self.log("train/arch_loss", loss.detach(), on_step=False, on_epoch=True, batch_size=batch_size)
+            self.log("train/arch_loss", loss.detach(), on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True)
 
         def architecture_step() -> None:
             # α ← α − η_α · (estimate of ∇α L_val) on the search-val batch (search-train: single level).
@@ -454,7 +504,7 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
             if regularizer is not None:
                 extra = torch.autograd.grad(regularizer, self.arch_parameters(), allow_unused=True)
                 arch.grads = [g if e is None else g + e for g, e in zip(arch.grads, extra)]
-                self.log("train/arch_regularizer", regularizer.detach(), on_step=False, on_epoch=True)
+                self.log("train/arch_regularizer", regularizer.detach(), on_step=False, on_epoch=True, sync_dist=True)
             all_reduce_mean_(arch.grads)
             arch_step(arch.grads, arch.loss, len(y_val))
 
@@ -498,7 +548,7 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
                 self.clip_gradients(weight_optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
             grads = reduced_arch_grads() if arch_moves else []
             if regularizer is not None:
-                self.log("train/arch_regularizer", regularizer.detach(), on_step=False, on_epoch=True)
+                self.log("train/arch_regularizer", regularizer.detach(), on_step=False, on_epoch=True, sync_dist=True)
             weight_optimizer.step()
             if arch_moves:
                 arch_step(grads, loss, len(y_train))
@@ -512,7 +562,8 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
             logits, loss = weight_step()
 
         self.train_accuracy(logits.detach(), y_train)
-        self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=True, batch_size=len(y_train))
+        self.train_loss(loss.detach(), len(y_train))
+        self.log("train/loss", self.train_loss, prog_bar=True, on_step=True, on_epoch=True)
         self.log("train/acc", self.train_accuracy, on_step=False, on_epoch=True)
         if self.trainer.is_last_batch:
             self._last_val_batch = (x_val, y_val)
@@ -525,16 +576,18 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
 
     def _end_of_epoch(self) -> None:
         weight_optimizer, arch_optimizer = self.optimizers()
+        # The learning rates, α's diagnostics and the eigenvalue are the same on every rank: sync_dist=True
+        # averages equal values, once at epoch end (on_step=False), and keeps every rank's callback_metrics alike.
         self.log_dict(
             {"lr/weights": weight_optimizer.param_groups[0]["lr"], "lr/arch": arch_optimizer.param_groups[0]["lr"]},
-            on_step=False, on_epoch=True,
+            on_step=False, on_epoch=True, sync_dist=True,
         )
         self.lr_schedulers().step()
         if is_distributed():
             sync_batchnorm_statistics_(self.network)
         genotype = self.genotype()
         self.genotype_history.append({"epoch": self.current_epoch, "step": self.global_step, "genotype": _arch_record(genotype)})
-        self.log_dict(self.architecture_diagnostics(), on_step=False, on_epoch=True)
+        self.log_dict(self.architecture_diagnostics(), on_step=False, on_epoch=True, sync_dist=True)
         every = self.hparams.hessian_eigenvalue_every
         max_epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else None
         if eigenvalue_measured(self.current_epoch, every, max_epochs) and self._last_val_batch is not None:
@@ -543,7 +596,7 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
             value = dominant_hessian_eigenvalue(self.network, x, y, weight_decay=self.hparams.arch_weight_decay)
             value = torch.tensor(value, device=x.device)
             all_reduce_mean_([value])
-            self.log("arch/hessian_eigenvalue", value, on_step=False, on_epoch=True)
+            self.log("arch/hessian_eigenvalue", value, on_step=False, on_epoch=True, sync_dist=True)
             self.eigenvalue_history.append({"epoch": self.current_epoch, "eigenvalue": float(value)})
             if self.early_stop is not None and self.selected_epoch is None:
                 selected = self.early_stop.check(self.eigenvalue_history, max_epochs)
@@ -642,14 +695,14 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
             genotype.save(directory / "genotype.json")
             drawing = directory / "genotype.png"
         else:
-            (directory / "arch.txt").write_text(str(genotype) + "\n")
+            atomic_write_text(directory / "arch.txt", str(genotype) + "\n")
             drawing = directory / "arch.png"
         if self._drawing_saved != (drawing, _arch_text(genotype)) or not drawing.is_file():
             from .visualize import save_png
 
             save_png(self._cell_drawing(genotype)[0], drawing)
             self._drawing_saved = (drawing, _arch_text(genotype))
-        (directory / "genotype_history.json").write_text(json.dumps(self.genotype_history, indent=1) + "\n")
+        atomic_write_text(directory / "genotype_history.json", json.dumps(self.genotype_history, indent=1) + "\n")
 
     def on_fit_end(self) -> None:
         if not self.trainer.is_global_zero:
@@ -678,6 +731,7 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
     # ------------------------------------------------------------------ checkpoints
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        record_module(self, checkpoint)
         checkpoint["search_space"] = self.network.space_signature()
         checkpoint["genotype_history"] = list(self.genotype_history)
         checkpoint["eigenvalue_history"] = list(self.eigenvalue_history)
@@ -685,15 +739,7 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
         checkpoint["sample_seed"] = self._sample_seed
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        saved = checkpoint.get("search_space")
-        current = self.network.space_signature()
-        if saved is not None and saved != current:
-            diff = {k: (saved.get(k), current.get(k)) for k in set(saved) | set(current) if saved.get(k) != current.get(k)}
-            raise ValueError(
-                "the checkpoint was written by a search over a different space; "
-                + "; ".join(f"{k}: checkpoint {a!r}, this model {b!r}" for k, (a, b) in sorted(diff.items()))
-                + ". Load it with the configuration it was trained with."
-            )
+        check_resume(self, checkpoint, datamodule=self._trainer.datamodule if self._trainer is not None else None)
         self.genotype_history = list(checkpoint.get("genotype_history", []))
         self.eigenvalue_history = list(checkpoint.get("eigenvalue_history", []))
         self.selected_epoch = checkpoint.get("selected_epoch")

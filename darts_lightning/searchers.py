@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from .registry import Registry
+from .validation import check_choice, check_keywords, check_range
 from .spaces import SearchSpace, get_space
 
 __all__ = [
@@ -50,6 +51,7 @@ class Searcher:
     """Base class of the discrete searchers."""
 
     def __init__(self, space: SearchSpace | str, seed: int = 0) -> None:
+        check_range("seed", seed, 0, integer=True)
         self.space = get_space(space)
         self.generator = random.Random(seed)
 
@@ -108,10 +110,10 @@ class RegularizedEvolution(Searcher):
     def __init__(self, space: SearchSpace | str, seed: int = 0, population_size: int = 10, sample_size: int = 3,
                  removal: str = "oldest", crossover: bool = False) -> None:
         super().__init__(space, seed)
-        if population_size < 1 or sample_size < 1:
-            raise ValueError(f"population_size and sample_size must be positive, got {population_size}, {sample_size}")
-        if removal not in ("oldest", "worst"):
-            raise ValueError(f"removal must be 'oldest' or 'worst', got {removal!r}")
+        check_range("population_size", population_size, 1, integer=True)
+        check_range("sample_size", sample_size, 1, integer=True, hint="the tournament size (NAS-Bench-201's REA: 3)")
+        check_choice("removal", removal, ("oldest", "worst"), hint="'oldest': aging evolution, 'worst': tournament evolution")
+        check_choice("crossover", crossover, (True, False))
         self.population_size = population_size
         self.sample_size = sample_size
         self.removal = removal
@@ -271,10 +273,12 @@ class Reinforce(Searcher):
                  controller: str = "factorised", hidden_size: int = 32, reward_scale: float = 1.0,
                  converge_threshold: float = 0.99) -> None:
         super().__init__(space, seed)
-        if controller not in ("factorised", "lstm"):
-            raise ValueError(f"controller must be 'factorised' or 'lstm', got {controller!r}")
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        check_choice("controller", controller, ("factorised", "lstm"))
+        check_range("learning_rate", learning_rate, 0)
+        check_range("momentum", momentum, 0, 1, high_open=True, hint="the moving average of the reward baseline")
+        check_range("hidden_size", hidden_size, 1, integer=True)
+        check_range("reward_scale", reward_scale, 0, low_open=True)
+        check_range("converge_threshold", converge_threshold, 0, 1, hint="1: never converged")
         self.controller = controller
         self.momentum = momentum
         self.reward_scale = reward_scale
@@ -385,10 +389,8 @@ class LocalSearch(Searcher):
 
     def __init__(self, space: SearchSpace | str, seed: int = 0, initial: int = 10, improvement: str = "first") -> None:
         super().__init__(space, seed)
-        if initial < 1:
-            raise ValueError(f"initial must be positive, got {initial}")
-        if improvement not in ("first", "best"):
-            raise ValueError(f"improvement must be 'first' or 'best', got {improvement!r}")
+        check_range("initial", initial, 1, integer=True)
+        check_choice("improvement", improvement, ("first", "best"))
         self.initial = initial
         self.improvement = improvement
         self.phase = "start"  # "start": sampling random architectures; "climb": proposing neighbours
@@ -543,4 +545,8 @@ def list_searchers() -> list[str]:
 
 
 def build_searcher(name: str, space: SearchSpace | str, seed: int = 0, **kwargs: Any) -> Searcher:
-    return _SEARCHERS.build(name, space, seed=seed, **kwargs)
+    """The searcher registered as ``name``; ``kwargs`` (a configuration's ``searcher_args``) are checked
+    against its constructor's keywords first."""
+    factory = _SEARCHERS.get(name)
+    check_keywords(f"searcher_args of the searcher {name!r}", kwargs, factory, given=("space", "seed"))
+    return factory(space, seed=seed, **kwargs)

@@ -23,6 +23,7 @@ before it, and its label avoids nodes, labels and arrows (see :func:`_choose_cur
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -32,6 +33,8 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch, Patch
+
+from .files import atomic_write_bytes
 
 if TYPE_CHECKING:
     from .genotype import Genotype
@@ -338,11 +341,12 @@ def draw_genotype(genotype: "Genotype", path: str | Path | None = None, dpi: int
 
 
 def save_png(fig: Figure, path: str | Path) -> Path:
-    """Save ``fig`` as a PNG at its own resolution on white, creating the parent folders."""
+    """Save ``fig`` as a PNG at its own resolution on white, creating the parent folders. The PNG is
+    rendered in memory and written atomically: a failed write keeps the previous file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=fig.dpi, facecolor="white")
-    return path
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=fig.dpi, facecolor="white")
+    return atomic_write_bytes(path, buffer.getbuffer())
 
 
 # ----------------------------------------------------------------------------- architecture weights

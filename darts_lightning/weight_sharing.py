@@ -83,10 +83,12 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import pytorch_lightning as pl
+from pytorch_lightning.accelerators import AcceleratorRegistry
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
+from torchmetrics import MeanMetric
 
 from .cell import dense_edges
 from .data import ClassificationDataModule, SearchDataModule
@@ -99,6 +101,7 @@ from .ops import NB201_OPS
 from .relaxations import SinglePathRelaxation
 from .retrain import GenotypeClassifier
 from .spaces import DartsSpace, NB201Space, SearchSpace, get_space
+from .validation import check_choice, check_keywords, check_range
 
 __all__ = [
     "sample_path", "path_rows", "build_supernet", "SinglePathSupernet", "WeightSharingEvaluator",
@@ -182,12 +185,16 @@ def build_supernet(
     """
     extra = dict(network_args or {})
     if isinstance(space, NB201Space):
+        check_keywords("network_args", extra, NB201Network, given=(
+            "arch", "num_classes", "in_channels", "channels", "cells_per_stage", "relaxation"))
         return NB201Network(
             None, num_classes=num_classes, in_channels=in_channels,
             channels=(channels, 2 * channels, 4 * channels), cells_per_stage=5 if layers is None else layers,
             relaxation="single_path", **extra,
         )
     if isinstance(space, DartsSpace):
+        check_keywords("network_args", extra, SearchNetwork, given=(
+            "in_channels", "num_classes", "channels", "layers", "nodes", "multiplier", "op_names", "relaxation", "image_size"))
         return SearchNetwork(
             in_channels, num_classes, channels=channels, layers=8 if layers is None else layers,
             nodes=space.nodes, multiplier=space.nodes, op_names=space.op_names, relaxation="single_path",
@@ -239,6 +246,18 @@ class SinglePathSupernet(pl.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        for name, value in (("in_channels", in_channels), ("image_size", image_size), ("channels", channels)):
+            check_range(name, value, 1, integer=True)
+        check_range("num_classes", num_classes, 2, integer=True)
+        check_range("layers", layers, 1, integer=True, optional=True, hint="None: 5 cells per stage (nasbench201), 8 cells (darts)")
+        check_range("seed", seed, 0, integer=True)
+        for name, value in (("lr", lr), ("lr_min", lr_min), ("weight_decay", weight_decay), ("grad_clip", grad_clip)):
+            check_range(name, value, 0)
+        check_range("momentum", momentum, 0, 1, high_open=True)
+        check_choice("nesterov", nesterov, (True, False))
+        if nesterov and momentum == 0:
+            raise ValueError("nesterov needs a momentum: set momentum > 0 (NAS-Bench-201's RSPS: 0.9) or nesterov: false")
+        check_choice("channels_last", channels_last, (None, True, False))
         self.space = get_space(space)
         self.network = build_supernet(
             self.space, in_channels=in_channels, num_classes=num_classes, image_size=image_size,
@@ -252,6 +271,9 @@ class SinglePathSupernet(pl.LightningModule):
             alpha.requires_grad_(False)
         self._channels_last = bool(channels_last)
         self.last_path: str | None = None
+        # train/loss per step is this rank's batch; its epoch mean is reduced across ranks by the metric, once
+        # per epoch (sync_dist=True on a value logged on_step would all-reduce at every step).
+        self.train_loss = MeanMetric()
 
     # ------------------------------------------------------------------ paths and forward
 
@@ -317,8 +339,10 @@ class SinglePathSupernet(pl.LightningModule):
                 f"the training loss is {loss.item()} at global step {self.global_step} on path {self.last_path}; "
                 "lower the learning rate (model.lr) or check the data"
             )
-        self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=True, batch_size=len(y))
-        self.log("train/acc", (logits.detach().argmax(-1) == y).float().mean(), on_step=False, on_epoch=True, batch_size=len(y))
+        self.train_loss(loss.detach(), len(y))
+        self.log("train/loss", self.train_loss, prog_bar=True, on_step=True, on_epoch=True)
+        self.log("train/acc", (logits.detach().argmax(-1) == y).float().mean(), on_step=False, on_epoch=True,
+                 batch_size=len(y), sync_dist=True)
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -385,6 +409,17 @@ class WeightSharingEvaluator(Evaluator):
         metric_args: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(space)
+        check_range("batches", batches, 1, integer=True)
+        check_range("bn_batches", bn_batches, 1, integer=True, hint="search-train batches that re-estimate the batch-norm statistics")
+        check_choice("reestimate_bn", reestimate_bn, (True, False))
+        try:
+            torch.device(device)
+        except (RuntimeError, TypeError, ValueError):
+            raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda:0', got {device!r}") from None
+        if isinstance(data, Mapping):
+            check_keywords("data", data, SearchDataModule)
+        if metric == "accuracy" and metric_args:
+            raise ValueError(f"metric_args are a torchmetrics metric's arguments; metric 'accuracy' takes none, got {dict(metric_args)}")
         self.metric = None
         if metric != "accuracy":
             module_name, _, class_name = metric.rpartition(".")
@@ -395,8 +430,6 @@ class WeightSharingEvaluator(Evaluator):
                     f"metric {metric!r} is neither 'accuracy' nor an importable torchmetrics class path ({error})"
                 ) from error
             self.metric = metric_class(**dict(metric_args or {}))
-        if batches < 1 or (reestimate_bn and bn_batches < 1):
-            raise ValueError(f"batches ({batches}) and bn_batches ({bn_batches}) must be positive")
         recorded: Mapping[str, Any] | None = None
         if isinstance(supernet, (str, Path)):
             path = Path(supernet)
@@ -503,7 +536,7 @@ class ScratchClassifier(pl.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
         loss = F.cross_entropy(self(x), y)
-        self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, batch_size=len(y))
+        self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
         return loss
 
     def configure_optimizers(self):
@@ -580,8 +613,16 @@ class ScratchEvaluator(Evaluator):
         super().__init__(space)
         if not isinstance(self.space, (NB201Space, DartsSpace)):
             raise ValueError(f"no scratch evaluation for the {self.space.name!r} space; supported: nasbench201, darts")
-        if epochs < 1:
-            raise ValueError(f"epochs must be positive, got {epochs}")
+        for name, value in (("epochs", epochs), ("channels", channels), ("layers", layers)):
+            check_range(name, value, 1, integer=True)
+        for name, value in (("lr", lr), ("lr_min", lr_min), ("weight_decay", weight_decay), ("grad_clip", grad_clip)):
+            check_range(name, value, 0)
+        check_range("momentum", momentum, 0, 1, high_open=True)
+        check_range("seed", seed, 0, integer=True)
+        check_choice("accelerator", accelerator, ["auto", "gpu", *sorted(AcceleratorRegistry.available_accelerators())])
+        check_keywords("trainer_args", trainer_args, pl.Trainer)
+        if isinstance(data, Mapping):
+            check_keywords("data", data, ClassificationDataModule)
         if data is None:
             data = ClassificationDataModule("digits", batch_size=64, cutout_length=0, holdout=True)
         elif isinstance(data, Mapping):

@@ -112,5 +112,5 @@ def test_build_rejects_unknown_settings():
         build_architecture_gradient(3)
     with pytest.raises(ValueError, match="hessian must be one of finite_difference, exact"):
         build_architecture_gradient(2, hessian="lanczos")
-    with pytest.raises(ValueError, match="epsilon must be positive"):
+    with pytest.raises(ValueError, match="epsilon must be a positive number"):
         build_architecture_gradient(2, epsilon=0.0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +12,7 @@ import pytest
 import torch
 
 from darts_lightning import Genotype
-from darts_lightning.cli import main, run_cli
+from darts_lightning.cli import main, run_cli, run_command
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = [
@@ -56,20 +58,29 @@ def test_op_given_by_import_path_in_yaml(tmp_path):
     assert {op for op, _ in genotype.normal + genotype.reduce} <= {"skip_connect", "tests.custom_ops:conv_1x1"}
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert state["network.alpha_normal"].shape == (14, 3)
+    # Exporting rebuilds the search, which would import the op's module: only when asked to.
+    checkpoint, out = str(run_dir / "checkpoints" / "last.ckpt"), str(tmp_path / "exported.json")
+    with pytest.raises(ValueError, match=r"names ops by import path \(tests\.custom_ops:conv_1x1\).*--allow-import-paths"):
+        run_command(["export-genotype", checkpoint, "--out", out])
+    with pytest.raises(SystemExit) as exit_info:
+        run_command(["export-genotype", checkpoint, "--out", out, "--allow-import-paths"])
+    assert exit_info.value.code == 0
+    assert Genotype.load(out, allow_import_paths=True) == genotype
 
 
 def test_unknown_op_in_config_lists_the_valid_ops(tmp_path):
     with pytest.raises(ValueError, match="unknown op 'conv_9x9'; valid ops are: .*sep_conv_3x3"):
-        _fit(tmp_path, "--model.ops", "[none, conv_9x9]")
+        run_command(["fit", "--config", str(REPO / "configs" / "darts_digits.yaml"), *QUICK, "--model.ops",
+                     "[none, conv_9x9]", "--trainer.default_root_dir", str(tmp_path)])
 
 
 def test_export_rejects_non_search_checkpoints(tmp_path):
     bogus = tmp_path / "other.ckpt"
     torch.save({"state_dict": {"layer.weight": torch.zeros(1)}}, bogus)
     with pytest.raises(ValueError, match="not a checkpoint of a differentiable search"):
-        main(["export-genotype", str(bogus)])
+        run_command(["export-genotype", str(bogus)])
     with pytest.raises(FileNotFoundError, match="no checkpoint at"):
-        main(["export-genotype", str(tmp_path / "missing.ckpt")])
+        run_command(["export-genotype", str(tmp_path / "missing.ckpt")])
 
 
 def test_module_entry_point_prints_the_config():
@@ -80,6 +91,82 @@ def test_module_entry_point_prints_the_config():
     assert result.returncode == 0, result.stderr
     assert "class_path: darts_lightning.DARTSSearch" in result.stdout
     assert "dataset: digits" in result.stdout
+
+
+def _console(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "darts_lightning", *args], cwd=REPO, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "error" in line.lower() or "Traceback" in line]
+
+
+def test_a_value_that_does_not_parse_is_one_line():
+    """jsonargparse reports a bad value as the usage (about 40 lines) and a nested union-type report; the
+    console script prints one line naming the key, the expected type and the value."""
+    result = _console("fit", "--config", "configs/darts_digits.yaml", "--model.order", "abc")
+    assert result.returncode == 2
+    assert _error_lines(result.stderr) == [
+        "darts-lightning: error: model.order: expected int, got abc (see darts-lightning fit --help)"
+    ], result.stderr
+    assert "usage:" not in result.stderr
+
+
+def test_verbose_adds_the_traceback(capsys):
+    assert main(["fit", "--config", str(REPO / "configs" / "darts_digits.yaml"), "--data.batch_size", "-1", "--verbose"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err
+    last = err.rstrip().splitlines()[-1]
+    assert last.startswith("darts-lightning: error: batch_size must be") and last.endswith("got -1")
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--model.chanels", "4"], re.escape("darts-lightning: error: model: Option 'chanels' is not accepted (see darts-lightning fit --help)")),
+        (["--trainer.max_epochs", "x"], re.escape("darts-lightning: error: trainer.max_epochs: expected int, got 'x' (see darts-lightning fit --help)")),
+        (["--model.order", "3"], "darts-lightning: error: order must be .*got 3.* \\(--verbose shows the traceback\\)"),
+        (["--ckpt_path", "missing.ckpt"], re.escape("darts-lightning: error: no checkpoint at this path (a run keeps its checkpoints in <run folder>/checkpoints/): missing.ckpt (--verbose shows the traceback)")),
+    ],
+)
+def test_mistakes_on_the_command_line_are_one_line(args, expected, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", "--config", str(REPO / "configs" / "darts_digits.yaml"), *args]) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert re.fullmatch(expected, line), line
+
+
+def test_an_unwritable_output_folder_and_a_corrupt_checkpoint_are_one_line(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder\n")
+    assert main(["fit", "--config", str(REPO / "configs" / "darts_digits.yaml"), *QUICK,
+                 "--trainer.default_root_dir", str(blocker / "runs")]) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert line.startswith("darts-lightning: error: Not a directory: ") and str(blocker) in line
+    assert "a file stands where a folder is needed" in line
+
+    corrupt = tmp_path / "last.ckpt"
+    corrupt.write_bytes(b"PK\x03\x04 truncated")
+    assert main(["fit", "--config", str(REPO / "configs" / "darts_digits.yaml"), "--ckpt_path", str(corrupt)]) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert f"cannot read the checkpoint {corrupt}" in line and "resume from another checkpoint" in line
+
+
+def test_a_bug_is_not_dressed_as_a_mistake():
+    """Only the user's mistakes are shortened: an error of another kind keeps its traceback."""
+    from darts_lightning.cli import error_line
+
+    assert error_line(KeyError("state_dict")) is None
+    assert error_line(TypeError("unsupported operand")) is None
+    wrapped = ValueError("Does not validate against any of the Union subtypes\nSubtypes: [...]")
+    wrapped.__cause__ = TypeError("a bug inside a constructor")
+    assert error_line(wrapped) is None
+    assert error_line(OSError(28, "No space left on device", "runs/x/last.ckpt")) == (
+        "No space left on device: runs/x/last.ckpt; free some space or write elsewhere (--trainer.default_root_dir)"
+    )
 
 
 @pytest.mark.parametrize("config", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
@@ -191,3 +278,35 @@ def test_every_darts_family_method_has_a_paper_config_and_a_digits_config():
     for method in ("pcdarts", "gdas", "snas", "drnas", "darts_minus", "beta_darts", "rdarts_es"):
         assert (REPO / "configs" / f"{method}_cifar10.yaml").is_file()
     assert all((REPO / "configs" / c).is_file() for c in FAMILY_CONFIGS)
+
+
+def _fit_two_processes(tmp_path: Path, config: str) -> str:
+    """``darts-lightning fit`` of ``config`` in two CPU processes under Lightning's own ``ddp`` launcher (the
+    command line re-run once per rank, gloo), shrunk to one cell and two steps; returns stdout and stderr."""
+    import os
+    import shutil
+
+    script = shutil.which("darts-lightning", path=str(Path(sys.executable).parent)) or shutil.which("darts-lightning")
+    assert script is not None, "the darts-lightning console script is not installed (pip install -e .)"
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK"}}
+    env["OMP_NUM_THREADS"] = "1"
+    result = subprocess.run(
+        [script, "fit", "--config", str(REPO / "configs" / config), "--trainer.devices", "2",
+         "--trainer.strategy", "ddp", "--model.channels", "4", "--model.layers", "1", "--trainer.max_epochs", "1",
+         "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2",
+         "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    return output
+
+
+def test_two_process_search_from_the_command_line_syncs_its_epoch_metrics(tmp_path):
+    """Every epoch-level metric is reduced across the ranks (sync_dist or a torchmetrics metric), so that
+    Lightning has nothing to warn about, and rank 0 alone prints the summary and writes the genotype."""
+    output = _fit_two_processes(tmp_path, "darts_digits.yaml")
+    assert "sync_dist" not in output
+    assert output.count("derived genotype:") == 1
+    assert len(list(tmp_path.rglob("genotype.json"))) == 1

@@ -352,3 +352,52 @@ def test_augmentation_is_the_same_for_every_worker_layout():
 def test_negative_seed_is_a_clear_error():
     with pytest.raises(ValueError, match="seed must be a non-negative"):
         SearchDataModule("digits", seed=-1)
+
+
+def _two_class_tree(root, broken: str | None = None):
+    """A 2-class ImageFolder of 4x4 PNGs; ``broken``: a file name (inside class b) written as garbage bytes."""
+    from PIL import Image
+
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(torch.full((4, 4, 3), 60 * i, dtype=torch.uint8).numpy()).save(root / cls / f"{i}.png")
+    if broken is not None:
+        (root / "b" / broken).write_bytes(b"these bytes are not a PNG")
+    return root
+
+
+def test_imagefolder_with_one_class_is_refused_when_scanned(tmp_path):
+    (tmp_path / "only" / "x").mkdir(parents=True)
+    dm = SearchDataModule("imagefolder", root=str(tmp_path / "only"), resize=4)
+    expected = "only: ImageFolder found 1 class ('x'); classification needs at least two classes (one sub-folder per class)"
+    with pytest.raises(ValueError) as info:
+        dm.num_classes
+    assert expected in str(info.value)
+    with pytest.raises(ValueError) as info:
+        dm.setup()
+    assert expected in str(info.value)
+
+
+def test_imagefolder_class_without_images_names_the_root_and_the_layout(tmp_path):
+    root = _two_class_tree(tmp_path / "images")
+    (root / "c").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"'.*images'.*classes c\b.*<root>/<class>/<image>"):
+        SearchDataModule("imagefolder", root=str(root), resize=4).setup()
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_undecodable_image_is_a_one_line_error_naming_the_file(tmp_path, num_workers):
+    """A loader worker's exception reaches the main process wrapped in the worker's traceback: the first
+    line of the message must still be the file and the fix."""
+    from darts_lightning.data import ClassificationDataModule
+
+    bad = _two_class_tree(tmp_path / "images", broken="bad.png") / "b" / "bad.png"
+    dm = ClassificationDataModule("imagefolder", root=str(bad.parents[1]), test_root=str(bad.parents[1]), resize=4,
+                                  batch_size=5, num_workers=num_workers, cutout_length=0)
+    dm.setup()
+    with pytest.raises(OSError) as info:
+        next(iter(dm.val_dataloader()))
+    first_line = str(info.value).splitlines()[0]
+    assert first_line.startswith(f"cannot read image {bad} (not an image or truncated")
+    assert first_line.endswith("remove or replace the file")

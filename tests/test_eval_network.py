@@ -100,3 +100,15 @@ def test_variant_and_size_errors():
         build_eval_network("DARTS_V2", channels=8, layers=3, num_classes=10, variant="mobile")
     with pytest.raises(ValueError, match="too small"):
         build_eval_network("DARTS_V2", channels=8, layers=8, num_classes=10, image_size=2)
+
+
+def test_image_size_errors_name_the_input_size_and_the_variants_minimum():
+    """8x8 digits through the ImageNet variant: three stride-2 stems and two reduction cells (8 cells) halve
+    the image five times, so the network needs 32x32; the CIFAR variant of 8 cells needs 4x4."""
+    with pytest.raises(ValueError) as info:
+        build_eval_network("DARTS_V2", channels=4, layers=8, num_classes=10, variant="imagenet", image_size=8)
+    message = str(info.value)
+    assert "input images of 8x8" in message and "at least 32x32" in message and "variant 'imagenet'" in message
+    assert "--data.init_args.resize 32" in message and "variant 'cifar'" in message
+    with pytest.raises(ValueError, match=r"input images of 2x2 .* at least 4x4 .*variant 'cifar'.*resize 4\)"):
+        build_eval_network("DARTS_V2", channels=4, layers=8, num_classes=10, variant="cifar", image_size=2)

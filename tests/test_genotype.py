@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -445,3 +447,44 @@ def test_gdas_rule_keeps_the_strongest_op_input_pairs_even_from_one_input():
     assert network(torch.randn(2, 1, 8, 8)).shape == (2, 10)
     with pytest.raises(GenotypeError, match="valid rules are: darts, gdas"):
         Genotype.from_alphas(weights, weights, ops, rule="pcdarts")
+
+
+CANARY_MODULE = '''
+"""Writes a marker file when imported: a test's proof that the module was (or was not) imported."""
+from pathlib import Path
+
+Path(__file__).with_suffix(".imported").write_text("imported")
+
+from darts_lightning.ops import ReLUConvBN
+
+
+def op(channels, stride, affine):
+    return ReLUConvBN(channels, channels, 1, stride, 0, affine=affine)
+'''
+
+
+def write_canary_genotype(directory: Path) -> tuple[Path, str, Path]:
+    """A ``genotype.json`` (DARTS_V2 with its first op replaced by ``<canary module>:op``) and a module in
+    ``directory`` that writes a marker file when imported. Returns (genotype file, op, marker file); put
+    ``directory`` on ``sys.path`` to make the module importable."""
+    import uuid
+
+    module = f"canary_{uuid.uuid4().hex}"
+    (directory / f"{module}.py").write_text(CANARY_MODULE)
+    op = f"{module}:op"
+    genotype = Genotype(((op, 0),) + DARTS_V2.normal[1:], DARTS_V2.normal_concat, DARTS_V2.reduce, DARTS_V2.reduce_concat)
+    return genotype.save(directory / "genotype.json"), op, directory / f"{module}.imported"
+
+
+def test_a_genotype_file_naming_an_import_path_is_refused_before_anything_is_imported(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path, op, marker = write_canary_genotype(tmp_path)
+    for read in (lambda: Genotype.load(path), lambda: Genotype.resolve(str(path))):
+        with pytest.raises(GenotypeError) as error:
+            read()
+        message = str(error.value)
+        assert op in message and str(path) in message and "allow_import_paths" in message and "\n" not in message
+    assert not marker.exists() and op.split(":")[0] not in sys.modules
+    # The same file with consent: resolving the op imports the module (so the check above is meaningful).
+    assert Genotype.load(path, allow_import_paths=True).normal[0] == (op, 0)
+    assert marker.exists()

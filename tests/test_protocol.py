@@ -89,3 +89,38 @@ def test_protocol_help(capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "--search-seeds" in out and "--selection-epochs" in out and "holdout" in out
+
+
+def test_retrainings_trust_import_paths_only_in_genotypes_the_protocol_searches_wrote(tmp_path, monkeypatch):
+    """A search config with an op given by import path derives genotypes naming it: their retrainings get
+    --model.allow_import_paths true, those of other genotypes do not (the runs themselves are stand-ins)."""
+    from types import SimpleNamespace
+
+    from darts_lightning import protocol
+
+    darts_v2 = Genotype.published("DARTS_V2")
+    custom = Genotype((("tests.custom_ops:conv_1x1", 0),) + darts_v2.normal[1:], [2, 3, 4, 5], darts_v2.reduce, [2, 3, 4, 5])
+    derived = {0: custom, 1: darts_v2}
+    calls: list[list[str]] = []
+
+    def run_cli(args):
+        args = list(args)
+        calls.append(args)
+        trainer = SimpleNamespace(log_dir=str(tmp_path), test=lambda *a, **k: None,
+                                  callback_metrics={"val/acc": 0.5, "test/acc": 0.9})
+        if "--model.genotype" not in args:  # a search
+            seed = int(args[args.index("--seed_everything") + 1])
+            return SimpleNamespace(model=SimpleNamespace(selected_genotype=lambda: derived[seed]), trainer=trainer)
+        holdout = args[args.index("--data.init_args.holdout") + 1] == "true"
+        return SimpleNamespace(model=None, trainer=trainer, datamodule=SimpleNamespace(holdout=holdout, test_set=[0, 1]))
+
+    monkeypatch.setattr(protocol, "run_cli", run_cli)
+    record = run_protocol(search_seeds=[0, 1], final_seeds=[0], selection_epochs=1, output=tmp_path)
+    files = {search["seed"]: search["genotype_file"] for search in record["searches"]}
+    retrainings = [args for args in calls if "--model.genotype" in args]
+    assert len(retrainings) == 3 and record["chosen_seed"] == 0  # equal scores: the lowest seed
+    for args in retrainings:
+        at = args.index("--model.genotype")
+        trusted = args[at + 1] == files[0]
+        assert (args[at + 2 : at + 4] == ["--model.allow_import_paths", "true"]) == trusted
+        assert ("--model.allow_import_paths" in args) == trusted

@@ -10,6 +10,7 @@ import torch
 
 from darts_lightning import ClassificationDataModule, Genotype, GenotypeClassifier, GenotypeError
 from darts_lightning.data import DIGITS_TEST_SIZE
+from darts_lightning.resume import ResumeMismatchError
 
 from .conftest import quick_trainer
 
@@ -63,7 +64,7 @@ def test_resume_with_a_different_genotype_is_a_clear_error(tmp_path):
     trainer.fit(tiny_classifier(), data)
     checkpoint = Path(trainer.checkpoint_callback.dirpath) / "last.ckpt"
     assert torch.load(checkpoint, weights_only=True)["genotype"]["repr"] == repr(Genotype.published("DARTS_V2"))
-    with pytest.raises(GenotypeError, match="configured with .*configure the checkpoint's genotype"):
+    with pytest.raises(ResumeMismatchError, match=r"model\.genotype: checkpoint \"Genotype\(normal=\[\('sep_conv_3x3', 0\).*configured \"Genotype\(normal=\[\('sep_conv_3x3', 1\)"):
         quick_trainer(tmp_path / "b", max_epochs=2).fit(tiny_classifier(genotype="DARTS_V1"), data, ckpt_path=checkpoint)
     resumed = quick_trainer(tmp_path / "c", max_epochs=2)
     resumed.fit(tiny_classifier(), data, ckpt_path=checkpoint)
@@ -86,3 +87,87 @@ def test_holdout_mode_trains_on_search_train_and_evaluates_on_search_val():
     holdout.setup()
     assert holdout.train_set.indices == search.search_train.indices
     assert holdout.test_set.indices == search.search_val.indices
+
+
+def test_a_genotype_file_naming_an_import_path_is_refused_unless_allowed(tmp_path, monkeypatch):
+    import sys
+
+    from .test_genotype import write_canary_genotype
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path, op, marker = write_canary_genotype(tmp_path)
+    with pytest.raises(GenotypeError) as error:
+        tiny_classifier(genotype=str(path))
+    message = str(error.value)
+    assert op in message and str(path) in message and "allow_import_paths" in message
+    assert not marker.exists() and op.split(":")[0] not in sys.modules
+    model = tiny_classifier(genotype=str(path), allow_import_paths=True)
+    assert marker.exists() and model.genotype.normal[0] == (op, 0)
+    # Not a hyperparameter: a checkpoint cannot turn it on for whoever loads it.
+    assert "allow_import_paths" not in model.hparams
+
+
+def test_import_paths_in_the_configuration_own_text_need_no_consent():
+    """A repr string written in the config, or a Genotype given in Python, is the user's own text, like the
+    search's ops list (test_cli.test_op_given_by_import_path_in_yaml)."""
+    op = "tests.custom_ops:conv_1x1"
+    genotype = Genotype(((op, 0),) + Genotype.published("DARTS_V2").normal[1:], [2, 3, 4, 5],
+                        Genotype.published("DARTS_V2").reduce, [2, 3, 4, 5])
+    assert tiny_classifier(genotype=repr(genotype)).genotype == genotype
+    assert tiny_classifier(genotype=genotype).genotype == genotype
+
+
+def test_comparing_a_checkpoint_genotype_imports_nothing(tmp_path, monkeypatch):
+    import json
+
+    from .test_genotype import write_canary_genotype
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path, op, marker = write_canary_genotype(tmp_path)
+    model = tiny_classifier()
+    with pytest.raises(ValueError, match="genotype"):
+        model.on_load_checkpoint({"genotype": json.loads(path.read_text()), "hyper_parameters": dict(model.hparams)})
+    assert not marker.exists()
+
+
+def test_console_refuses_an_import_path_in_a_genotype_file(tmp_path, monkeypatch, capsys):
+    """``darts-lightning fit`` (``main`` is the console script's function) fails in one line while
+    instantiating the model, before any data is read and before the op's module is imported."""
+    from darts_lightning.cli import main
+
+    from .test_genotype import write_canary_genotype
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path, op, marker = write_canary_genotype(tmp_path)
+    status = main(["fit", "--config", str(Path(__file__).resolve().parents[1] / "configs" / "retrain_digits.yaml"),
+                   "--model.genotype", str(path), "--model.channels", "4", "--model.layers", "3",
+                   "--trainer.default_root_dir", str(tmp_path / "run")])
+    assert status == 2
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert "allow_import_paths" in line and op in line
+    assert not marker.exists() and not (tmp_path / "run").exists()
+
+
+def test_epoch_level_values_are_reduced_across_ranks(tmp_path, monkeypatch):
+    """Under DDP, a value logged per epoch must be reduced across the ranks (``sync_dist=True``, or a
+    torchmetrics metric, which reduces itself); otherwise Lightning warns at every epoch of a multi-process
+    run and each rank reports its own value. Checked on every log call of a short fit (the two-process
+    command line is checked for the search in tests/test_cli.py)."""
+    from torchmetrics import Metric
+
+    calls = []
+    log = pl.LightningModule.log
+
+    def recording_log(self, name, value, *args, **kwargs):
+        calls.append((name, value, kwargs))
+        return log(self, name, value, *args, **kwargs)
+
+    monkeypatch.setattr(pl.LightningModule, "log", recording_log)
+    data = ClassificationDataModule("digits", batch_size=32, cutout_length=0)
+    quick_trainer(tmp_path, max_epochs=1).fit(tiny_classifier(), data)
+    epoch_level = {name for name, value, kwargs in calls
+                   if kwargs.get("on_epoch", True) and not isinstance(value, Metric)}
+    assert {"train/drop_path_prob", "lr", "val/loss"} <= epoch_level
+    unsynced = {name for name, value, kwargs in calls
+                if name in epoch_level and not kwargs.get("sync_dist", False)}
+    assert not unsynced

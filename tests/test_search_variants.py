@@ -160,7 +160,7 @@ def test_variant_configuration_errors():
         DARTSSearch(1, 10, 8, channels=4, layers=1, space="nasbench201", edge_normalization=True)
     with pytest.raises(ValueError, match="divisible by K"):
         tiny_search(relaxation="pcdarts", channels=6)
-    with pytest.raises(ValueError, match="valid rules are: darts, gdas, snas"):
+    with pytest.raises(ValueError, match="genotype_rule must be one of darts, gdas, snas"):
         tiny_search(genotype_rule="best")
     with pytest.raises(ValueError, match="genotype_rule applies to the DARTS cell"):
         DARTSSearch(1, 10, 8, channels=4, layers=1, space="nasbench201", genotype_rule="gdas")

@@ -1,0 +1,136 @@
+"""Resuming continues the configured run.
+
+A checkpoint records which module wrote it (``darts_lightning_module``) and with which settings:
+Lightning's saved hyperparameters of the model and of the data module. ``fit --ckpt_path`` (and ``validate``,
+``test``) continues the run that is configured *now*: a checkpoint written by a different module, or with
+different settings of the model or the data (space, method, network shape, genotype, optimiser, data set,
+split, batch, augmentation), is refused with one message that names every differing setting and both values.
+
+What may change on resume: every setting of the trainer (``max_epochs``, the logger, callbacks, devices,
+precision, ...), the model's memory layout (``channels_last``), where the data live and how they are loaded
+(``root``, ``test_root``, ``download``, ``num_workers``), and what a module lists in its
+``RESUME_MAY_CHANGE`` (a discrete search's budget, for instance).
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+__all__ = [
+    "MODULE_KEY", "ResumeMismatchError", "check_resume", "read_checkpoint", "record_module",
+    "RESUMABLE_MODEL_SETTINGS", "RESUMABLE_DATA_SETTINGS",
+]
+
+MODULE_KEY = "darts_lightning_module"
+RESUMABLE_MODEL_SETTINGS = frozenset({"channels_last"})
+RESUMABLE_DATA_SETTINGS = frozenset({"root", "test_root", "download", "num_workers"})
+_MISSING = object()
+
+
+class ResumeMismatchError(ValueError):
+    """A checkpoint written by a different run than the configured one."""
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint's plain containers (``weights_only``), with a clear error for a file that is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            2, "no checkpoint at this path (a run keeps its checkpoints in <run folder>/checkpoints/)", str(path)
+        )
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001: torch raises several types for a damaged file
+        reason = " ".join(str(error).split())[:200]
+        raise ValueError(
+            f"cannot read the checkpoint {path} ({type(error).__name__}: {reason}): the file is truncated or not a "
+            "checkpoint; resume from another checkpoint of the run (its checkpoints/ folder)"
+        ) from error
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ValueError(f"{path} is not a Lightning checkpoint (no 'state_dict'); give a .ckpt written by a run")
+    return checkpoint
+
+
+def record_module(module: Any, checkpoint: dict[str, Any]) -> None:
+    """Record in ``checkpoint`` which module wrote it (called from the modules' ``on_save_checkpoint``)."""
+    checkpoint[MODULE_KEY] = type(module).__qualname__
+
+
+def check_resume(
+    module: Any,
+    checkpoint: Mapping[str, Any],
+    *,
+    path: str | Path | None = None,
+    datamodule: Any = None,
+) -> None:
+    """Refuse ``checkpoint`` unless it was written by the run configured as ``module`` (and ``datamodule``).
+
+    A module compares a setting by meaning rather than by the text that configured it with a method
+    ``resume_compared(checkpoint) -> {name: (checkpoint's value, configured value)}`` (a retraining's
+    genotype: a published name and the JSON file of the same cell are the same setting).
+    """
+    differences: list[tuple[str, Any, Any]] = []
+    written_by, this = checkpoint.get(MODULE_KEY), type(module).__qualname__
+    if written_by is not None and written_by != this:
+        differences.append(("model", written_by, this))
+    else:
+        may_change = RESUMABLE_MODEL_SETTINGS | frozenset(getattr(module, "RESUME_MAY_CHANGE", ()))
+        saved = checkpoint.get("hyper_parameters") or {}
+        differences += _differences("model", saved, dict(module.hparams), may_change, type(module))
+        compared = getattr(module, "resume_compared", None)
+        for name, (saved_value, value) in (compared(checkpoint) if compared else {}).items():
+            if _normalised(saved_value) != _normalised(value):
+                differences.append((f"model.{name}", saved_value, value))
+    saved_data = checkpoint.get("datamodule_hyper_parameters")
+    if datamodule is not None and saved_data and getattr(datamodule, "hparams", None) is not None:
+        differences += _differences(
+            "data", saved_data, dict(datamodule.hparams), RESUMABLE_DATA_SETTINGS, type(datamodule)
+        )
+    if not differences:
+        return
+    where = f"the checkpoint {path}" if path is not None else "the checkpoint"
+    config = Path(path).resolve().parent.parent / "config.yaml" if path is not None else None
+    own_config = f" (--config {config})" if config is not None and config.is_file() else ""
+    raise ResumeMismatchError(
+        f"{where} was written by a different run than the configured one: "
+        + "; ".join(f"{name}: checkpoint {_show(a)}, configured {_show(b)}" for name, a, b in differences)
+        + f". Resuming continues the configured run: configure the checkpoint's run{own_config}, "
+        "or start a new run without --ckpt_path"
+    )
+
+
+def _differences(
+    prefix: str, saved: Mapping[str, Any], current: Mapping[str, Any], may_change: frozenset[str], cls: type
+) -> list[tuple[str, Any, Any]]:
+    defaults = {
+        name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    differences = []
+    for name in sorted(set(saved) | set(current)):
+        if name.startswith("_") or name in may_change:
+            continue
+        a = saved.get(name, defaults.get(name, _MISSING))
+        b = current.get(name, defaults.get(name, _MISSING))
+        if _normalised(a) != _normalised(b):
+            differences.append((f"{prefix}.{name}", a, b))
+    return differences
+
+
+def _normalised(value: Any) -> Any:
+    """Containers compared by content: a tuple read back from YAML is a list, a path may be a string."""
+    if isinstance(value, Mapping):
+        return {str(k): _normalised(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_normalised(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _show(value: Any) -> str:
+    return "(not set)" if value is _MISSING else repr(_normalised(value))
