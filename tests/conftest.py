@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytorch_lightning as pl
 import pytest
+import torch
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # The suite runs in one worker per core (setup.cfg): one torch thread each, and the same for the
+    # processes the tests start, so that the workers' spinning OpenMP threads never oversubscribe the cores.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 from darts_lightning import DARTSSearch, SearchDataModule
 

@@ -168,11 +168,11 @@ def test_variant_configuration_errors():
         tiny_search(joint_step=True)
     with pytest.raises(ValueError, match="choose one"):
         tiny_search(joint_step=True, arch_batch="train", weight_step_first=True)
-    with pytest.raises(ValueError, match="arch_optimizer must be 'adam' or 'sgd'"):
+    with pytest.raises(ValueError, match="arch_optimizer must be one of adam, sgd, got 'rmsprop'"):
         tiny_search(arch_optimizer="rmsprop")
     with pytest.raises(ValueError, match="use space='darts'"):
         DARTSSearch(1, 10, 8, channels=4, layers=1, space="nasbench201", search_drop_path=0.3)
-    with pytest.raises(ValueError, match=r"drop_path_prob must lie in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"search_drop_path must be a number in \[0, 1\), got 1.0"):
         tiny_search(search_drop_path=1.0)
 
 
