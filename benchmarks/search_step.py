@@ -2,6 +2,7 @@
 
     python benchmarks/search_step.py --channels 16 --layers 8 --batch-size 64 --image-size 32 --order 1
     python benchmarks/search_step.py --method pcdarts   # also gdas, snas, drnas
+    python benchmarks/search_step.py --compile          # the compiled supernet (compile: true)
 
 ``--method`` picks the member of the DARTS family and reads its settings from
 ``configs/<method>_cifar10.yaml`` (the model's ``init_args``: relaxation, its arguments, edge
@@ -102,6 +103,8 @@ def main() -> None:
                         help="auto: channels-last on CPU (the module's default)")
     parser.add_argument("--method", default="darts", choices=METHODS)
     parser.add_argument("--partial-channels", type=int, default=None, help="K of PC-DARTS (default: the config's, 4)")
+    parser.add_argument("--compile", action="store_true",
+                        help="compile the supernet (compile: true); the warm-up steps' time is reported as compile_seconds")
     args = parser.parse_args()
 
     if args.threads:
@@ -111,6 +114,7 @@ def main() -> None:
     if args.order is not None:
         kwargs["order"] = args.order
     kwargs["channels_last"] = {"auto": None, "channels_last": True, "contiguous": False}[args.memory_format]
+    kwargs["compile"] = args.compile
     model = DARTSSearch(3, 10, args.image_size, channels=args.channels, layers=args.layers, **kwargs)
     timer = StepTimer()
     trainer = pl.Trainer(
@@ -133,7 +137,9 @@ def main() -> None:
         "impl": "darts_lightning", "method": args.method, "order": model.hparams.order, "channels": args.channels,
         "layers": args.layers, "batch_size": args.batch_size, "image_size": args.image_size,
         "device": device_name, "threads": torch.get_num_threads(), "precision": args.precision,
-        "channels_last": model._channels_last, "seconds_per_step": statistics.median(timed),
+        "channels_last": model._channels_last, "compile": args.compile, "seconds_per_step": statistics.median(timed),
+        **({"compile_seconds": round(sum(timer.times[: args.warmup]) - args.warmup * statistics.median(timed), 1)}
+           if args.compile else {}),
         "step_times": [round(t, 4) for t in timed], "peak_memory_mb": round(peak_mb, 1),
         **({"baseline_memory_mb": round(baseline_mb, 1)} if args.device == "cpu" else {}),
         **({"partial_channels": model.relaxation.partial_channels} if model.relaxation.partial_channels > 1 else {}),

@@ -22,10 +22,17 @@ def is_distributed() -> bool:
 
 @torch.no_grad()
 def all_reduce_mean_(tensors: Sequence[Tensor]) -> None:
-    """Average ``tensors`` in place across ranks with a single all-reduce (no-op in one process)."""
+    """Average ``tensors`` in place across ranks with a single all-reduce (no-op in one process).
+
+    The buffer has the widest dtype of ``tensors``, at least float32: bf16 values are summed in float32,
+    float64 ones (a float64 search) keep their precision.
+    """
     if not tensors or not is_distributed():
         return
-    flat = torch.cat([t.reshape(-1).to(torch.float32) for t in tensors])
+    dtype = torch.float32
+    for t in tensors:
+        dtype = torch.promote_types(dtype, t.dtype)
+    flat = torch.cat([t.reshape(-1).to(dtype) for t in tensors])
     dist.all_reduce(flat, op=dist.ReduceOp.SUM)
     flat /= dist.get_world_size()
     offset = 0

@@ -270,16 +270,17 @@ class SearchNetwork(nn.Module):
             normal, reduce = normal.detach(), reduce.detach()
         return normal, reduce
 
-    def drop_path_masks(self, batch: int, device: torch.device) -> Tensor:
+    def drop_path_masks(self, batch: int, device: torch.device, dtype: torch.dtype | None = None) -> Tensor:
         """Keep masks ``[cells, edges, batch]`` (1 keeps a sample's edge output) for one forward pass.
 
         Drawn on the CPU from the relaxation's generator, seeded by the search's sample key (as the
         sampling relaxations' noise is: a resumed search draws the masks an uninterrupted one would), and
-        copied to ``device`` once.
+        copied to ``device`` (in ``dtype``, the activations') once, by a copy that does not wait for the device.
         """
         generator = self.relaxation.generator("drop_path")
         shape = (len(self.cells), len(dense_edges(self.nodes)), batch)
-        return torch.empty(shape).bernoulli_(1.0 - self.drop_path_prob, generator=generator).to(device)
+        masks = torch.empty(shape).bernoulli_(1.0 - self.drop_path_prob, generator=generator)
+        return masks.to(device, dtype, non_blocking=True)
 
     def forward(self, x: Tensor, detach_alpha: bool = False) -> Tensor:
         """Logits for ``x``. ``detach_alpha=True`` treats α (and β) as constant (the weight step): no
@@ -287,7 +288,7 @@ class SearchNetwork(nn.Module):
         normal, reduce = self.mixing_weights(detach=detach_alpha)
         columns = {"normal": self.relaxation.sampled_columns("normal"), "reduce": self.relaxation.sampled_columns("reduce")}
         scales = self.edge_scales(detach=detach_alpha)
-        masks = self.drop_path_masks(x.shape[0], x.device) if self.training and self.drop_path_prob > 0 else None
+        masks = self.drop_path_masks(x.shape[0], x.device, x.dtype) if self.training and self.drop_path_prob > 0 else None
         s0 = s1 = self.stem(x)
         for i, cell in enumerate(self.cells):
             kind = "reduce" if cell.reduction else "normal"

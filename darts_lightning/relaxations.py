@@ -164,6 +164,11 @@ class Relaxation:
         return f"{type(self).__name__}(partial_channels={self.partial_channels})"
 
 
+def _sampling_dtype(alpha: Tensor) -> torch.dtype:
+    """The dtype a sample for ``alpha`` is computed in on the host: α's own, at least float32."""
+    return torch.promote_types(alpha.dtype, torch.float32)
+
+
 def _weighted_sum(edge: "MixedEdge", x: Tensor, weights: Tensor) -> Tensor:
     out = None
     for _, term in edge.weighted_outputs(x, weights):
@@ -206,7 +211,9 @@ class GumbelRelaxation(Relaxation):
     the weights are returned on α's device and in α's dtype, so that they enter the edges' arithmetic
     (edge-normalisation scales, op outputs) where those live. GDAS's sampled op of every edge stays on
     the host (:meth:`sampled_columns`): :meth:`mix` picks it without reading the weights back from an
-    accelerator.
+    accelerator. Sampling on the host reads α from the device once per cell type and forward pass (a
+    device-to-host copy, and its transpose in the backward pass): for GDAS the host has to know which op
+    each edge computes anyway; the copy of the weights back to the device does not wait for the device.
     """
 
     def __init__(
@@ -241,10 +248,12 @@ class GumbelRelaxation(Relaxation):
 
     def edge_weights(self, alpha: Tensor, name: str = "alpha") -> Tensor:
         generator = self.generator(name)
-        # Sampled on the CPU from a seeded generator: the same draw on every device and rank.
-        logits = torch.log_softmax(alpha.float().cpu(), dim=-1)
+        # Sampled on the CPU from a seeded generator: the same draw on every device and rank. Computed in α's
+        # dtype (at least fp32: a bf16 softmax would blur the sample), so that a float64 search keeps its
+        # precision through the straight-through term; the float32 noise is the same draw in every dtype.
+        logits = torch.log_softmax(alpha.to("cpu", _sampling_dtype(alpha)), dim=-1)
         for _ in range(self.max_draws):
-            gumbel = self.gumbel_noise(alpha.shape, generator)
+            gumbel = self.gumbel_noise(alpha.shape, generator).to(logits.dtype)
             probs = torch.softmax((logits + gumbel) / self.tau, dim=-1)
             if self.hard:
                 index = probs.argmax(dim=-1, keepdim=True)
@@ -256,8 +265,8 @@ class GumbelRelaxation(Relaxation):
                 if self.hard:
                     self._columns[name] = index.squeeze(-1).tolist()  # read on the CPU, before the copy
                 # One copy per cell type and forward pass: every tensor entering the edges' arithmetic
-                # is on α's device, in α's dtype.
-                return weights.to(alpha.device, alpha.dtype)
+                # is on α's device, in α's dtype (a host-to-device copy that need not wait for the device).
+                return weights.to(alpha.device, alpha.dtype, non_blocking=True)
         raise FloatingPointError(
             f"{self.max_draws} Gumbel draws in a row gave non-finite weights (alpha finite: "
             f"{bool(torch.isfinite(alpha).all())}, tau={self.tau}); lower the architecture learning rate"
@@ -304,12 +313,13 @@ class DirichletRelaxation(Relaxation):
         return F.elu(alpha) + 1.0
 
     def edge_weights(self, alpha: Tensor, name: str = "alpha") -> Tensor:
-        concentration = self.concentration(alpha.float().cpu())
+        # Sampled on the CPU (the same draw on every device and rank), in α's dtype (at least fp32).
+        concentration = self.concentration(alpha.to("cpu", _sampling_dtype(alpha)))
         # torch's Dirichlet sampler takes no generator: draw from the global CPU generator, forked and seeded.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.sample_seed(name))
             weights = torch.distributions.Dirichlet(concentration).rsample()
-        return weights.to(alpha.device, alpha.dtype)
+        return weights.to(alpha.device, alpha.dtype, non_blocking=True)
 
     def expected_weights(self, alpha: Tensor) -> Tensor:
         concentration = self.concentration(alpha)

@@ -124,7 +124,8 @@ class GenotypeClassifier(ChannelsLastMixin, pl.LightningModule):
 
     def on_fit_start(self) -> None:
         if self._drop_path_seed is None:
-            seed = torch.tensor([torch.initial_seed() % (2**31)], dtype=torch.float64, device=self.device)
+            # An integer tensor holds the seed exactly on every backend (MPS has no float64).
+            seed = torch.tensor([torch.initial_seed() % (2**31)], dtype=torch.long, device=self.device)
             broadcast_([seed])
             self._drop_path_seed = int(seed.item())
 
@@ -243,7 +244,9 @@ def export_network(model: GenotypeClassifier, directory: str | Path) -> dict[str
     was_training = network.training
     try:
         network.eval()
-        example = torch.zeros(1, hp["in_channels"], hp["image_size"], hp["image_size"], device=next(network.parameters()).device)
+        parameter = next(network.parameters())  # the example input follows the network (device and dtype)
+        example = torch.zeros(1, hp["in_channels"], hp["image_size"], hp["image_size"], device=parameter.device,
+                              dtype=parameter.dtype)
         traced = torch.jit.trace(network, example, check_trace=False)
         path = directory / "model.torchscript.pt"
         with atomic_open(path, "wb") as handle:

@@ -34,7 +34,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchmetrics import MeanMetric
+from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
 
 from .architect import HESSIAN_MODES, build_architecture_gradient
@@ -55,7 +55,33 @@ __all__ = ["DARTSSearch", "NonFiniteLossError", "check_precision"]
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or infinite."""
+    """The loss became NaN or infinite: raised at the next logging step, epoch end, checkpoint or end of
+    training, naming the first bad step (:meth:`DARTSSearch._record_nonfinite`)."""
+
+
+class BatchMean(Metric):
+    """The mean of a per-batch value weighted by the batch size, reduced across ranks when computed.
+
+    What ``torchmetrics.MeanMetric`` computes, without reading anything back from the device in ``update``:
+    MeanMetric tests its input for NaN in a Python ``if`` and turns a Python weight into a device tensor,
+    two waits for an accelerator per search step. A non-finite loss stops the search instead
+    (:meth:`DARTSSearch._record_nonfinite`). The sums are kept in float32, as MeanMetric keeps them.
+    """
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("total", default=torch.zeros((), dtype=torch.float32), dist_reduce_fx="sum")
+        self.add_state("weight", default=torch.zeros((), dtype=torch.float32), dist_reduce_fx="sum")
+
+    def update(self, value: Tensor, weight: int) -> None:
+        """Add a batch's ``value`` (a 0-dim tensor) with its batch size ``weight`` (a host integer)."""
+        self.total += value.detach().to(self.total.dtype) * weight
+        self.weight += weight
+
+    def compute(self) -> Tensor:
+        return self.total / self.weight
 
 
 def _arch_text(arch: Any) -> str:
@@ -122,6 +148,11 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
         arch_lr, arch_betas, arch_weight_decay: Adam on α (3e-4, (0.5, 0.999), 1e-3).
         arch_warmup_epochs: train the weights only for this many epochs before α moves (PC-DARTS: 15);
             a remedy for the early collapse towards parameter-free ops.
+        compile: ``torch.compile`` the supernet in place (``nn.Module.compile``: parameters, state dict and
+            checkpoints are unchanged) when the run is set up. A search step launches thousands of small
+            kernels, and on a GPU their launch overhead, not arithmetic, bounds it; compiling fuses them. The
+            second order's functional passes go through the same compiled module. Refused for relaxations
+            that compute a different sampled sub-network every step (GDAS), which would recompile every step.
         hessian_eigenvalue_every: log ``arch/hessian_eigenvalue``, the largest eigenvalue of the Hessian
             of the architecture loss L_val + arch_weight_decay / 2 · ‖α‖² w.r.t. α on the epoch's last
             search-val batch, at epochs 0, K, 2K, … and in the last epoch, as the R-DARTS code does (K = 2
@@ -205,6 +236,7 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
         arch_optimizer: str = "adam",
         weight_nesterov: bool = False,
         weight_lr_epoch_offset: int = 0,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -249,7 +281,7 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
         for name, value in (("edge_normalization", edge_normalization), ("auxiliary_skip", auxiliary_skip),
                             ("eigenvalue_early_stop", eigenvalue_early_stop), ("last_activation", last_activation),
                             ("weight_step_first", weight_step_first), ("grad_clip_includes_arch", grad_clip_includes_arch),
-                            ("joint_step", joint_step), ("weight_nesterov", weight_nesterov)):
+                            ("joint_step", joint_step), ("weight_nesterov", weight_nesterov), ("compile", compile)):
             check_choice(name, value, (True, False))
         for name, value in (("channels_last", channels_last), ("pool_batch_norm", pool_batch_norm)):
             check_choice(name, value, (None, True, False))
@@ -298,6 +330,11 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
             )
         else:
             raise ValueError(f"space must be 'darts' or 'nasbench201' for a differentiable search, got {space!r}")
+        if compile and self.network.relaxation.computes_subset:
+            raise ValueError(
+                f"compile cannot be used with the {relaxation} relaxation: every step computes a different sampled "
+                "sub-network, which torch.compile would recompile at every step; set compile: false"
+            )
         self.early_stop = (
             EigenvalueEarlyStop(
                 eigenvalue_stop_window, eigenvalue_stop_delta, eigenvalue_stop_factor, eigenvalue_stop_start_epoch,
@@ -319,7 +356,7 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
         self.train_accuracy = MulticlassAccuracy(num_classes, average="micro")
         # train/loss per step is this rank's batch; its epoch mean is reduced across ranks by the metric, once
         # per epoch (sync_dist=True on a value logged on_step would all-reduce at every search step).
-        self.train_loss = MeanMetric()
+        self.train_loss = BatchMean()
         self.val_accuracy = MulticlassAccuracy(num_classes, average="micro")
         self.genotype_history: list[dict[str, Any]] = []
         self._output_dir: Path | None = None
@@ -444,25 +481,62 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
                 "other ops without gradients",
             )
         super().setup(stage)  # the memory layout (ChannelsLastMixin)
+        if self.hparams.compile and self.network._compiled_call_impl is None:
+            self.network.compile()
 
     def on_fit_start(self) -> None:
         # DDP broadcasts the weights from rank 0 but α is outside its buckets: start every rank from rank 0's α.
         broadcast_(self.arch_parameters())
         if self._sample_seed is None:
-            seed = torch.tensor([torch.initial_seed() % (2**31)], dtype=torch.float64, device=self.device)
+            # An integer tensor holds the seed exactly on every backend (MPS has no float64).
+            seed = torch.tensor([torch.initial_seed() % (2**31)], dtype=torch.long, device=self.device)
             broadcast_([seed])
             self._sample_seed = int(seed.item())
+        self._nonfinite = None
         self._output_dir = None
         self.output_dir()
         check_precision(str(self.trainer.precision))
 
-    def _check_finite(self, loss: Tensor, what: str) -> None:
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"the {what} loss is {loss.item()} at global step {self.global_step} (epoch {self.current_epoch}, "
-                f"batch {self.trainer.fit_loop.epoch_loop.batch_idx if self._trainer else '?'}); "
-                "the search diverged: lower the learning rates (model.weight_lr, model.arch_lr) or check the data"
-            )
+    #: The losses of a search step, numbered as the device-side record of the first non-finite one numbers them.
+    _LOSSES: tuple[str, ...] = (
+        "architecture (search-val)", "architecture (search-train)", "weight (search-train)", "joint (search-train)",
+    )
+    #: ([global step, epoch, batch, loss number], loss value) of the first non-finite loss, on the losses'
+    #: device; step -1: none yet. Created by the first loss of a fit.
+    _nonfinite: tuple[Tensor, Tensor] | None = None
+
+    def _record_nonfinite(self, loss: Tensor, what: str, step: int, batch_idx: int) -> None:
+        """Remember the first non-finite loss of the fit, without reading anything back from the device.
+
+        ``if not torch.isfinite(loss)`` at every pass would make the host wait for the accelerator twice per
+        search step. Instead the step, epoch, batch and loss of the first non-finite value are written
+        into a small tensor on the loss's device (masked fills, queued like every other kernel), and
+        :meth:`_raise_if_nonfinite` reads it at the steps Lightning logs (where the logged values are read
+        anyway), at the end of every epoch, before a checkpoint is saved and at the end of training: the
+        error names the first bad step even when it is found later.
+        """
+        loss = loss.detach()
+        if self._nonfinite is None:
+            self._nonfinite = (torch.full((4,), -1, dtype=torch.long, device=loss.device),
+                               torch.zeros((), dtype=loss.dtype, device=loss.device))
+        record, value = self._nonfinite
+        first = torch.logical_not(torch.isfinite(loss)) & (record[0] < 0)
+        for slot, number in enumerate((step, self.current_epoch, batch_idx, self._LOSSES.index(what))):
+            record[slot].masked_fill_(first, number)
+        value.copy_(torch.where(first, loss.to(value.dtype), value))
+
+    def _raise_if_nonfinite(self) -> None:
+        """Raise :class:`NonFiniteLossError` for the first non-finite loss recorded (one read from the device)."""
+        if self._nonfinite is None:
+            return
+        record, value = self._nonfinite
+        step, epoch, batch, what = record.tolist()
+        if step < 0:
+            return
+        raise NonFiniteLossError(
+            f"the {self._LOSSES[what]} loss is {float(value)} at global step {step} (epoch {epoch}, batch {batch}); "
+            "the search diverged: lower the learning rates (model.weight_lr, model.arch_lr) or check the data"
+        )
 
     def training_step(self, batch: dict[str, tuple[Tensor, Tensor]], batch_idx: int) -> None:
         x_train, y_train = batch["train"]
@@ -499,7 +573,9 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
             self._sample(0, step)
             arch_batch = (x_train, y_train) if single_level else (x_val, y_val)
             arch = self.arch_gradient.estimate(self.network, arch_batch, (x_train, y_train), weight_optimizer.optimizer)
-            self._check_finite(arch.loss, "architecture (search-train)" if single_level else "architecture (search-val)")
+            self._record_nonfinite(
+                arch.loss, "architecture (search-train)" if single_level else "architecture (search-val)", step, batch_idx
+            )
             regularizer = self.architecture_regularizer()
             if regularizer is not None:
                 extra = torch.autograd.grad(regularizer, self.arch_parameters(), allow_unused=True)
@@ -515,7 +591,7 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
             with_arch = hp.grad_clip_includes_arch and clip > 0  # GDAS: α's gradient counts in the norm
             logits = self.network(x_train, detach_alpha=not with_arch)
             loss = F.cross_entropy(logits, y_train)
-            self._check_finite(loss, "weight (search-train)")
+            self._record_nonfinite(loss, "weight (search-train)", step, batch_idx)
             weight_optimizer.zero_grad()
             self.manual_backward(loss)
             if with_arch:
@@ -538,7 +614,7 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
             self._sample(0, step)
             logits = self.network(x_train, detach_alpha=not arch_moves)
             loss = F.cross_entropy(logits, y_train)
-            self._check_finite(loss, "joint (search-train)")
+            self._record_nonfinite(loss, "joint (search-train)", step, batch_idx)
             regularizer = self.architecture_regularizer() if arch_moves else None
             weight_optimizer.zero_grad()
             for alpha in self.arch_parameters():
@@ -563,10 +639,18 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
 
         self.train_accuracy(logits.detach(), y_train)
         self.train_loss(loss.detach(), len(y_train))
-        self.log("train/loss", self.train_loss, prog_bar=True, on_step=True, on_epoch=True)
+        # Lightning turns every progress-bar value into a number after every batch (a read from the device,
+        # whether a bar is shown or not): the loss goes to the bar only when there is one.
+        shown = self.trainer.progress_bar_callback is not None
+        self.log("train/loss", self.train_loss, prog_bar=shown, on_step=True, on_epoch=True)
         self.log("train/acc", self.train_accuracy, on_step=False, on_epoch=True)
         if self.trainer.is_last_batch:
             self._last_val_batch = (x_val, y_val)
+        # The step's one read from the device, at the steps Lightning logs (and reads the logged values) and at
+        # the end of the epoch, before its genotype, validation and checkpoint.
+        every = self.trainer.log_every_n_steps
+        if self.trainer.is_last_batch or (every > 0 and (step + 1) % every == 0):
+            self._raise_if_nonfinite()
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         # End-of-epoch work happens after the last batch, before validation and checkpointing, so that an
@@ -594,10 +678,12 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
             x, y = self._last_val_batch
             self._sample(phase=3)
             value = dominant_hessian_eigenvalue(self.network, x, y, weight_decay=self.hparams.arch_weight_decay)
-            value = torch.tensor(value, device=x.device)
-            all_reduce_mean_([value])
+            if is_distributed():  # every rank measured its own batch: the mean, in float64 as it was computed
+                mean = torch.tensor([value], dtype=torch.float64, device=x.device)
+                all_reduce_mean_([mean])
+                value = float(mean)
             self.log("arch/hessian_eigenvalue", value, on_step=False, on_epoch=True, sync_dist=True)
-            self.eigenvalue_history.append({"epoch": self.current_epoch, "eigenvalue": float(value)})
+            self.eigenvalue_history.append({"epoch": self.current_epoch, "eigenvalue": value})
             if self.early_stop is not None and self.selected_epoch is None:
                 selected = self.early_stop.check(self.eigenvalue_history, max_epochs)
                 if selected is not None:
@@ -704,6 +790,10 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
             self._drawing_saved = (drawing, _arch_text(genotype))
         atomic_write_text(directory / "genotype_history.json", json.dumps(self.genotype_history, indent=1) + "\n")
 
+    def on_train_end(self) -> None:
+        # A run that stops between logging steps (max_steps, an interrupted epoch) reports a non-finite loss too.
+        self._raise_if_nonfinite()
+
     def on_fit_end(self) -> None:
         if not self.trainer.is_global_zero:
             return
@@ -731,6 +821,7 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
     # ------------------------------------------------------------------ checkpoints
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._raise_if_nonfinite()  # never save the state of a diverged search
         record_module(self, checkpoint)
         checkpoint["search_space"] = self.network.space_signature()
         checkpoint["genotype_history"] = list(self.genotype_history)

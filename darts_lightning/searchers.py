@@ -200,10 +200,13 @@ class _LSTMPolicy(nn.Module):
 
     def unroll(self, choices: Sequence[int] | None, generator: torch.Generator | None,
                greedy: bool = False) -> tuple[list[int], Tensor, list[float]]:
-        state: dict[str, Any] = {"h": torch.zeros(1, self.hidden_size), "c": torch.zeros(1, self.hidden_size)}
+        # The initial state and the choice indices follow the policy's parameters (device and dtype).
+        zeros = self.start.new_zeros(1, self.hidden_size)
+        state: dict[str, Any] = {"h": zeros, "c": zeros}
 
         def step(previous: int | None, t: int) -> Tensor:
-            x = self.start if previous is None else self.embeddings[t - 1](torch.tensor([previous]))
+            x = self.start if previous is None else self.embeddings[t - 1](
+                torch.full((1,), previous, dtype=torch.long, device=self.start.device))
             state["h"], state["c"] = self.cell(x, (state["h"], state["c"]))
             return self.heads[t](state["h"])[0]
 
@@ -217,7 +220,7 @@ def _unroll_steps(steps: Sequence[Callable[[int | None], Tensor]], choices: Sequ
     choices (given, sampled with ``generator``, or greedy), the sum of their log-probabilities (with
     gradient), and the largest probability of each step."""
     taken: list[int] = []
-    log_prob = torch.zeros(())
+    log_prob: Tensor | None = None  # the first step's term starts the sum in the policy's dtype
     max_probs: list[float] = []
     previous: int | None = None
     for t, step in enumerate(steps):
@@ -229,10 +232,12 @@ def _unroll_steps(steps: Sequence[Callable[[int | None], Tensor]], choices: Sequ
             choice = int(probs.argmax())
         else:
             choice = int(torch.multinomial(probs, 1, generator=generator))
-        log_prob = log_prob + log_probs[choice]
+        log_prob = log_probs[choice] if log_prob is None else log_prob + log_probs[choice]
         max_probs.append(float(probs.max()))
         taken.append(choice)
         previous = choice
+    if log_prob is None:
+        raise ValueError("a policy needs at least one decision; the space has none")
     return taken, log_prob, max_probs
 
 

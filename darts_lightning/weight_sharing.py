@@ -195,6 +195,13 @@ def build_supernet(
     if isinstance(space, DartsSpace):
         check_keywords("network_args", extra, SearchNetwork, given=(
             "in_channels", "num_classes", "channels", "layers", "nodes", "multiplier", "op_names", "relaxation", "image_size"))
+        if extra.get("edge_normalization"):
+            # A path runs its ops unscaled (SinglePathRelaxation.mix); the host-side path rows would otherwise
+            # be multiplied by the device-side edge weights.
+            raise ValueError(
+                "edge_normalization weights edges by learned parameters β, which a single path does not use: "
+                "remove it from network_args"
+            )
         return SearchNetwork(
             in_channels, num_classes, channels=channels, layers=8 if layers is None else layers,
             nodes=space.nodes, multiplier=space.nodes, op_names=space.op_names, relaxation="single_path",
@@ -488,7 +495,8 @@ class WeightSharingEvaluator(Evaluator):
     @torch.no_grad()
     def evaluate(self, arch: Any) -> Evaluation:
         start = time.perf_counter()
-        device = next(self.module.parameters()).device
+        parameter = next(self.module.parameters())  # the batches follow the supernet (device and dtype)
+        device, dtype = parameter.device, parameter.dtype
         with self._restoring_state():
             if self.reestimate_bn:
                 for m in _batchnorms(self.module):
@@ -496,13 +504,13 @@ class WeightSharingEvaluator(Evaluator):
                     m.momentum = None  # cumulative average over the batches
                 self.module.train()
                 for x, _ in self.bn_batches:
-                    self.module(x.to(device), arch)
+                    self.module(x.to(device, dtype), arch)
             self.module.eval()
             correct, total, loss = 0, 0, 0.0
             if self.metric is not None:
                 self.metric.reset()
             for x, y in self.val_batches:
-                x, y = x.to(device), y.to(device)
+                x, y = x.to(device, dtype), y.to(device)
                 logits = self.module(x, arch)
                 correct += int((logits.argmax(-1) == y).sum())
                 loss += float(F.cross_entropy(logits, y, reduction="sum"))
@@ -680,10 +688,10 @@ class ScratchEvaluator(Evaluator):
     @torch.no_grad()
     def _accuracy(self, model: pl.LightningModule) -> float:
         model.eval()
-        device = next(model.parameters()).device
+        parameter = next(model.parameters())  # the batches follow the trained model (device and dtype)
         correct = total = 0
         for x, y in self._loader(self.data.test_set, shuffle=False):
-            x, y = x.to(device), y.to(device)
+            x, y = x.to(parameter.device, parameter.dtype), y.to(parameter.device)
             correct += int((model(x).argmax(-1) == y).sum())
             total += len(y)
         return correct / total

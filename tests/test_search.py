@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
 import torch
+from torch.overrides import TorchFunctionMode
 from torch.utils.data import TensorDataset
 
 from darts_lightning import DARTSSearch, Genotype, NonFiniteLossError, SearchDataModule
@@ -178,6 +181,145 @@ def test_nan_loss_stops_with_a_message_naming_the_step(tmp_path):
         quick_trainer(tmp_path).fit(tiny_search(), _NaNDigits("digits", batch_size=16))
 
 
+def _poison(model: DARTSSearch, split: str, at_step: int) -> None:
+    """Replace the ``split`` images of the batch of global step ``at_step`` by NaN."""
+    step = model.training_step
+
+    def poisoned(batch, batch_idx):
+        if model.global_step == at_step:
+            x, y = batch[split]
+            batch = {**batch, split: (torch.full_like(x, float("nan")), y)}
+        return step(batch, batch_idx)
+
+    model.training_step = poisoned
+
+
+@pytest.mark.parametrize(
+    "split,found_at,trainer_args",
+    [
+        # the first logging step after the bad one (step 3: (3 + 1) % 4 == 0)
+        ("train", 3, dict(limit_train_batches=6, log_every_n_steps=4)),
+        # no logging step: the end of the epoch (its last batch, step 4)
+        ("val", 4, dict(limit_train_batches=5, log_every_n_steps=50)),
+        # the run ends between logging steps (max_steps)
+        ("train", 2, dict(limit_train_batches=6, log_every_n_steps=50, max_steps=3)),
+    ],
+)
+def test_a_nan_found_later_is_reported_at_the_first_bad_step(tmp_path, digits, split, found_at, trainer_args):
+    """The loss is not read back at every step: a NaN at step 2 is found at a logging step, at the end of the
+    epoch or at the end of training, and reported as step 2, with its epoch, batch and loss."""
+    model = tiny_search()
+    _poison(model, split, at_step=2)
+    what = "weight (search-train)" if split == "train" else "architecture (search-val)"
+    trainer = quick_trainer(tmp_path, max_epochs=2, limit_val_batches=0, **trainer_args)
+    with pytest.raises(NonFiniteLossError) as error:
+        trainer.fit(model, digits)
+    assert str(error.value) == (
+        f"the {what} loss is nan at global step 2 (epoch 0, batch 2); the search diverged: lower the learning "
+        "rates (model.weight_lr, model.arch_lr) or check the data"
+    )
+    assert model.global_step == found_at + 1, "found after the step it was checked at"
+    assert model.genotype_history == [], "found before the epoch's genotype"
+
+
+def test_a_diverged_search_saves_no_checkpoint(tmp_path, digits):
+    model = tiny_search()
+    _poison(model, "train", at_step=1)
+    checkpoints = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "checkpoints", every_n_train_steps=2, save_top_k=-1)
+    trainer = quick_trainer(tmp_path, max_epochs=1, limit_train_batches=6, limit_val_batches=0, log_every_n_steps=50,
+                            callbacks=[checkpoints])
+    with pytest.raises(NonFiniteLossError, match=r"weight \(search-train\) loss is nan at global step 1 \(epoch 0, batch 1\)"):
+        trainer.fit(model, digits)
+    assert model.global_step == 2 and not list((tmp_path / "checkpoints").glob("*.ckpt"))
+
+
+class _HostReads(TorchFunctionMode):
+    """Records the torch calls that make the host wait for an accelerator when their tensor lives on one:
+    reading values (``item``, ``bool``, ``float``, ``int``, ``tolist``, ...), copying to the host (``cpu``,
+    ``numpy``), ops whose output size depends on the values (``nonzero``, ``unique``, ...) and tensors made
+    from host data (``tensor``, ``as_tensor``: copied to the device, waiting for it).
+
+    On a CPU-only machine every tensor is on the host, so the calls are recorded whatever the tensor, except
+    for tensors that stay on the host on an accelerator too: those ``host()`` names (Adam's step counters)
+    and the data pipeline's (calls made inside ``torch.utils.data``). Copies made with ``.to(device)`` cannot
+    be told from no-ops here and are not recorded.
+    """
+
+    READS = {"__bool__", "__float__", "__int__", "__index__", "__format__", "item", "tolist", "numpy", "cpu",
+             "nonzero", "argwhere", "unique", "unique_consecutive", "masked_select", "bincount", "repeat_interleave",
+             "tensor", "as_tensor"}
+
+    def __init__(self, host=lambda: set()) -> None:
+        super().__init__()
+        self.host = host
+        self.step: int | None = None
+        self.reads: list[tuple[int | None, str]] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in self.READS and not self._on_host(args):
+            self.reads.append((self.step, name))
+        return func(*args, **(kwargs or {}))
+
+    def _on_host(self, args) -> bool:
+        if args and isinstance(args[0], torch.Tensor) and id(args[0]) in self.host():
+            return True
+        frame = sys._getframe(2)
+        while frame is not None:
+            if f"torch{os.sep}utils{os.sep}data" in frame.f_code.co_filename:
+                return True
+            frame = frame.f_back
+        return False
+
+    def at(self, step: int) -> list[str]:
+        return [name for s, name in self.reads if s == step]
+
+
+def test_the_host_read_recorder_sees_reads():
+    from torchmetrics import MeanMetric
+
+    with _HostReads() as recorder:
+        if torch.isfinite(torch.ones(())):  # the per-step check the search used to make
+            pass
+        MeanMetric()(torch.ones(()), 4)  # turns the weight into a tensor and tests the value for NaN
+    names = [name for _, name in recorder.reads]
+    assert names[0] == "__bool__" and "as_tensor" in names and names.count("__bool__") >= 3
+
+
+class _Steps(pl.Callback):
+    """Tells the recorder the global step of the batch that starts: a read belongs to the step whose batch
+    (training step, batch-end hooks, Lightning's end-of-batch bookkeeping) it happens in."""
+
+    def __init__(self, recorder: _HostReads) -> None:
+        self.recorder = recorder
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.recorder.step = trainer.global_step
+
+
+@pytest.mark.parametrize("overrides", [
+    {},
+    {"relaxation": "pcdarts", "relaxation_args": {"partial_channels": 2}, "edge_normalization": True,
+     "auxiliary_skip": True, "beta_decay_max": 1.0, "arch_grad_clip": 10.0},
+], ids=["darts", "pcdarts_edge_normalization_remedies"])
+def test_a_search_batch_reads_nothing_back_between_logging_steps(tmp_path, overrides):
+    """Between the steps Lightning logs, a search batch (its step, the batch-end hooks and Lightning's own
+    bookkeeping, without a progress bar) queues its work and reads nothing back from the device; at the last
+    batch of an epoch it reads the non-finite-loss record once and the epoch's work reads what it logs. The
+    first batch of each epoch is left out: Lightning and Adam create their state at the first step, and
+    Lightning the state of a value logged for the first time (β-DARTS's term, from the second epoch on).
+    (The sampling relaxations draw on the host and read α there by design: see GumbelRelaxation.)"""
+    model = tiny_search(layers=2, **overrides)
+    recorder = _HostReads(lambda: {id(state["step"]) for optimizer in model.trainer.optimizers
+                                   for state in optimizer.state.values() if "step" in state})
+    trainer = quick_trainer(tmp_path, max_epochs=2, limit_train_batches=4, limit_val_batches=0, log_every_n_steps=50,
+                            callbacks=[_Steps(recorder)])
+    with recorder:
+        trainer.fit(model, SearchDataModule("digits", batch_size=4))
+    assert {s: recorder.at(s) for s in (1, 2, 5, 6)} == {s: [] for s in (1, 2, 5, 6)}
+    assert recorder.at(3)[0] == recorder.at(7)[0] == "tolist", "first, the one read of the non-finite-loss record"
+
+
 def test_bf16_mixed_precision_searches(tmp_path, digits):
     model = tiny_search()
     alpha = model.network.alpha_normal.detach().clone()
@@ -262,3 +404,22 @@ def test_export_command_reads_a_nasbench201_search_checkpoint(tmp_path, digits):
     with pytest.raises(SystemExit):
         main(["export-genotype", str(_last_ckpt(trainer)), "--out", str(out)])
     assert NB201Arch.parse(out.read_text()) == model.genotype()
+
+
+def test_compile_compiles_the_supernet_in_place_once(tmp_path, digits, monkeypatch):
+    """``compile: true`` compiles the supernet module itself (state dict and checkpoints unchanged) when the
+    run is set up, once; the compiled run itself is exercised by benchmarks/gpu_check.py (compiling a
+    supernet takes minutes on a CPU)."""
+    compiled = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: compiled.append(self))
+    model = tiny_search(compile=True)
+    keys = set(model.state_dict())
+    trainer = quick_trainer(tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=1)
+    trainer.fit(model, digits)
+    assert compiled == [model.network]
+    assert set(model.state_dict()) == keys
+
+
+def test_compile_is_refused_for_a_relaxation_that_samples_a_subnetwork():
+    with pytest.raises(ValueError, match="compile cannot be used with the gdas relaxation: .*set compile: false"):
+        tiny_search(compile=True, relaxation="gdas")

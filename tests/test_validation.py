@@ -76,6 +76,7 @@ ROWS: list[tuple[type, str, object, tuple[str, ...]]] = [
         ("arch_optimizer", "rmsprop", ("adam, sgd",)),
         ("weight_nesterov", YES, (FLAG,)),
         ("weight_lr_epoch_offset", -1, ()),
+        ("compile", YES, (FLAG,)),
     ]],
     *[(GenotypeClassifier, name, value, texts) for name, value, texts in [
         ("genotype", "DARTS_V9", ("known names",)),

@@ -230,6 +230,12 @@ def test_scratch_evaluator_trains_a_tiny_network_on_the_holdout_split(space, lay
         assert evaluator.evaluate(arch).reward == result.reward, "seeded: equal cells, equal rewards"
 
 
+def test_edge_normalization_on_a_single_path_is_a_clear_error():
+    """A path runs its ops unscaled; β would only multiply the host-side path rows by device-side weights."""
+    with pytest.raises(ValueError, match="edge_normalization .* single path does not use: remove it from network_args"):
+        tiny_supernet("darts", network_args={"edge_normalization": True})
+
+
 def test_plain_ddp_is_refused_with_advice():
     """Without find_unused_parameters, DDP would fail at the second step; setup says what to use instead."""
     from types import SimpleNamespace
