@@ -112,7 +112,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from search_step import RandomImages, method_arguments  # noqa: E402
 
 from darts_lightning import DARTSSearch, DiscreteSearch, GenotypeClassifier, SearchDataModule  # noqa: E402
-from darts_lightning.weight_sharing import SinglePathSupernet  # noqa: E402
+from darts_lightning.discrete.weight_sharing import SinglePathSupernet  # noqa: E402
 
 #: search steps per epoch at batch 64 on CIFAR-10's 25,000 search-train images, and the paper's 50 epochs
 STEPS_PER_EPOCH, EPOCHS = 391, 50

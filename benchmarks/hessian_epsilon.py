@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from darts_lightning import SearchNetwork
-from darts_lightning.architect import SecondOrderGradient
+from darts_lightning.differentiable.estimators import SecondOrderGradient
 
 
 def one_seed(seed: int, args) -> dict[float, tuple[float, float]]:

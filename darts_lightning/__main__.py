@@ -1,3 +1,3 @@
-from .cli import main
+from darts_lightning.entry.cli import main
 
 raise SystemExit(main())

@@ -35,7 +35,7 @@ from pytorch_lightning.utilities import CombinedLoader
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, TensorDataset
 
-from .validation import check_choice, check_range
+from darts_lightning.utils.validation import check_choice, check_range
 
 __all__ = [
     "ImageDataModule", "SearchDataModule", "ClassificationDataModule", "DatasetInfo", "DATASETS", "digits_splits",

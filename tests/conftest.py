@@ -57,12 +57,12 @@ def repository_stays_clean():
 @pytest.fixture(autouse=True)
 def placeholder_figures(request, monkeypatch):
     """Runs inside tests draw placeholder figures: rendering the α heatmaps and the cell drawings is most of
-    a tiny search's time. The figures themselves are tested by tests/test_visualize.py, and the tests marked
+    a tiny search's time. The figures themselves are tested by tests/spaces/test_drawing.py, and the tests marked
     ``real_figures`` (and the notebook) run searches with the real ones. Everything around the drawing
     (TensorBoard images, PNG files, the export's drawing) still runs, on a small blank figure."""
     if request.node.get_closest_marker("real_figures"):
         return
-    from darts_lightning import visualize
+    from darts_lightning.spaces import drawing as visualize
 
     def placeholder(*args, **kwargs):
         figure = visualize._new_figure(1.0, 1.0, dpi=16)

@@ -2,7 +2,7 @@
 
 from torch import nn
 
-from darts_lightning.ops import ReLUConvBN
+from darts_lightning.spaces.ops import ReLUConvBN
 
 
 def conv_1x1(channels: int, stride: int, affine: bool) -> nn.Module:

@@ -151,8 +151,8 @@ class _PathsAndStart(pl.Callback):
 
 @scenario("single_path_weight_sharing")
 def single_path_weight_sharing(workdir: Path) -> dict:
-    from darts_lightning.edges import MixedEdge
-    from darts_lightning.weight_sharing import SinglePathSupernet
+    from darts_lightning.spaces.edges import MixedEdge
+    from darts_lightning.discrete.weight_sharing import SinglePathSupernet
 
     # A different seed per rank: DDP must still leave every rank with the same model.
     pl.seed_everything(torch.distributed.get_rank())

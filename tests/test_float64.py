@@ -22,17 +22,17 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from darts_lightning import DARTSSearch, SearchDataModule
-from darts_lightning.architect import build_architecture_gradient
-from darts_lightning.diagnostics import architecture_hessian, dominant_hessian_eigenvalue
-from darts_lightning.eval_network import build_eval_network
-from darts_lightning.evaluators import build_evaluator
-from darts_lightning.network import SearchNetwork
-from darts_lightning.nasbench201 import NB201Network
-from darts_lightning.relaxations import build_relaxation
-from darts_lightning.retrain import GenotypeClassifier, export_network
-from darts_lightning.searchers import Reinforce
+from darts_lightning.differentiable.estimators import build_architecture_gradient
+from darts_lightning.differentiable.diagnostics import architecture_hessian, dominant_hessian_eigenvalue
+from darts_lightning.spaces.darts.network import build_eval_network
+from darts_lightning.discrete.evaluators import build_evaluator
+from darts_lightning.spaces.darts.supernet import SearchNetwork
+from darts_lightning.spaces.nasbench201 import NB201Network
+from darts_lightning.spaces.relaxations import build_relaxation
+from darts_lightning.retrain.module import GenotypeClassifier, export_network
+from darts_lightning.discrete.searchers import Reinforce
 from darts_lightning.spaces import get_space
-from darts_lightning.weight_sharing import SinglePathSupernet, WeightSharingEvaluator
+from darts_lightning.discrete.weight_sharing import SinglePathSupernet, WeightSharingEvaluator
 
 from .conftest import quick_trainer, tiny_search
 

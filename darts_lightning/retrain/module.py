@@ -1,0 +1,261 @@
+"""Training the network a genotype describes from scratch (DARTS, Liu et al., sec. 3.2 and A.2).
+
+:class:`GenotypeClassifier` is an image classifier with standard (automatic) optimisation. Its defaults
+are the paper's CIFAR-10 recipe: SGD with learning rate 0.025, momentum 0.9, weight decay 3·10⁻⁴,
+cosine-annealed to 0 over the run; auxiliary head weight 0.4; drop-path probability rising linearly
+from 0 to 0.2 over the epochs. (Batch 96, cutout 16 and gradient clip 5 live in the data module and the
+trainer; see ``configs/retrain_cifar10.yaml``.)
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from darts_lightning.utils.distributed import broadcast_
+from darts_lightning.spaces.darts.network import EvalNetwork
+from darts_lightning.utils.files import atomic_open, atomic_torch_save, atomic_write_text, use_atomic_checkpoints
+from darts_lightning.utils.layout import ChannelsLastMixin
+from darts_lightning.utils.resume import check_resume, record_module
+from darts_lightning.spaces.darts.genotype import Genotype
+from darts_lightning.utils.validation import check_choice, check_range
+
+__all__ = ["GenotypeClassifier", "export_network"]
+
+
+class GenotypeClassifier(ChannelsLastMixin, pl.LightningModule):
+    """Train and test the network of a genotype.
+
+    Args:
+        genotype: a published name (``DARTS_V2``), a ``genotype.json`` path or a DARTS repr string.
+        in_channels, num_classes, image_size: from the data (the CLI links them to the data module).
+        channels, layers: initial channels C and number of cells (CIFAR: 36 and 20).
+        variant: ``cifar`` (3×3 stem) or ``imagenet`` (the DARTS mobile-setting stems).
+        auxiliary_weight: weight of the auxiliary head's loss (0 removes the head).
+        drop_path_prob: final drop-path probability, reached linearly over ``max_epochs``.
+        lr, lr_min, momentum, weight_decay: SGD and its cosine schedule.
+        channels_last: channels-last memory layout; ``None``: on a CPU only.
+        drop_path_seed: seed of the drop-path masks. The masks of a step are drawn from torch's generator
+            seeded with ``(drop_path_seed, global step, rank)``, not from its running global state, so that a
+            run resumed from a checkpoint drops the paths an uninterrupted run would (``None``: drawn once
+            from torch's seed on rank 0 and kept in the checkpoint).
+        allow_import_paths: a security setting, off by default. An op of a genotype may be named by import
+            path (``package.module:factory``), and resolving it imports that module: a ``genotype.json``
+            from elsewhere could run any code it names. So a genotype read from a file refuses import-path
+            ops unless this is ``True`` (``--model.allow_import_paths true``); turn it on only for files you
+            trust (those your own search wrote). A DARTS repr string written in the configuration itself, or
+            a :class:`Genotype` given in Python, is the user's own text and may name import paths without it,
+            as the search's ``ops`` list may. The setting is not saved with the hyperparameters, so a
+            checkpoint cannot turn it on for whoever loads it.
+
+    A checkpoint resumes only into the same configuration (:func:`darts_lightning.utils.resume.check_resume`); the
+    genotype is compared as the cell it names, so a published name and the JSON file of that cell agree.
+    """
+
+    # ``genotype`` is compared as a cell in on_load_checkpoint; trusting import paths is a setting of the reader.
+    RESUME_MAY_CHANGE = frozenset({"genotype", "allow_import_paths"})
+
+    def __init__(
+        self,
+        genotype: str = "DARTS_V2",
+        in_channels: int = 3,
+        num_classes: int = 10,
+        image_size: int = 32,
+        channels: int = 36,
+        layers: int = 20,
+        variant: str = "cifar",
+        auxiliary_weight: float = 0.4,
+        drop_path_prob: float = 0.2,
+        lr: float = 0.025,
+        lr_min: float = 0.0,
+        momentum: float = 0.9,
+        weight_decay: float = 3e-4,
+        channels_last: bool | None = None,
+        drop_path_seed: int | None = None,
+        allow_import_paths: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["allow_import_paths"])
+        # Every argument is checked whatever the others are, before the genotype is read or the network built.
+        for name, value in (("in_channels", in_channels), ("image_size", image_size), ("channels", channels), ("layers", layers)):
+            check_range(name, value, 1, integer=True)
+        check_range("num_classes", num_classes, 2, integer=True)
+        check_choice("variant", variant, ("cifar", "imagenet"))
+        for name, value in (("auxiliary_weight", auxiliary_weight), ("lr", lr), ("lr_min", lr_min), ("weight_decay", weight_decay)):
+            check_range(name, value, 0)
+        check_range("drop_path_prob", drop_path_prob, 0, 1, high_open=True)
+        check_range("momentum", momentum, 0, 1, high_open=True)
+        check_range("drop_path_seed", drop_path_seed, 0, integer=True, optional=True)
+        check_choice("channels_last", channels_last, (None, True, False))
+        check_choice("allow_import_paths", allow_import_paths, (True, False))
+        self._drop_path_seed: int | None = drop_path_seed
+        self.genotype = _configured_genotype(genotype, allow_import_paths)
+        self.network = EvalNetwork(
+            self.genotype, channels=channels, layers=layers, num_classes=num_classes, in_channels=in_channels,
+            variant=variant, auxiliary=auxiliary_weight > 0, image_size=image_size,
+        )
+        top_k = min(5, num_classes)
+        self.train_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        # train/loss per step is this rank's batch; its epoch mean is reduced across ranks by the metric, once
+        # per epoch (sync_dist=True on a value logged on_step would all-reduce at every step).
+        self.train_loss = MeanMetric()
+        self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        self.val_top5 = MulticlassAccuracy(num_classes, top_k=top_k, average="micro")
+        self.test_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        self.test_top5 = MulticlassAccuracy(num_classes, top_k=top_k, average="micro")
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.network(self._layout(x))
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        optimizer = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 600
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=hp.lr_min)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    def on_fit_start(self) -> None:
+        if self._drop_path_seed is None:
+            # An integer tensor holds the seed exactly on every backend (MPS has no float64).
+            seed = torch.tensor([torch.initial_seed() % (2**31)], dtype=torch.long, device=self.device)
+            broadcast_([seed])
+            self._drop_path_seed = int(seed.item())
+
+    def on_train_epoch_start(self) -> None:
+        epochs = max(1, self.trainer.max_epochs or 1)
+        self.network.set_drop_path_prob(self.hparams.drop_path_prob * self.current_epoch / epochs)
+        # Equal on every rank, as is the learning rate: averaged once at epoch end.
+        self.log("train/drop_path_prob", self.network.drop_path_prob, on_step=False, on_epoch=True, sync_dist=True)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        with self._drop_path_randomness():
+            logits, logits_aux = self.network.forward_with_auxiliary(self._layout(x))
+        loss = F.cross_entropy(logits, y)
+        if logits_aux is not None:
+            loss = loss + self.hparams.auxiliary_weight * F.cross_entropy(logits_aux, y)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"the training loss is {loss.item()} at global step {self.global_step} (epoch {self.current_epoch}); "
+                "lower the learning rate (model.lr) or check the data"
+            )
+        self.train_top1(logits.detach(), y)
+        self.train_loss(loss.detach(), len(y))
+        self.log("train/loss", self.train_loss, prog_bar=True, on_step=True, on_epoch=True)
+        self.log("train/acc", self.train_top1, on_step=False, on_epoch=True)
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True, sync_dist=True)
+        return loss
+
+    @contextmanager
+    def _drop_path_randomness(self) -> Iterator[None]:
+        """Draw this step's drop-path masks from torch's generator seeded with (seed, global step, rank); the
+        global random state outside the step is left as it was."""
+        if self.network.drop_path_prob <= 0.0:
+            yield
+            return
+        seed = ((int(self._drop_path_seed or 0) * 1_000_003 + self.global_step) * 7919 + self.global_rank) % (2**63 - 1)
+        on_gpu = self.device.type == "cuda"
+        with torch.random.fork_rng(devices=[self.device] if on_gpu else [], device_type="cuda"):
+            torch.manual_seed(seed)
+            yield
+
+    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str, top1: MulticlassAccuracy, top5: MulticlassAccuracy) -> None:
+        x, y = batch
+        logits = self(x)
+        top1(logits, y)
+        top5(logits, y)
+        self.log(f"{stage}/loss", F.cross_entropy(logits, y), sync_dist=True, batch_size=len(y))
+        self.log(f"{stage}/acc", top1, prog_bar=True)
+        self.log(f"{stage}/acc_top5", top5)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "val", self.val_top1, self.val_top5)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test", self.test_top1, self.test_top5)
+
+    # ------------------------------------------------------------------ checkpoints and export
+
+    def setup(self, stage: str) -> None:
+        use_atomic_checkpoints(self.trainer)  # a full disk must not leave a truncated checkpoint
+        super().setup(stage)  # the memory layout (ChannelsLastMixin)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        record_module(self, checkpoint)
+        checkpoint["genotype"] = self.genotype.to_dict()
+        checkpoint["drop_path_seed"] = self._drop_path_seed
+
+    def resume_compared(self, checkpoint: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+        """The genotype, compared as the cell it names (by its text, so that nothing is imported), not as the
+        name, file or string that configured it."""
+        saved = checkpoint.get("genotype")
+        return {"genotype": (saved.get("repr"), repr(self.genotype))} if saved is not None else {}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        check_resume(self, checkpoint, datamodule=self._trainer.datamodule if self._trainer is not None else None)
+        if checkpoint.get("drop_path_seed") is not None:
+            self._drop_path_seed = int(checkpoint["drop_path_seed"])
+
+    def on_fit_end(self) -> None:
+        log_dir = self.trainer.log_dir  # a collective under DDP: every rank asks
+        if self.trainer.is_global_zero and log_dir:
+            export_network(self, Path(log_dir) / "export")
+
+
+def _configured_genotype(spec: Genotype | str, allow_import_paths: bool) -> Genotype:
+    """The genotype ``spec`` names. A repr string or a :class:`Genotype` is the configuration's own text and
+    may name ops by import path; a file (or anything else read from elsewhere) may only with
+    ``allow_import_paths``, checked before any op is resolved."""
+    if isinstance(spec, Genotype):
+        return spec
+    text = str(spec).strip()
+    if text.startswith("Genotype("):
+        return Genotype.parse(text, allow_import_paths=True)
+    return Genotype.resolve(text, allow_import_paths=allow_import_paths)
+
+
+def export_network(model: GenotypeClassifier, directory: str | Path) -> dict[str, Path]:
+    """Write ``model.pt`` (state dict, genotype and build arguments, loadable with ``weights_only=True``),
+    ``genotype.json``, and ``model.torchscript.pt`` where scripting succeeds. Returns the written paths."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    network = model.network
+    hp = dict(model.hparams)
+    written = {}
+    written["state_dict"] = directory / "model.pt"
+    atomic_torch_save(
+        {
+            "state_dict": {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()},
+            "genotype": model.genotype.to_dict(),
+            "build": {k: hp[k] for k in ("channels", "layers", "num_classes", "in_channels", "variant", "image_size")}
+            | {"auxiliary": network.auxiliary_head is not None},
+        },
+        written["state_dict"],
+    )
+    written["genotype"] = model.genotype.save(directory / "genotype.json")
+    was_training = network.training
+    try:
+        network.eval()
+        parameter = next(network.parameters())  # the example input follows the network (device and dtype)
+        example = torch.zeros(1, hp["in_channels"], hp["image_size"], hp["image_size"], device=parameter.device,
+                              dtype=parameter.dtype)
+        traced = torch.jit.trace(network, example, check_trace=False)
+        path = directory / "model.torchscript.pt"
+        with atomic_open(path, "wb") as handle:
+            torch.jit.save(traced, handle)
+        written["torchscript"] = path
+    except OSError:
+        raise  # a failed write (a full disk) is an error of the run, not a TorchScript limitation
+    except Exception as error:  # noqa: BLE001 - TorchScript is best effort; the state dict is the export
+        atomic_write_text(directory / "torchscript_failed.txt", f"{type(error).__name__}: {error}\n")
+    finally:
+        network.train(was_training)
+    return written

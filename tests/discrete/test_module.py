@@ -1,0 +1,155 @@
+"""DiscreteSearch: budget, de-duplication, stop conditions, outputs, checkpoint state and errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from darts_lightning import DiscreteSearch
+from darts_lightning.discrete.evaluators import Evaluation, Evaluator, LookupEvaluator, register_evaluator
+from darts_lightning.discrete.searchers import Searcher, register_searcher
+
+
+def _fit(model: DiscreteSearch, root: Path, **kwargs) -> pl.Trainer:
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=-1, default_root_dir=str(root), enable_progress_bar=False,
+                         enable_model_summary=False, log_every_n_steps=1, **kwargs)
+    trainer.fit(model)
+    return trainer
+
+
+def test_random_search_on_the_table_spends_its_budget_on_distinct_architectures(tmp_path):
+    model = DiscreteSearch(budget=50, seed=3)
+    trainer = _fit(model, tmp_path)
+    keys = {model.space.key(model.space.parse(h["arch"])) for h in model.history}
+    assert len(model.history) == 50 and len(keys) == 50
+    assert model.samples >= 50 and model.stop_reason.startswith("budget")
+    best = model.best()
+    assert best["reward"] == max(h["reward"] for h in model.history)
+    run_dir = Path(trainer.log_dir)
+    assert (run_dir / "best_arch.txt").read_text().strip() == best["arch"]
+    table = LookupEvaluator()
+    assert best["metrics"]["cifar10_test"] == table.rows[best["arch"]]["cifar10_test"]
+
+
+def test_same_seed_same_history_and_different_seed_different(tmp_path):
+    a, b, c = (DiscreteSearch(budget=20, seed=s) for s in (1, 1, 2))
+    for i, m in enumerate((a, b, c)):
+        _fit(m, tmp_path / str(i), logger=False, enable_checkpointing=False)
+    assert [h["arch"] for h in a.history] == [h["arch"] for h in b.history]
+    assert [h["arch"] for h in a.history] != [h["arch"] for h in c.history]
+
+
+class _Stuck(Searcher):
+    """Always proposes the same architecture: a converged policy."""
+
+    def ask(self):
+        return self.space.parse("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|skip_connect~1|skip_connect~2|")
+
+
+register_searcher("_stuck_for_tests", _Stuck)
+
+
+def test_a_searcher_that_stops_finding_new_architectures_does_not_hang(tmp_path):
+    model = DiscreteSearch(searcher="_stuck_for_tests", budget=10, max_samples=30)
+    _fit(model, tmp_path, logger=False, enable_checkpointing=False)
+    assert len(model.history) == 1 and model.samples == 30
+    assert "stopped finding new ones" in model.stop_reason
+
+
+class _Constant(Evaluator):
+    def evaluate(self, arch):
+        return Evaluation(reward=1.0)
+
+
+register_evaluator("_constant_for_tests", _Constant)
+
+
+def test_patience_stops_a_search_that_no_longer_improves(tmp_path):
+    model = DiscreteSearch(evaluator="_constant_for_tests", evaluator_args={}, budget=100, patience=5)
+    _fit(model, tmp_path, logger=False, enable_checkpointing=False)
+    assert len(model.history) == 6 and "no improvement" in model.stop_reason
+
+
+def test_resume_continues_without_re_evaluating_or_forgetting(tmp_path):
+    full = DiscreteSearch(budget=30, seed=5)
+    _fit(full, tmp_path / "full", logger=False, enable_checkpointing=False)
+
+    class StopAt(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if len(pl_module.history) == 12:
+                trainer.should_stop = True
+
+    checkpoint = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, every_n_train_steps=1)
+    first = DiscreteSearch(budget=30, seed=5)
+    _fit(first, tmp_path / "part", logger=False, callbacks=[checkpoint, StopAt()])
+    state = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)["discrete_search"]
+    assert len(state["history"]) == 12
+    resumed = DiscreteSearch(budget=30, seed=5)
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=-1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path / "r"))
+    trainer.fit(resumed, ckpt_path=tmp_path / "ckpt" / "last.ckpt")
+    assert [h["arch"] for h in resumed.history] == [h["arch"] for h in full.history]
+    assert resumed.samples == full.samples
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="unknown search space"):
+        DiscreteSearch(space="nb101")
+    with pytest.raises(ValueError, match="unknown searcher 'bayes'; valid searchers are"):
+        DiscreteSearch(searcher="bayes")
+    with pytest.raises(ValueError, match="unknown evaluator"):
+        DiscreteSearch(evaluator="oracle")
+    with pytest.raises(ValueError, match="budget 20000 exceeds the nasbench201 space's 15625"):
+        DiscreteSearch(budget=20000)
+
+
+def test_lookup_table_that_does_not_match_the_space(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("index,arch,cifar10_valid,cifar10_test\n0,|conv~0|+|x~0|y~1|+|a~0|b~1|c~2|,1,2\n")
+    with pytest.raises(ValueError, match="row 2 of .* does not fit the nasbench201 space"):
+        LookupEvaluator(path=bad)
+    short = tmp_path / "short.csv"
+    short.write_text("index,arch,cifar10_valid,cifar10_test\n0,|none~0|+|none~0|none~1|+|none~0|none~1|none~2|,1,2\n")
+    with pytest.raises(ValueError, match="holds 1 distinct architectures, but the nasbench201 space has 15625"):
+        LookupEvaluator(path=short)
+    with pytest.raises(ValueError, match="no column cifar10_train"):
+        LookupEvaluator(metric="train")
+
+
+def test_search_state_checkpoint_after_every_evaluation_resumes_exactly(tmp_path):
+    full = DiscreteSearch(budget=25, seed=9, searcher="regularized_evolution")
+    _fit(full, tmp_path / "full", logger=False, enable_checkpointing=False)
+
+    class Interrupt(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if len(pl_module.history) == 11:
+                raise RuntimeError("simulated crash")
+
+    first = DiscreteSearch(budget=25, seed=9, searcher="regularized_evolution")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _fit(first, tmp_path / "run", callbacks=[Interrupt()], enable_checkpointing=False)
+    state = Path(tmp_path / "run" / "lightning_logs" / "version_0" / "checkpoints" / "search_state.ckpt")
+    # the crash came before the 11th evaluation was saved: the last checkpoint holds 10
+    assert len(torch.load(state, weights_only=True)["discrete_search"]["history"]) == 10
+    resumed = DiscreteSearch(budget=25, seed=9, searcher="regularized_evolution")
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=-1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path / "r"))
+    trainer.fit(resumed, ckpt_path=state)
+    assert [h["arch"] for h in resumed.history] == [h["arch"] for h in full.history]
+
+
+@pytest.mark.real_figures
+def test_best_architecture_is_drawn_and_logged(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    trainer = _fit(DiscreteSearch(budget=5, seed=0), tmp_path)
+    run_dir = Path(trainer.log_dir)
+    assert (run_dir / "best_arch.png").read_bytes()[:4] == b"\x89PNG"
+    events = EventAccumulator(str(run_dir), size_guidance={"images": 0, "scalars": 0, "histograms": 0})
+    events.Reload()
+    assert "search/best_arch" in events.Tags()["images"]
+    assert "search/rewards" in events.Tags()["histograms"]
+    assert len(events.Scalars("search/best_reward")) == 5

@@ -1,0 +1,263 @@
+"""Single-path weight sharing: one op per edge, deterministic paths, supernet training, the two evaluators."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+from darts_lightning import DiscreteSearch, MixedEdge, SearchDataModule
+from darts_lightning.spaces.cell import Cell
+from darts_lightning.discrete.evaluators import build_evaluator
+from darts_lightning.spaces.ops import NB201_OPS
+from darts_lightning.spaces.relaxations import SinglePathRelaxation
+from darts_lightning.spaces import get_space
+from darts_lightning.discrete.weight_sharing import (
+    ScratchEvaluator, SinglePathSupernet, WeightSharingEvaluator, path_rows, sample_path,
+)
+
+from tests.conftest import quick_trainer
+
+
+def tiny_supernet(space: str = "nasbench201", **overrides) -> SinglePathSupernet:
+    """A supernet for the 8×8 one-channel digits: 4 channels, 1 cell per stage (NB201) or 3 cells (DARTS)."""
+    kwargs = dict(in_channels=1, num_classes=10, image_size=8, channels=4, layers=1 if space == "nasbench201" else 3)
+    kwargs.update(overrides)
+    return SinglePathSupernet(space, **kwargs)
+
+
+def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _chosen_columns(model: SinglePathSupernet, arch) -> dict[MixedEdge, int | None]:
+    """The α column each mixed edge must compute for ``arch`` (``None``: the edge is absent)."""
+    rows = [r for _, r in path_rows(model.network, arch)]
+    chosen = {}
+    for cell in model.network.modules():
+        if not isinstance(cell, Cell):
+            continue
+        cell_rows = rows[1] if cell.reduction and len(rows) == 2 else rows[0]
+        for k, edge in enumerate(cell.edges):
+            chosen[edge] = int(cell_rows[k].argmax()) if cell_rows[k].any() else None
+    return chosen
+
+
+# --------------------------------------------------------------------------- one op per edge
+
+
+@pytest.mark.parametrize("space", ["nasbench201", "darts"])
+def test_a_single_path_step_runs_only_the_sampled_ops(space):
+    torch.manual_seed(0)
+    model = tiny_supernet(space)
+    arch = model.path_at(3)
+    chosen = _chosen_columns(model, arch)
+    assert chosen and all(isinstance(e, MixedEdge) for e in chosen)
+    ran: set[int] = set()
+
+    def forbid(module, args):
+        raise AssertionError("an op off the sampled path was called")
+
+    def record(op):
+        return lambda module, args: ran.add(id(op))
+
+    expected = set()
+    for edge, column in chosen.items():
+        for op, index in zip(edge.ops, edge.op_indices):
+            # Hooks on every layer: an op that begins with a ReLU is run layer by layer after a shared ReLU.
+            for layer in op.modules():
+                layer.register_forward_pre_hook(record(op) if index == column else forbid)
+            if index == column:
+                expected.add(id(op))
+    x, y = torch.randn(8, 1, 8, 8), torch.randint(10, (8,))
+    F.cross_entropy(model(x, arch), y).backward()
+    assert ran == expected and expected
+    for edge, column in chosen.items():
+        for op, index in zip(edge.ops, edge.op_indices):
+            for p in op.parameters():
+                assert (p.grad is None) == (index != column), "only the sampled ops receive gradients"
+    assert all(a.grad is None and not a.requires_grad for a in model.network.arch_parameters())
+
+
+def test_single_path_mix_is_the_chosen_op_none_is_zero_and_an_absent_edge_is_disconnected():
+    torch.manual_seed(0)
+    relaxation = SinglePathRelaxation()
+    edge = MixedEdge(NB201_OPS, 4, 1, relaxation).eval()
+    x = torch.randn(2, 4, 6, 6, requires_grad=True)
+    for column, name in enumerate(NB201_OPS):
+        weights = F.one_hot(torch.tensor(column), len(NB201_OPS)).float()
+        out = relaxation.mix(edge, x, weights)
+        if name == "none":
+            assert torch.equal(out, torch.zeros_like(x)) and out.requires_grad
+        else:
+            torch.testing.assert_close(out, edge.ops[edge.op_indices.index(column)](x))
+    absent = relaxation.mix(edge, x, torch.zeros(len(NB201_OPS)))
+    assert torch.equal(absent, torch.zeros_like(x)) and not absent.requires_grad
+    with pytest.raises(RuntimeError, match="use_path"):
+        relaxation.edge_weights(torch.zeros(6, 5))
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def test_paths_are_a_function_of_seed_and_step_only():
+    space = get_space("nasbench201")
+    first = [space.format(sample_path(space, 7, step)) for step in range(200)]
+    random.seed(123)
+    torch.manual_seed(123)  # global random state plays no part
+    assert first == [space.format(sample_path(space, 7, step)) for step in range(200)]
+    assert first != [space.format(sample_path(space, 8, step)) for step in range(200)]
+    assert len(set(first)) > 190, "a fresh uniform draw every step"
+    for edge in range(6):  # every op of every edge is drawn
+        assert {space.parse(a).ops[edge] for a in first} == set(NB201_OPS)
+    a, b = tiny_supernet(seed=7), tiny_supernet(seed=7)
+    assert [a.space.format(a.path_at(s)) for s in range(5)] == first[:5] == [b.space.format(b.path_at(s)) for s in range(5)]
+    darts = get_space("darts")
+    assert sample_path(darts, 0, 3) == sample_path(darts, 0, 3) != sample_path(darts, 0, 4)
+
+
+# --------------------------------------------------------------------------- supernet training and scoring
+
+
+class _Paths(pl.Callback):
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.paths.append(pl_module.last_path)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A NAS-Bench-201 supernet after 2 epochs of 3 steps on the digits, its checkpoint and its history."""
+    root = tmp_path_factory.mktemp("supernet")
+    pl.seed_everything(0)
+    model = tiny_supernet()
+    before = _state(model)
+    paths = _Paths()
+    trainer = quick_trainer(root, callbacks=[paths])
+    trainer.fit(model, SearchDataModule("digits", batch_size=16))
+    return {"model": model, "before": before, "paths": paths.paths, "trainer": trainer,
+            "checkpoint": trainer.checkpoint_callback.best_model_path}
+
+
+def test_a_short_supernet_fit_trains_the_sampled_paths_only(trained):
+    model, before, trainer = trained["model"], trained["before"], trained["trainer"]
+    after = model.state_dict()
+    assert trainer.global_step == 6
+    assert trained["paths"] == [model.space.format(model.path_at(s)) for s in range(6)]
+    assert not torch.equal(before["network.stem.0.weight"], after["network.stem.0.weight"])
+    assert not torch.equal(before["network.classifier.weight"], after["network.classifier.weight"])
+    assert torch.equal(before["network.alpha"], after["network.alpha"])
+    sampled = [model.space.parse(p) for p in trained["paths"]]
+    moved = unmoved = 0
+    for name, edge in model.network.named_modules():
+        if not isinstance(edge, MixedEdge):
+            continue
+        k = int(name.rsplit(".", 1)[1])
+        for j, index in enumerate(edge.op_indices):
+            on_a_path = any(a.ops[k] == NB201_OPS[index] for a in sampled)
+            for pname, _ in edge.ops[j].named_parameters():
+                key = f"network.{name}.ops.{j}.{pname}"
+                if on_a_path:
+                    moved += not torch.equal(before[key], after[key])
+                else:
+                    unmoved += 1
+                    assert torch.equal(before[key], after[key]), f"{key} is on no sampled path but moved"
+    assert moved > 0 and unmoved > 0
+    assert {"train/loss_epoch", "val/acc"} <= set(trainer.callback_metrics)
+
+
+def test_weight_sharing_evaluator_scores_without_changing_the_supernet(trained):
+    model = trained["model"]
+    model.train()
+    before = _state(model)
+    evaluator = WeightSharingEvaluator("nasbench201", model, data=SearchDataModule("digits", batch_size=32),
+                                       batches=2, reestimate_bn=True, bn_batches=2)
+    generator = random.Random(0)
+    archs = [model.space.sample(generator) for _ in range(3)]
+    results = [evaluator.evaluate(a) for a in archs]
+    for r in results:
+        assert 0.0 <= r.reward <= 1.0 and r.cost > 0 and r.metrics["images"] == 64
+    after = model.state_dict()
+    assert before.keys() == after.keys()
+    for key, value in before.items():
+        assert torch.equal(value, after[key]), f"{key} changed"
+    assert model.training
+    assert evaluator.evaluate(archs[0]).reward == results[0].reward
+    plain = WeightSharingEvaluator("nasbench201", model, data={"dataset": "digits", "batch_size": 32}, batches=2)
+    assert 0.0 <= plain.evaluate(archs[0]).reward <= 1.0
+    with pytest.raises(ValueError, match="darts space"):
+        WeightSharingEvaluator("darts", model, data=SearchDataModule("digits"))
+
+
+def test_a_discrete_search_scored_by_a_supernet_checkpoint(trained, tmp_path):
+    checkpoint = trained["checkpoint"]
+    evaluator = build_evaluator("weight_sharing", "nasbench201", supernet=checkpoint, batches=1, reestimate_bn=False)
+    assert evaluator.data.batch_size == 16, "the data module recorded in the checkpoint"
+    arch = trained["model"].path_at(0)
+    trained["model"].eval()
+    with torch.no_grad():
+        x, y = evaluator.val_batches[0]
+        expected = (trained["model"](x, arch).argmax(-1) == y).float().mean().item()
+    assert evaluator.evaluate(arch).reward == pytest.approx(expected)
+
+    search = DiscreteSearch("nasbench201", evaluator="weight_sharing",
+                            evaluator_args={"supernet": checkpoint, "batches": 1}, budget=3)
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path))
+    trainer.fit(search)
+    assert len(search.history) == 3 and all(0.0 <= h["reward"] <= 1.0 for h in search.history)
+
+
+@pytest.mark.parametrize("space,layers", [("nasbench201", 1), ("darts", 3)])
+def test_scratch_evaluator_trains_a_tiny_network_on_the_holdout_split(space, layers):
+    evaluator = build_evaluator("scratch", space, epochs=1, channels=4, layers=layers,
+                                data={"dataset": "digits", "batch_size": 32}, trainer_args={"limit_train_batches": 3})
+    assert isinstance(evaluator, ScratchEvaluator) and evaluator.data.holdout
+    arch = get_space(space).sample(random.Random(1))
+    torch.manual_seed(5)
+    expected_next = torch.rand(3)
+    torch.manual_seed(5)
+    result = evaluator.evaluate(arch)
+    assert torch.equal(torch.rand(3), expected_next), "the caller's random state is untouched"
+    assert 0.0 <= result.reward <= 1.0 and result.cost > 0
+    assert result.metrics["steps"] == 3 and result.metrics["parameters"] > 0
+    if space == "nasbench201":
+        assert evaluator.evaluate(arch).reward == result.reward, "seeded: equal cells, equal rewards"
+
+
+def test_edge_normalization_on_a_single_path_is_a_clear_error():
+    """A path runs its ops unscaled; β would only multiply the host-side path rows by device-side weights."""
+    with pytest.raises(ValueError, match="edge_normalization .* single path does not use: remove it from network_args"):
+        tiny_supernet("darts", network_args={"edge_normalization": True})
+
+
+def test_plain_ddp_is_refused_with_advice():
+    """Without find_unused_parameters, DDP would fail at the second step; setup says what to use instead."""
+    from types import SimpleNamespace
+
+    from pytorch_lightning.strategies import DDPStrategy
+
+    model = tiny_supernet()
+    model._trainer = SimpleNamespace(strategy=DDPStrategy(), world_size=2)
+    with pytest.raises(ValueError, match="ddp_find_unused_parameters_true"):
+        model.setup("fit")
+
+
+def test_weight_sharing_reward_can_be_any_torchmetrics_metric(trained):
+    model = trained["model"]
+    arch = model.space.sample(random.Random(3))
+    data = SearchDataModule("digits", batch_size=32)
+    accuracy = WeightSharingEvaluator("nasbench201", model, data=data, batches=2).evaluate(arch)
+    f1 = WeightSharingEvaluator(
+        "nasbench201", model, data=data, batches=2,
+        metric="torchmetrics.classification.MulticlassF1Score", metric_args={"num_classes": 10, "average": "macro"},
+    ).evaluate(arch)
+    assert f1.reward == f1.metrics["metric"] and 0.0 <= f1.reward <= 1.0
+    assert f1.metrics["accuracy"] == accuracy.reward
+    with pytest.raises(ValueError, match="importable torchmetrics class path"):
+        WeightSharingEvaluator("nasbench201", model, data=data, metric="torchmetrics.NoSuchMetric")
