@@ -18,31 +18,31 @@ then running fails with a ``CaseTimeout`` and later ones fail as ``CaseSkipped``
 overruns its slot; a case also fails after ``--case-timeout`` (240 s). The cases run in the order of
 ``--list``, the compiled ones last: compilation is the slowest and least predictable part.
 
-**Smoke cases** (``smoke/...``): a few search steps on the device in fp32 and in bf16-mixed for every
-member of the DARTS family, with its settings from ``configs/<method>_cifar10.yaml`` (DARTS first order;
-second order with the finite-difference and the exact Hessian-vector product; PC-DARTS; GDAS with and
-without edge normalisation; SNAS; DrNAS; DARTS-; β-DARTS over two one-batch epochs, so that its
-regulariser is on in the second), the Hessian-eigenvalue diagnostic at an epoch end and the
-NAS-Bench-201 space; then the retraining module (DARTS_V2 with auxiliary head and drop path, two
-one-batch epochs so that drop path is on in the second), the discrete search scored by a weight-sharing
-supernet and by training from scratch (NAS-Bench-201 space, 3 and 2 architectures, on the bundled digits),
-and a DARTS search under ``strategy=DDPStrategy`` with one device (NCCL on CUDA, gloo on a CPU). Each also
-checks that it ran where it should: every parameter and buffer is on the device after the fit, the
-architecture parameters (or the weights) moved, the loss is finite.
+**Smoke cases** (``smoke/...``): a few search steps on the device in fp32 and in bf16-mixed for every member
+of the DARTS family, with its parts from ``configs/<method>_cifar10.yaml`` (DARTS first order; second order
+with the finite-difference and the exact Hessian-vector product; PC-DARTS; GDAS with and without edge
+normalisation; SNAS; DrNAS; DARTS-; β-DARTS over two one-batch epochs, so that its regulariser is on in the
+second), the Hessian-eigenvalue diagnostic at an epoch end (the ``HessianEigenvalue`` callback) and the
+NAS-Bench-201 space; then the retraining module (DARTS_V2 with auxiliary head and drop path, two one-batch
+epochs so that drop path is on in the second), the discrete search scored by a weight-sharing supernet and
+by training from scratch (NAS-Bench-201 space, 3 and 2 architectures, on the bundled digits), and a DARTS
+search under ``strategy=DDPStrategy`` with one device (NCCL on CUDA, gloo on a CPU). Each also checks that
+it ran where it should: every parameter and buffer is on the device after the fit, the architecture
+parameters (or the weights) moved, the loss is finite.
 
 **Speed and memory cases** (``speed/...``) at the paper's search configuration (C=16, 8 cells, batch 64,
 32×32 images): the median time of a search step (the architecture step plus the weight step, timed from
-``on_train_batch_start`` to ``on_train_batch_end`` with ``torch.cuda.synchronize()``) over ``--steps``
-steps after ``--warmup`` untimed ones, and the peak of ``torch.cuda.max_memory_allocated`` (on a CPU:
-the peak resident memory of this process, which only grows from case to case). Eager first order for
-darts, pcdarts, gdas, snas, drnas, darts_minus and beta_darts, eager second-order DARTS, and DARTS first
-and second order compiled (``DARTSSearch(compile=True)``; ``compile_seconds`` is the time the warm-up
-steps took beyond as many steady steps, ``first_step_seconds`` the first step's time). The compiled cases
-use torch's default backend (inductor) unless ``--compile-backend`` names another; on a CPU the default is
-``aot_eager``, which traces the same graphs (dynamo and AOTAutograd) without generating C++ kernels:
-inductor spends over 5 minutes on 2 cores compiling even quick mode's supernet. DARTS first order also gets ``projected_50_epoch_minutes`` =
-seconds_per_step × 391 steps × 50 epochs / 60 (batch 64 on 25,000 search-train images), compared in the
-summary with the target of 30 minutes (about 92 ms per step).
+``on_train_batch_start`` to ``on_train_batch_end`` with ``torch.cuda.synchronize()``) over ``--steps`` steps
+after ``--warmup`` untimed ones, and the peak of ``torch.cuda.max_memory_allocated`` (on a CPU: the peak
+resident memory of this process, which only grows from case to case). Eager first order for darts, pcdarts,
+gdas, snas, drnas, darts_minus and beta_darts, eager second-order DARTS, and DARTS first and second order
+compiled (the ``CompileSupernet`` callback; ``compile_seconds`` is the time the warm-up steps took beyond as
+many steady steps, ``first_step_seconds`` the first step's time). The compiled cases use torch's default
+backend (inductor) unless ``--compile-backend`` names another; on a CPU the default is ``aot_eager``, which
+traces the same graphs (dynamo and AOTAutograd) without generating C++ kernels: inductor spends over 5
+minutes on 2 cores compiling even quick mode's supernet. DARTS first order also gets
+``projected_50_epoch_minutes`` = seconds_per_step × 391 steps × 50 epochs / 60 (batch 64 on 25,000
+search-train images), compared in the summary with the target of 30 minutes (about 92 ms per step).
 
 **Beside the released DARTS code** (``reference/darts_order1``, ``reference/darts_order2``; only with
 ``--reference-darts DIR``): the search step of quark0/darts (commit
@@ -99,9 +99,10 @@ import time
 import traceback
 import types
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -109,10 +110,19 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from search_step import RandomImages, method_arguments  # noqa: E402
+from search_step import RandomImages, method_arguments, replaced, with_order, with_shape
 
-from darts_lightning import DARTSSearch, DiscreteSearch, GenotypeClassifier, SearchDataModule  # noqa: E402
-from darts_lightning.discrete.weight_sharing import SinglePathSupernet  # noqa: E402
+from darts_lightning import (
+    BetaDecay,
+    CompileSupernet,
+    DARTSSearch,
+    DiscreteSearch,
+    GenotypeClassifier,
+    HessianEigenvalue,
+    NB201Space,
+    SearchDataModule,
+    SinglePathSupernet,
+)
 
 #: search steps per epoch at batch 64 on CIFAR-10's 25,000 search-train images, and the paper's 50 epochs
 STEPS_PER_EPOCH, EPOCHS = 391, 50
@@ -143,9 +153,9 @@ class Shape:
         return {"channels": self.channels, "layers": self.layers, "nodes": self.nodes, "batch_size": self.batch_size,
                 "image_size": self.image_size}
 
-    def cell(self) -> dict[str, int]:
-        """The DARTSSearch arguments of the DARTS cell's size."""
-        return {"nodes": self.nodes, "multiplier": self.nodes}
+    def shaped(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The DARTSSearch arguments ``kwargs`` with the space at this shape (C, cells, nodes of the DARTS cell)."""
+        return with_shape(kwargs, self.channels, self.layers, self.nodes)
 
 
 @dataclass
@@ -326,23 +336,28 @@ def trainer_for(ctx: Context, *, precision: str = "32-true", callbacks: Sequence
 
 def search_smoke(kwargs: dict[str, Any], precision: str, *, epochs: int | None = None, ddp: bool = False,
                  eigenvalue: bool = False) -> Callable[[Context], dict[str, Any]]:
-    """A few search steps of ``DARTSSearch(**kwargs)`` at the smoke shape.
+    """A few search steps of ``DARTSSearch(**kwargs)`` with its space at the smoke shape.
 
     ``epochs``: that many epochs of one batch each (the schedules that start at epoch 1); ``eigenvalue``:
-    one epoch of two batches with the eigenvalue measured at its end; ``ddp``: under DDPStrategy. The
-    NAS-Bench-201 space takes 1 cell per stage (2 at full size) for the shape's cells.
+    one epoch of two batches with the eigenvalue measured at its end (the ``HessianEigenvalue`` callback);
+    ``ddp``: under DDPStrategy. The NAS-Bench-201 space takes 1 cell per stage (2 at full size) for the
+    shape's cells.
     """
 
     def run(ctx: Context) -> dict[str, Any]:
         shape, steps = ctx.settings.smoke_shape, ctx.settings.smoke_steps
         pl.seed_everything(0, verbose=False)
-        if kwargs.get("space") == "nasbench201":  # its cell is fixed; ``layers`` are cells per stage
-            size = {"layers": 1 if ctx.settings.quick else 2}
+        nb201 = isinstance(kwargs.get("space"), NB201Space)
+        if nb201:  # its cell is fixed; ``layers`` are cells per stage
+            cells_per_stage = 1 if ctx.settings.quick else 2
+            shaped = with_shape(kwargs, shape.channels, cells_per_stage)
         else:
-            size = {"layers": shape.layers, **shape.cell()}
-        model = DARTSSearch(3, 10, shape.image_size, channels=shape.channels, **{**kwargs, **size})
+            shaped = shape.shaped(kwargs)
+        model = DARTSSearch(in_channels=3, num_classes=10, image_size=shape.image_size, **shaped)
         alphas = snapshot(model.arch_parameters())
         timer = StepTimer(ctx.device)
+        eigenvalues = HessianEigenvalue(every=1) if eigenvalue else None
+        callbacks: list[pl.Callback] = [timer, *([eigenvalues] if eigenvalues is not None else [])]
         overrides: dict[str, Any]
         if eigenvalue:
             overrides = {"max_epochs": 1, "limit_train_batches": 2}
@@ -357,7 +372,7 @@ def search_smoke(kwargs: dict[str, Any], precision: str, *, epochs: int | None =
             from pytorch_lightning.strategies import DDPStrategy
 
             overrides["strategy"] = DDPStrategy(process_group_backend="nccl" if ctx.device == "cuda" else "gloo")
-        trainer = trainer_for(ctx, precision=precision, callbacks=[timer], **overrides)
+        trainer = trainer_for(ctx, precision=precision, callbacks=callbacks, **overrides)
         reset_peak_memory(ctx.device)
         trainer.fit(model, RandomImages(shape.batch_size, shape.image_size, batches))
         expected = 2 if eigenvalue else (epochs or steps)
@@ -367,14 +382,14 @@ def search_smoke(kwargs: dict[str, Any], precision: str, *, epochs: int | None =
         moved = check_moved(alphas, model.arch_parameters(), "architecture parameters")
         out: dict[str, Any] = {"loss": finite_loss(trainer), "arch_tensors_moved": moved,
                                "seconds_per_step": statistics.median(timer.times), **peak_memory(ctx.device)}
-        if kwargs.get("space") == "nasbench201":
-            out.update({"layers": size["layers"], "layers_are": "cells per stage", "nodes": "the NAS-Bench-201 cell"})
-        if eigenvalue:
-            values = [record["eigenvalue"] for record in model.eigenvalue_history]
+        if nb201:
+            out.update({"layers": cells_per_stage, "layers_are": "cells per stage", "nodes": "the NAS-Bench-201 cell"})
+        if eigenvalues is not None:
+            values = [record["eigenvalue"] for record in eigenvalues.history]
             if len(values) != 1 or not math.isfinite(values[0]):
                 raise CheckFailed(f"expected one finite Hessian eigenvalue at the epoch end, got {values}")
             out["hessian_eigenvalue"] = values[0]
-        if epochs and kwargs.get("beta_decay_max"):
+        if epochs and any(isinstance(r, BetaDecay) for r in model.remedies):
             if "train/arch_regularizer" not in trainer.callback_metrics:
                 raise CheckFailed("the β-decay regulariser was never applied")
         return out
@@ -413,7 +428,7 @@ def discrete_weight_sharing_smoke(ctx: Context) -> dict[str, Any]:
     """Train a single-path NAS-Bench-201 supernet on the device, then a random search of 3 cells scored with it."""
     pl.seed_everything(0, verbose=False)
     data = {"dataset": "digits", "batch_size": 32, "seed": 0}
-    supernet = SinglePathSupernet("nasbench201", in_channels=1, num_classes=10, image_size=8, channels=4, layers=1)
+    supernet = SinglePathSupernet(NB201Space(channels=4, cells_per_stage=1), in_channels=1, num_classes=10, image_size=8)
     before = snapshot(supernet.weight_parameters())
     trainer = trainer_for(ctx, max_epochs=1, limit_train_batches=2)
     reset_peak_memory(ctx.device)
@@ -453,20 +468,20 @@ def discrete_scratch_smoke(ctx: Context) -> dict[str, Any]:
 
 
 def smoke_cases() -> list[Case]:
-    darts, darts2 = method_arguments("darts"), method_arguments("darts2")
+    darts, darts2, gdas = method_arguments("darts"), method_arguments("darts2"), method_arguments("gdas")
     variants: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
         ("darts_o1", darts, {}),
-        ("darts_o2_fd", {**darts2, "hessian": "finite_difference"}, {}),
-        ("darts_o2_exact", {**darts2, "hessian": "exact"}, {}),
+        ("darts_o2_fd", {**darts2, "estimator": replaced(darts2["estimator"], hessian="finite_difference")}, {}),
+        ("darts_o2_exact", {**darts2, "estimator": replaced(darts2["estimator"], hessian="exact")}, {}),
         ("pcdarts", method_arguments("pcdarts"), {}),
-        ("gdas", method_arguments("gdas"), {}),
-        ("gdas_edge_norm", {**method_arguments("gdas"), "edge_normalization": True}, {}),
+        ("gdas", gdas, {}),
+        ("gdas_edge_norm", {**gdas, "space": replaced(gdas["space"], edge_normalization=True)}, {}),
         ("snas", method_arguments("snas"), {}),
         ("drnas", method_arguments("drnas"), {}),
         ("darts_minus", method_arguments("darts_minus"), {}),
         ("beta_darts", method_arguments("beta_darts"), {"epochs": 2}),
-        ("hessian_eigenvalue", {**darts, "hessian_eigenvalue_every": 1}, {"eigenvalue": True}),
-        ("nb201_o1", {**darts, "space": "nasbench201"}, {}),
+        ("hessian_eigenvalue", darts, {"eigenvalue": True}),
+        ("nb201_o1", {**darts, "space": NB201Space()}, {}),
     ]
     cases = []
     for label, precision in PRECISIONS.items():
@@ -474,8 +489,9 @@ def smoke_cases() -> list[Case]:
             config = {"kind": "search", "precision": precision, "model": _config_text(kwargs), **_options_text(options)}
             cases.append(Case(f"smoke/{name}/{label}", search_smoke(kwargs, precision, **options), config))
     cases += [
-        Case("smoke/retrain_darts_v2/fp32", retrain_smoke, {"kind": "retrain", "precision": "32-true",
-                                                            "genotype": "DARTS_V2", "auxiliary_weight": 0.4, "drop_path_prob": 0.2}),
+        Case("smoke/retrain_darts_v2/fp32", retrain_smoke,
+             {"kind": "retrain", "precision": "32-true", "genotype": "DARTS_V2", "auxiliary_weight": 0.4,
+              "drop_path_prob": 0.2}),
         Case("smoke/discrete_weight_sharing/fp32", discrete_weight_sharing_smoke,
              {"kind": "discrete", "space": "nasbench201", "evaluator": "weight_sharing", "budget": 3, "data": "digits"}),
         Case("smoke/discrete_scratch/fp32", discrete_scratch_smoke,
@@ -488,9 +504,20 @@ def smoke_cases() -> list[Case]:
 
 def _config_text(kwargs: dict[str, Any]) -> dict[str, Any]:
     """The settings that tell the cases apart (the shared optimiser settings are the configs')."""
-    keep = ("order", "hessian", "relaxation", "edge_normalization", "auxiliary_skip", "beta_decay_max", "arch_batch",
-            "joint_step", "weight_step_first", "hessian_eigenvalue_every", "space", "compile")
-    return {k: kwargs[k] for k in keep if k in kwargs}
+    space, estimator = kwargs["space"], kwargs.get("estimator")
+    out: dict[str, Any] = {"space": space.name, "relaxation": kwargs["relaxation"].name if kwargs.get("relaxation") else "darts",
+                           "order": estimator.order if estimator is not None else 1}
+    if out["order"] == 2:
+        out["hessian"] = estimator.hessian
+    if estimator is not None and estimator.arch_batch != "val":
+        out["arch_batch"] = estimator.arch_batch
+    if getattr(space, "edge_normalization", False):
+        out["edge_normalization"] = True
+    if kwargs.get("remedies"):
+        out["remedies"] = [type(r).__name__ for r in kwargs["remedies"]]
+    if kwargs.get("step_order", "arch_first") != "arch_first":
+        out["step_order"] = kwargs["step_order"]
+    return out
 
 
 def _options_text(options: dict[str, Any]) -> dict[str, Any]:
@@ -499,6 +526,7 @@ def _options_text(options: dict[str, Any]) -> dict[str, Any]:
         out["schedule"] = f"{options['epochs']} epochs of 1 batch"
     if options.get("eigenvalue"):
         out["schedule"] = "1 epoch of 2 batches, eigenvalue at its end"
+        out["callbacks"] = ["HessianEigenvalue(every=1)"]
     return out
 
 
@@ -509,16 +537,13 @@ def search_speed(method: str, order: int, compiled: bool) -> Callable[[Context],
     def run(ctx: Context) -> dict[str, Any]:
         settings = ctx.settings
         shape, warmup, steps = settings.compiled_shape if compiled else settings.speed_shape, settings.warmup, settings.steps
-        kwargs = method_arguments("darts2" if order == 2 else method)
-        kwargs["order"] = order
-        if compiled:
-            kwargs["compile"] = True
+        kwargs = shape.shaped(with_order(method_arguments("darts2" if order == 2 else method), order))
         pl.seed_everything(0, verbose=False)
-        with default_compile_backend(settings.compile_backend if compiled else None):
-            model = DARTSSearch(3, 10, shape.image_size, channels=shape.channels,
-                                **{**kwargs, "layers": shape.layers, **shape.cell()})
+        model = DARTSSearch(in_channels=3, num_classes=10, image_size=shape.image_size, **kwargs)
         timer = StepTimer(ctx.device)
-        trainer = trainer_for(ctx, callbacks=[timer], max_steps=warmup + steps)
+        # The supernet is compiled when the fit sets up, inside the backend's context below.
+        callbacks = [timer, *([CompileSupernet()] if compiled else [])]
+        trainer = trainer_for(ctx, callbacks=callbacks, max_steps=warmup + steps)
         reset_peak_memory(ctx.device)
         # One batch more than the steps: the epoch (and its end-of-epoch work) does not end inside them.
         with default_compile_backend(settings.compile_backend if compiled else None):

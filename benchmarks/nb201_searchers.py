@@ -43,7 +43,8 @@ import json
 import math
 import statistics
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from scipy import stats

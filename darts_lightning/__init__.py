@@ -13,7 +13,11 @@ The package in layers, each importing only the ones below it:
 
 from darts_lightning.data import ClassificationDataModule, SearchDataModule
 from darts_lightning.differentiable.callbacks import (
-    AnswerFiles, ArchitectureFigures, CompileSupernet, HessianEigenvalue, SearchSummary,
+    AnswerFiles,
+    ArchitectureFigures,
+    CompileSupernet,
+    HessianEigenvalue,
+    SearchSummary,
 )
 from darts_lightning.differentiable.estimators import FirstOrderGradient, SecondOrderGradient
 from darts_lightning.differentiable.module import DARTSSearch, NonFiniteLossError

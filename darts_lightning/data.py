@@ -23,9 +23,10 @@ resumed run also sees the same augmented images as an uninterrupted one.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence, Sized
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -40,7 +41,7 @@ from darts_lightning.utils.validation import check_choice, check_range
 __all__ = [
     "ImageDataModule", "SearchDataModule", "ClassificationDataModule", "DatasetInfo", "DATASETS", "digits_splits",
     "RandomTransform", "RandomCrop", "RandomHorizontalFlip", "Cutout", "Augmentation", "AugmentedDataset",
-    "EpochSampler", "sample_generator", "DIGITS_TEST_SIZE", "UnreadableImageError", "load_image",
+    "EpochSampler", "sample_generator", "search_split", "DIGITS_TEST_SIZE", "UnreadableImageError", "load_image",
 ]
 
 DIGITS_TEST_SIZE = 297
@@ -193,8 +194,13 @@ class Augmentation:
         return f"Augmentation({self.transforms})"
 
 
+@dataclass(eq=False)
 class ImageDataModule(pl.LightningDataModule):
     """What the search and the retraining data modules share: the data sets, their shapes and transforms.
+
+    The arguments are declared once, as the fields of this data class; :class:`SearchDataModule` and
+    :class:`ClassificationDataModule` add theirs and change defaults. The generated ``__init__`` has an
+    ordinary signature, which the command line, ``save_hyperparameters`` and the keyword checks read.
 
     Args:
         dataset: ``digits`` (embedded default), ``cifar10``, ``cifar100``, ``mnist``, ``fashion_mnist``,
@@ -211,43 +217,33 @@ class ImageDataModule(pl.LightningDataModule):
         test_root: for ``imagefolder``: the class tree of the test split.
     """
 
-    def __init__(
-        self,
-        dataset: str = "digits",
-        root: str = "data",
-        batch_size: int = 64,
-        num_workers: int = 0,
-        seed: int = 0,
-        download: bool = False,
-        cutout_length: int = 0,
-        resize: int | None = None,
-        test_root: str | None = None,
-    ) -> None:
+    dataset: str = "digits"
+    root: str = "data"
+    batch_size: int = 64
+    num_workers: int = 0
+    seed: int = 0
+    download: bool = False
+    cutout_length: int = 0
+    resize: int | None = None
+    test_root: str | None = None
+
+    def __post_init__(self) -> None:
         super().__init__()
-        if dataset not in DATASETS:
-            raise ValueError(f"unknown dataset {dataset!r}; valid datasets are: {', '.join(DATASETS)}")
-        check_range("batch_size", batch_size, 1, integer=True)
-        check_range("num_workers", num_workers, 0, integer=True)
-        check_range("seed", seed, 0, integer=True)
-        check_range("cutout_length", cutout_length, 0, integer=True, hint="0 turns cutout off")
-        check_range("resize", resize, 1, integer=True, optional=True)
-        check_choice("download", download, (True, False))
-        self.dataset_name = dataset
-        self.root = Path(root)
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.seed = seed
-        self.download = download
-        self.cutout_length = cutout_length
-        self._resize = resize
-        self.test_root = Path(test_root) if test_root else None
+        if self.dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; valid datasets are: {', '.join(DATASETS)}")
+        check_range("batch_size", self.batch_size, 1, integer=True)
+        check_range("num_workers", self.num_workers, 0, integer=True)
+        check_range("seed", self.seed, 0, integer=True)
+        check_range("cutout_length", self.cutout_length, 0, integer=True, hint="0 turns cutout off")
+        check_range("resize", self.resize, 1, integer=True, optional=True)
+        check_choice("download", self.download, (True, False))
         self._classes: list[str] | None = None
 
     # ------------------------------------------------------------------ shape facts
 
     @property
     def info(self) -> DatasetInfo:
-        return DATASETS[self.dataset_name]
+        return DATASETS[self.dataset]
 
     @property
     def in_channels(self) -> int:
@@ -255,34 +251,36 @@ class ImageDataModule(pl.LightningDataModule):
 
     @property
     def num_classes(self) -> int:
-        if self.dataset_name == "imagefolder":
+        if self.dataset == "imagefolder":
             return len(self._folder_classes())
         return self.info.num_classes
 
     @property
     def image_size(self) -> int:
-        if self.dataset_name == "imagefolder":
-            if not self._resize:
+        if self.dataset == "imagefolder":
+            if not self.resize:
                 raise ValueError("dataset 'imagefolder' needs a size to resize images to (e.g. --data.init_args.resize 32)")
-            return self._resize
+            return self.resize
         return self.info.image_size
 
     def _folder_classes(self) -> list[str]:
         if self._classes is None:
-            if not self.root.is_dir():
+            root = Path(self.root)
+            if not root.is_dir():
                 raise FileNotFoundError(
-                    f"ImageFolder root {str(self.root)!r} does not exist; point --data.root at a folder with one sub-folder of images per class"
+                    f"ImageFolder root {str(root)!r} does not exist; point --data.root at a folder with one "
+                    "sub-folder of images per class"
                 )
-            classes = sorted(p.name for p in self.root.iterdir() if p.is_dir())
+            classes = sorted(p.name for p in root.iterdir() if p.is_dir())
             if not classes:
                 raise FileNotFoundError(
-                    f"ImageFolder root {str(self.root)!r} has no class sub-folders; expected <root>/<class>/<image>, "
+                    f"ImageFolder root {str(root)!r} has no class sub-folders; expected <root>/<class>/<image>, "
                     "one sub-folder of images per class"
                 )
             if len(classes) == 1:
                 # A one-class problem would only fail later, inside the accuracy metric.
                 raise ValueError(
-                    f"{self.root}: ImageFolder found 1 class ({classes[0]!r}); classification needs at least two "
+                    f"{root}: ImageFolder found 1 class ({classes[0]!r}); classification needs at least two "
                     "classes (one sub-folder per class)"
                 )
             self._classes = classes
@@ -295,7 +293,7 @@ class ImageDataModule(pl.LightningDataModule):
         import torchvision.transforms as T
 
         steps: list[Callable] = []
-        if self.dataset_name == "imagefolder":
+        if self.dataset == "imagefolder":
             steps += [T.Resize(self.image_size), T.CenterCrop(self.image_size)]
         return steps + [T.ToTensor()]
 
@@ -314,17 +312,17 @@ class ImageDataModule(pl.LightningDataModule):
 
         info = self.info
         steps: list[Callable] = []
-        if train and self.dataset_name in ("cifar10", "cifar100", "svhn"):
+        if train and self.dataset in ("cifar10", "cifar100", "svhn"):
             steps.append(RandomCrop(info.image_size, padding=4))
-        if train and self.dataset_name in ("cifar10", "cifar100", "imagefolder"):
+        if train and self.dataset in ("cifar10", "cifar100", "imagefolder"):
             steps.append(RandomHorizontalFlip())
-        if self.dataset_name != "digits":
+        if self.dataset != "digits":
             steps.append(T.Normalize(info.mean, info.std))
         if train and self.cutout_length > 0:
             steps.append(Cutout(self.cutout_length))
         return Augmentation(steps)
 
-    def dataset(self, split: str = "train") -> Dataset:
+    def labelled(self, split: str = "train") -> Dataset:
         """The labelled ``train`` or ``test`` split (for the digits: the 1,500-image pool or the fixed 297).
 
         The training split carries its augmentation as an :class:`AugmentedDataset` seeded with ``seed``.
@@ -332,7 +330,7 @@ class ImageDataModule(pl.LightningDataModule):
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
         train = split == "train"
-        if self.dataset_name == "digits":
+        if self.dataset == "digits":
             pool, test = digits_splits()
             augmentation = self._transform(train=True)
             if train and augmentation.is_random:
@@ -344,11 +342,12 @@ class ImageDataModule(pl.LightningDataModule):
         # Training images: deterministic preprocessing in the torchvision data set, the seeded augmentation
         # around it. Test images: preprocessing and normalisation only.
         transform = T.Compose(self._preprocess() + ([] if train else [self._transform(train=False)]))
-        if self.dataset_name == "imagefolder":
+        if self.dataset == "imagefolder":
             self._folder_classes()
-            root = self.root if train else self.test_root
-            if root is None:
+            folder = self.root if train else self.test_root or None
+            if folder is None:
                 raise ValueError("dataset 'imagefolder' needs --data.init_args.test_root for its test split")
+            root = Path(folder)
             if not root.is_dir():
                 raise FileNotFoundError(
                     f"ImageFolder {split} root {str(root)!r} does not exist; expected <root>/<class>/<image>, "
@@ -370,12 +369,12 @@ class ImageDataModule(pl.LightningDataModule):
                 "svhn": lambda: D.SVHN(str(self.root), split=split, transform=transform, download=self.download),
             }
             try:
-                base = constructors[self.dataset_name]()
+                base = constructors[self.dataset]()
             except RuntimeError as error:
                 if self.download:
                     raise
                 raise FileNotFoundError(
-                    f"{self.dataset_name} not found under {str(self.root.resolve())!r} ({self.info.hint}). "
+                    f"{self.dataset} not found under {str(Path(self.root).resolve())!r} ({self.info.hint}). "
                     f"Pass --data.download true to let torchvision download it, or put the data there "
                     f"and point --data.root at it. ({error})"
                 ) from error
@@ -383,7 +382,7 @@ class ImageDataModule(pl.LightningDataModule):
 
     def training_set(self) -> Dataset:
         """The full labelled training set (for the digits: the 1,500-image search pool)."""
-        return self.dataset("train")
+        return self.labelled("train")
 
     # ------------------------------------------------------------------ loaders
 
@@ -410,7 +409,7 @@ class ImageDataModule(pl.LightningDataModule):
         """
         replicas, rank = self._replicas()
         sampler_class = EpochSampler if _takes_epoch(dataset) else DistributedSampler
-        sampler = sampler_class(dataset, num_replicas=replicas, rank=rank, shuffle=shuffle, seed=seed)
+        sampler: DistributedSampler = sampler_class(dataset, num_replicas=replicas, rank=rank, shuffle=shuffle, seed=seed)
         sampler.set_epoch(self._epoch())
         return DataLoader(
             dataset,
@@ -469,14 +468,22 @@ class AugmentedDataset(Dataset):
 
     def __init__(self, base: Dataset, augmentation: Augmentation, seed: int) -> None:
         self.base, self.augmentation, self.seed = base, augmentation, seed
+        self._length = _length(base)
 
     def __len__(self) -> int:
-        return len(self.base)  # type: ignore[arg-type]
+        return self._length
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[Tensor, Any]:
         epoch, index = key if isinstance(key, tuple) else (0, key)
         x, y = self.base[index]
         return self.augmentation(x, sample_generator(self.seed, epoch, index)), y
+
+
+def _length(dataset: Dataset) -> int:
+    """The number of samples of ``dataset`` (torch's ``Dataset`` does not promise a ``__len__``)."""
+    if not isinstance(dataset, Sized):
+        raise TypeError(f"{type(dataset).__name__} has no length: the data modules need a map-style data set with __len__")
+    return len(dataset)
 
 
 class _Split(Subset):
@@ -506,69 +513,70 @@ class EpochSampler(DistributedSampler):
     validation epoch, from the fit loop's epoch counter, which a checkpoint restores).
     """
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
+    def __iter__(self) -> Iterator[tuple[int, int]]:
         epoch = self.epoch
         return ((epoch, index) for index in super().__iter__())
 
 
+def search_split(full: Dataset, train_portion: float, seed: int) -> tuple[Dataset, Dataset]:
+    """Split ``full`` into (search-train, search-val): a permutation seeded with ``seed``, the first
+    ``floor(train_portion · n)`` samples for search-train. Refuses a portion that leaves a split empty."""
+    n = _length(full)
+    split = int(math.floor(train_portion * n))
+    if split == 0 or split == n:
+        raise ValueError(f"train_portion {train_portion} leaves an empty split of {n} samples")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    return _Split(full, order[:split]), _Split(full, order[split:])
+
+
+@dataclass(eq=False)
 class SearchDataModule(ImageDataModule):
     """Search-train / search-val split of a labelled training set, served as one combined loader.
 
     Args:
         train_portion: fraction of the training set used for the weight step (DARTS: 0.5); the rest is
             search-val, used by the architecture step and for validation.
-        Every other argument: see :class:`ImageDataModule`. Both splits take the training augmentation,
-        as in the DARTS search.
+        Every other argument: see :class:`ImageDataModule` (``test_root`` excepted: a search never sees the
+        test split). Both splits take the training augmentation, as in the DARTS search.
     """
 
-    def __init__(
-        self,
-        dataset: str = "digits",
-        root: str = "data",
-        train_portion: float = 0.5,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        seed: int = 0,
-        download: bool = False,
-        cutout_length: int = 0,
-        resize: int | None = None,
-    ) -> None:
-        super().__init__(dataset, root, batch_size, num_workers, seed, download, cutout_length, resize)
-        check_range("train_portion", train_portion, 0, 1, low_open=True, high_open=True)
-        self.save_hyperparameters()
-        self.train_portion = train_portion
+    test_root: str | None = field(default=None, init=False, repr=False)
+    train_portion: float = 0.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_range("train_portion", self.train_portion, 0, 1, low_open=True, high_open=True)
+        self.save_hyperparameters()  # the data class's fields, as given
         self.search_train: Dataset | None = None
         self.search_val: Dataset | None = None
 
     def setup(self, stage: str | None = None) -> None:
-        if self.search_train is not None:
-            return
-        full = self.training_set()
-        n = len(full)
-        split = int(math.floor(self.train_portion * n))
-        if split == 0 or split == n:
-            raise ValueError(f"train_portion {self.train_portion} leaves an empty split of {n} samples")
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed)).tolist()
-        self.search_train = _Split(full, order[:split])
-        self.search_val = _Split(full, order[split:])
+        if self.search_train is None:
+            self.search_train, self.search_val = search_split(self.training_set(), self.train_portion, self.seed)
+
+    def _splits(self) -> tuple[Dataset, Dataset]:
+        """(search-train, search-val), split on first use."""
+        self.setup()
+        assert self.search_train is not None and self.search_val is not None  # set by setup
+        return self.search_train, self.search_val
 
     def train_dataloader(self) -> CombinedLoader:
         """One search-train and one search-val batch per step, both reshuffled each epoch."""
-        self.setup("fit")
+        search_train, search_val = self._splits()
         return CombinedLoader(
             {
-                "train": self._loader(self.search_train, shuffle=True, seed=self.seed),
-                "val": self._loader(self.search_val, shuffle=True, seed=self.seed + 1),
+                "train": self._loader(search_train, shuffle=True, seed=self.seed),
+                "val": self._loader(search_val, shuffle=True, seed=self.seed + 1),
             },
             mode="max_size_cycle",
         )
 
     def val_dataloader(self) -> DataLoader:
         """The search-val split: the supernet's validation accuracy is measured on it."""
-        self.setup("validate")
-        return self._loader(self.search_val, shuffle=False, seed=self.seed)
+        return self._loader(self._splits()[1], shuffle=False, seed=self.seed)
 
 
+@dataclass(eq=False)
 class ClassificationDataModule(ImageDataModule):
     """Train on the whole training set, validate and test on the test split (retraining a genotype).
 
@@ -577,32 +585,25 @@ class ClassificationDataModule(ImageDataModule):
     torchvision sets: the training set and the test set, as the DARTS evaluation reports test error.
     Defaults are the data settings of the DARTS CIFAR-10 retraining recipe (batch 96, cutout 16).
 
-    ``holdout=True`` instead trains on search-train and validates and tests on search-val (the split of
-    :class:`SearchDataModule` with the same ``train_portion`` and ``seed``): for choosing among genotypes
-    without looking at the test split.
+    Args:
+        holdout: instead train on search-train and validate and test on search-val (the split of
+            :class:`SearchDataModule` with the same ``train_portion`` and ``seed``): for choosing among
+            genotypes without looking at the test split.
+        train_portion: the search-train fraction of the ``holdout`` split.
+        Every other argument: see :class:`ImageDataModule`.
     """
 
-    def __init__(
-        self,
-        dataset: str = "digits",
-        root: str = "data",
-        batch_size: int = 96,
-        num_workers: int = 0,
-        seed: int = 0,
-        download: bool = False,
-        cutout_length: int = 16,
-        resize: int | None = None,
-        test_root: str | None = None,
-        holdout: bool = False,
-        train_portion: float = 0.5,
-    ) -> None:
-        super().__init__(dataset, root, batch_size, num_workers, seed, download, cutout_length, resize, test_root)
+    batch_size: int = 96
+    cutout_length: int = 16
+    holdout: bool = False
+    train_portion: float = 0.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         # Checked whatever holdout is: a wrong value must not wait for the day holdout is switched on.
-        check_range("train_portion", train_portion, 0, 1, low_open=True, high_open=True)
-        check_choice("holdout", holdout, (True, False))
-        self.save_hyperparameters()
-        self.holdout = holdout
-        self.train_portion = train_portion
+        check_range("train_portion", self.train_portion, 0, 1, low_open=True, high_open=True)
+        check_choice("holdout", self.holdout, (True, False))
+        self.save_hyperparameters()  # the data class's fields, as given
         self.train_set: Dataset | None = None
         self.test_set: Dataset | None = None
 
@@ -610,24 +611,21 @@ class ClassificationDataModule(ImageDataModule):
         if self.train_set is not None:
             return
         if self.holdout:
-            search = SearchDataModule(
-                self.dataset_name, str(self.root), self.train_portion, self.batch_size, seed=self.seed,
-                download=self.download, cutout_length=self.cutout_length, resize=self._resize,
-            )
-            search.setup()
-            self.train_set, self.test_set = search.search_train, search.search_val
+            self.train_set, self.test_set = search_split(self.training_set(), self.train_portion, self.seed)
         else:
-            self.train_set = self.dataset("train")
-            self.test_set = self.dataset("test")
+            self.train_set, self.test_set = self.labelled("train"), self.labelled("test")
+
+    def _splits(self) -> tuple[Dataset, Dataset]:
+        """(training, test) sets, loaded on first use."""
+        self.setup()
+        assert self.train_set is not None and self.test_set is not None  # set by setup
+        return self.train_set, self.test_set
 
     def train_dataloader(self) -> DataLoader:
-        self.setup("fit")
-        return self._loader(self.train_set, shuffle=True, seed=self.seed)
+        return self._loader(self._splits()[0], shuffle=True, seed=self.seed)
 
     def val_dataloader(self) -> DataLoader:
-        self.setup("validate")
-        return self._loader(self.test_set, shuffle=False, seed=self.seed)
+        return self._loader(self._splits()[1], shuffle=False, seed=self.seed)
 
     def test_dataloader(self) -> DataLoader:
-        self.setup("test")
-        return self._loader(self.test_set, shuffle=False, seed=self.seed)
+        return self._loader(self._splits()[1], shuffle=False, seed=self.seed)

@@ -7,10 +7,11 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from darts_lightning import DARTSSearch, SearchDataModule
+from darts_lightning import SearchDataModule
 
+from .differentiable.test_variants import GDAS_OPTIONS, SNAS_OPTIONS
 from .multiprocess import scenario
-from .test_search_variants import GDAS_OPTIONS, SNAS_OPTIONS
+from .searches import tiny_search
 
 
 def state_snapshot(model: pl.LightningModule, trainer: pl.Trainer) -> dict:
@@ -51,7 +52,7 @@ def _darts_run(workdir: Path, order: int) -> dict:
     # A different seed per rank: DDP must still leave every rank with the same model.
     pl.seed_everything(torch.distributed.get_rank())
     data = SearchDataModule("digits", batch_size=16)
-    model = DARTSSearch(1, 10, 8, channels=4, layers=2, arch_lr=3e-2, order=order)
+    model = tiny_search(layers=2, order=order)
     checksums = StepChecksums()
     trainer = _ddp_trainer(workdir, [checksums])
     trainer.fit(model, data)
@@ -104,7 +105,7 @@ class _UnionBatches(pl.LightningDataModule):
 def union_batch_run(devices: int, rank: int, workdir: Path) -> dict:
     """First-order search for 3 steps on fixed union batches, split over ``devices`` ranks."""
     pl.seed_everything(0)
-    model = DARTSSearch(1, 10, 8, channels=4, layers=2, arch_lr=3e-2, order=1, channels_last=False)
+    model = tiny_search(layers=2, order=1, channels_last=False)
     trainer = pl.Trainer(
         accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto", max_steps=3,
         limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -151,13 +152,14 @@ class _PathsAndStart(pl.Callback):
 
 @scenario("single_path_weight_sharing")
 def single_path_weight_sharing(workdir: Path) -> dict:
-    from darts_lightning.spaces.edges import MixedEdge
     from darts_lightning.discrete.weight_sharing import SinglePathSupernet
+    from darts_lightning.spaces.edges import MixedEdge
+    from darts_lightning.spaces.nasbench201 import NB201Space
 
     # A different seed per rank: DDP must still leave every rank with the same model.
     pl.seed_everything(torch.distributed.get_rank())
     data = SearchDataModule("digits", batch_size=16)
-    model = SinglePathSupernet("nasbench201", in_channels=1, num_classes=10, image_size=8, channels=4, layers=1)
+    model = SinglePathSupernet(NB201Space(channels=4, cells_per_stage=1), in_channels=1, num_classes=10, image_size=8)
     checksums, recorder = StepChecksums(), _PathsAndStart()
     trainer = pl.Trainer(
         accelerator="cpu", devices=2, strategy="ddp_find_unused_parameters_true", max_epochs=2,
@@ -191,9 +193,9 @@ class _Samples(pl.Callback):
         self.samples: list[list[int]] = []
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        pl_module._sample(phase=1)
-        normal, reduce = pl_module.network.mixing_weights(detach=True)
-        self.samples.append(torch.cat([normal, reduce]).float().argmax(-1).tolist())
+        pl_module.sample(phase=1)
+        mixing = pl_module.network.mixing(detach=True)
+        self.samples.append(torch.cat([mixing["normal"].weights, mixing["reduce"].weights]).float().argmax(-1).tolist())
 
 
 FAMILY = {
@@ -211,7 +213,7 @@ def _family_run(workdir: Path, variant: str) -> dict:
     # A different seed per rank: the sample seed is broadcast from rank 0, the samples must agree.
     pl.seed_everything(torch.distributed.get_rank())
     data = SearchDataModule("digits", batch_size=16)
-    model = DARTSSearch(1, 10, 8, channels=4, layers=2, arch_lr=3e-2, **FAMILY[variant])
+    model = tiny_search(layers=2, **FAMILY[variant])
     checksums, samples = StepChecksums(), _Samples()
     strategy = "ddp_find_unused_parameters_true" if model.network.relaxation.computes_subset else "ddp"
     trainer = _ddp_trainer(workdir, [checksums, samples], strategy=strategy)

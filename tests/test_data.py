@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 from pytorch_lightning.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Subset
 
 from darts_lightning.data import (
-    DATASETS, DIGITS_TEST_SIZE, Augmentation, AugmentedDataset, Cutout, EpochSampler, RandomCrop, RandomHorizontalFlip,
-    SearchDataModule, digits_splits, sample_generator,
+    DATASETS,
+    DIGITS_TEST_SIZE,
+    Augmentation,
+    AugmentedDataset,
+    ClassificationDataModule,
+    Cutout,
+    EpochSampler,
+    ImageDataModule,
+    RandomCrop,
+    RandomHorizontalFlip,
+    SearchDataModule,
+    digits_splits,
+    sample_generator,
 )
 
 
@@ -143,6 +156,26 @@ def test_different_seed_gives_different_split():
 # --------------------------------------------------------------------------- errors
 
 
+COMMON = {"dataset": "digits", "root": "data", "batch_size": 64, "num_workers": 0, "seed": 0, "download": False,
+          "cutout_length": 0, "resize": None}
+
+
+@pytest.mark.parametrize("cls, arguments", [
+    (ImageDataModule, {**COMMON, "test_root": None}),
+    (SearchDataModule, {**COMMON, "train_portion": 0.5}),
+    (ClassificationDataModule,
+     {**COMMON, "batch_size": 96, "cutout_length": 16, "test_root": None, "holdout": False, "train_portion": 0.5}),
+])
+def test_the_data_modules_take_their_arguments_by_name_with_their_defaults(cls, arguments):
+    """The arguments configs name (``--data.init_args.<name>``), with their defaults: in the signature the
+    command line reads, and recorded as hyperparameters (which a resume compares) in full."""
+    parameters = dict(inspect.signature(cls).parameters)
+    assert {name: p.default for name, p in parameters.items()} == arguments
+    if cls is not ImageDataModule:
+        assert dict(cls().hparams) == arguments
+        assert dict(cls(seed=3).hparams) == {**arguments, "seed": 3}
+
+
 def test_unknown_dataset_lists_valid_names():
     with pytest.raises(ValueError, match="unknown dataset 'imagenet'") as info:
         SearchDataModule("imagenet")
@@ -210,14 +243,14 @@ def test_imagefolder_needs_resize(image_tree):
     dm = SearchDataModule("imagefolder", root=str(image_tree))
     assert dm.num_classes == 2
     with pytest.raises(ValueError, match="resize"):
-        dm.image_size
+        _ = dm.image_size
 
 
 def test_imagefolder_missing_root(tmp_path):
     missing = tmp_path / "nowhere"
     dm = SearchDataModule("imagefolder", root=str(missing), resize=8)
     with pytest.raises(FileNotFoundError) as info:
-        dm.num_classes
+        _ = dm.num_classes
     assert str(missing) in str(info.value)
     with pytest.raises(FileNotFoundError, match="nowhere"):
         SearchDataModule("imagefolder", root=str(missing), resize=8).setup()
@@ -225,7 +258,7 @@ def test_imagefolder_missing_root(tmp_path):
 
 def test_imagefolder_without_class_folders(tmp_path):
     with pytest.raises(FileNotFoundError, match="no class sub-folders"):
-        SearchDataModule("imagefolder", root=str(tmp_path), resize=8).num_classes
+        _ = SearchDataModule("imagefolder", root=str(tmp_path), resize=8).num_classes
 
 
 # --------------------------------------------------------------------------- Cutout
@@ -273,7 +306,8 @@ def test_crop_and_flip_draw_as_torchvision(seed):
     image = Image.fromarray(pixels.numpy())
     info = DATASETS["cifar10"]
     torch.manual_seed(seed)
-    expected = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(info.mean, info.std)])(image)
+    reference = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(info.mean, info.std)])
+    expected = reference(image)
     augmentation = SearchDataModule("cifar10")._transform(train=True)
     assert [type(t) for t in augmentation.transforms] == [RandomCrop, RandomHorizontalFlip, T.Normalize]
     got = augmentation(T.ToTensor()(image), torch.Generator().manual_seed(seed))
@@ -372,7 +406,7 @@ def test_imagefolder_with_one_class_is_refused_when_scanned(tmp_path):
     dm = SearchDataModule("imagefolder", root=str(tmp_path / "only"), resize=4)
     expected = "only: ImageFolder found 1 class ('x'); classification needs at least two classes (one sub-folder per class)"
     with pytest.raises(ValueError) as info:
-        dm.num_classes
+        _ = dm.num_classes
     assert expected in str(info.value)
     with pytest.raises(ValueError) as info:
         dm.setup()

@@ -22,19 +22,22 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from darts_lightning import DARTSSearch, SearchDataModule
-from darts_lightning.differentiable.estimators import build_architecture_gradient
 from darts_lightning.differentiable.diagnostics import architecture_hessian, dominant_hessian_eigenvalue
-from darts_lightning.spaces.darts.network import build_eval_network
+from darts_lightning.differentiable.estimators import build_architecture_gradient
+from darts_lightning.differentiable.relaxations import DirichletRelaxation, build_relaxation
+from darts_lightning.differentiable.remedies import BetaDecay
 from darts_lightning.discrete.evaluators import build_evaluator
-from darts_lightning.spaces.darts.supernet import SearchNetwork
-from darts_lightning.spaces.nasbench201 import NB201Network
-from darts_lightning.spaces.relaxations import build_relaxation
-from darts_lightning.retrain.module import GenotypeClassifier, export_network
 from darts_lightning.discrete.searchers import Reinforce
-from darts_lightning.spaces import get_space
 from darts_lightning.discrete.weight_sharing import SinglePathSupernet, WeightSharingEvaluator
+from darts_lightning.retrain.module import GenotypeClassifier, export_network
+from darts_lightning.spaces import get_space
+from darts_lightning.spaces.darts.network import build_eval_network
+from darts_lightning.spaces.darts.space import DartsSpace
+from darts_lightning.spaces.darts.supernet import SearchNetwork
+from darts_lightning.spaces.nasbench201 import NB201Space, NB201Supernet
 
-from .conftest import quick_trainer, tiny_search
+from .conftest import quick_trainer
+from .searches import tiny_search
 
 
 class MixedPrecisionCalls(TorchFunctionMode):
@@ -59,14 +62,15 @@ def _batch(in_channels: int = 1, size: int = 8, n: int = 4) -> tuple[torch.Tenso
     return x, torch.randint(0, 10, (n,), generator=generator)
 
 
+#: name -> (relaxation, its arguments, the supernet's options)
 SUPERNETS = {
-    "darts": dict(relaxation="darts"),
-    "pcdarts_edge_normalization": dict(relaxation="pcdarts", relaxation_args={"partial_channels": 2}, edge_normalization=True),
-    "gdas": dict(relaxation="gdas"),
-    "gdas_edge_normalization": dict(relaxation="gdas", edge_normalization=True),
-    "snas": dict(relaxation="snas"),
-    "drnas_kl": dict(relaxation="drnas", relaxation_args={"kl_weight": 1e-3}),
-    "darts_auxiliary_skip": dict(relaxation="darts", auxiliary_skip=True),
+    "darts": ("darts", {}, {}),
+    "pcdarts_edge_normalization": ("pcdarts", {"partial_channels": 2}, dict(edge_normalization=True)),
+    "gdas": ("gdas", {}, {}),
+    "gdas_edge_normalization": ("gdas", {}, dict(edge_normalization=True)),
+    "snas": ("snas", {}, {}),
+    "drnas_kl": ("drnas", {"kl_weight": 1e-3}, {}),
+    "darts_auxiliary_skip": ("darts", {}, dict(auxiliary_skip=True)),
 }
 
 
@@ -74,9 +78,11 @@ SUPERNETS = {
 @pytest.mark.parametrize("name", sorted(SUPERNETS))
 def test_supernet_and_architecture_gradient_stay_in_float64(name, order):
     torch.manual_seed(0)
-    network = SearchNetwork(1, 10, channels=4, layers=2, **SUPERNETS[name]).double()
-    network.relaxation.auxiliary_skip_weight = 0.5
-    network.relaxation.set_sample_key(0, 0, 0)
+    relaxation, relaxation_args, options = SUPERNETS[name]
+    network = SearchNetwork(1, 10, channels=4, layers=2, relaxation=build_relaxation(relaxation, **relaxation_args),
+                            **options).double()
+    network.auxiliary_skip_weight = 0.5
+    network.set_sample_key(0, 0, 0)
     weights = network.weight_parameters()
     optimizer = torch.optim.SGD(weights, lr=0.1, momentum=0.9, weight_decay=3e-4)
     x, y = _batch()
@@ -98,7 +104,7 @@ def test_supernet_and_architecture_gradient_stay_in_float64(name, order):
 
 def test_nasbench201_supernet_stays_in_float64():
     torch.manual_seed(0)
-    network = NB201Network(None, num_classes=10, in_channels=1, channels=(4, 8, 16), cells_per_stage=1).double()
+    network = NB201Supernet(num_classes=10, in_channels=1, channels=(4, 8, 16), cells_per_stage=1).double()
     x, y = _batch()
     with MixedPrecisionCalls() as recorder:
         F.cross_entropy(network(x), y).backward()
@@ -180,17 +186,18 @@ def test_search_steps_stay_in_float64(name, tmp_path):
     model.training_step = recorded
     trainer = quick_trainer(tmp_path, max_epochs=2, limit_train_batches=2, limit_val_batches=0, precision="64-true")
     trainer.fit(model, SearchDataModule("digits", batch_size=4))
-    assert trainer.global_step == 4 and model.beta_decay_weight(1) > 0
+    beta_decay, = [r for r in model.remedies if isinstance(r, BetaDecay)]
+    assert trainer.global_step == 4 and beta_decay.weight(1, 2) > 0
     assert _without_lightning_frames(recorder.callers) == []
     assert all(p.dtype == torch.float64 for p in model.arch_parameters())
     assert all(bool(torch.isfinite(p).all()) for p in model.arch_parameters())
 
 
 def test_beta_decay_regularizer_and_its_gradient_stay_in_float64():
-    model = DARTSSearch(in_channels=1, image_size=8, channels=4, layers=2, relaxation="drnas",
-                        relaxation_args={"kl_weight": 1e-3}, beta_decay_max=1.0).double()
+    model = DARTSSearch(space=DartsSpace(channels=4, layers=2), relaxation=DirichletRelaxation(kl_weight=1e-3),
+                        remedies=[BetaDecay(max_weight=1.0)], in_channels=1, image_size=8).double()
     model._trainer = SimpleNamespace(max_epochs=4, current_epoch=2)  # λ = 1.0 · 2 / 4
-    assert model.beta_decay_weight(model.current_epoch) == 0.5
+    assert model.remedies[0].weight(model.current_epoch, model.epochs()) == 0.5
     with MixedPrecisionCalls() as recorder:
         regularizer = model.architecture_regularizer()
         grads = torch.autograd.grad(regularizer, model.arch_parameters(), allow_unused=True)
@@ -206,15 +213,14 @@ def test_sampling_relaxations_compute_their_samples_in_float64():
     alpha = torch.randn(14, 8, dtype=torch.float64, requires_grad=True)
     for name in ("gdas", "snas", "drnas"):
         relaxation = build_relaxation(name)
-        relaxation.set_sample_key(3, 5, 0)
         with MixedPrecisionCalls() as recorder:
-            weights = relaxation.edge_weights(alpha, "normal")
+            weights = relaxation.mixing(alpha, torch.Generator().manual_seed(35)).weights
             torch.autograd.grad(weights[:, 2].sum(), alpha)
         assert recorder.mixed == [] and weights.dtype == torch.float64, name
         if name == "drnas":
             torch.testing.assert_close(weights.sum(-1), torch.ones(14, dtype=torch.float64), rtol=0, atol=1e-13)
             continue
-        noise = relaxation.gumbel_noise(alpha.shape, relaxation.generator("normal")).double()
+        noise = relaxation.gumbel_noise(alpha.shape, torch.Generator().manual_seed(35)).double()
         expected = torch.softmax((torch.log_softmax(alpha.detach(), dim=-1) + noise) / relaxation.tau, dim=-1)
         if name == "gdas":
             expected = F.one_hot(expected.argmax(-1), 8).double()
@@ -242,8 +248,8 @@ def test_weight_sharing_evaluator_scores_a_float64_supernet(space):
     """The evaluator's batches (float32 images) follow the supernet's dtype, for the batch-norm re-estimation
     and the scoring."""
     torch.manual_seed(0)
-    supernet = SinglePathSupernet(space, in_channels=1, num_classes=10, image_size=8, channels=4,
-                                  layers=1 if space == "nasbench201" else 2).double()
+    space = NB201Space(channels=4, cells_per_stage=1) if space == "nasbench201" else DartsSpace(channels=4, layers=2)
+    supernet = SinglePathSupernet(space, in_channels=1, num_classes=10, image_size=8).double()
     evaluator = WeightSharingEvaluator(space, supernet, data=SearchDataModule("digits", batch_size=4), batches=2,
                                        bn_batches=2)
     with MixedPrecisionCalls() as recorder:

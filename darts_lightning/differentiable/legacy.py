@@ -46,6 +46,12 @@ FLAT_DEFAULTS: dict[str, Any] = {
     "arch_optimizer": "adam", "weight_nesterov": False, "weight_lr_epoch_offset": 0, "compile": False,
 }
 
+#: Flat settings of the DARTS cell that the NAS-Bench-201 space has no counterpart for.
+DARTS_SPACE_SETTINGS = (
+    "nodes", "multiplier", "stem_multiplier", "ops", "genotype_rule", "edge_normalization", "last_activation",
+    "search_drop_path",
+)
+
 
 def is_flat(settings: Mapping[str, Any]) -> bool:
     """Whether model settings (a checkpoint's ``hyper_parameters``) are in the flat form."""
@@ -63,6 +69,13 @@ def convert_flat_settings(flat: Mapping[str, Any]) -> tuple[dict[str, Any], list
     s = {**FLAT_DEFAULTS, **dict(flat)}
     space: SearchSpace[Any]
     if s["space"] == "nasbench201":
+        # Settings of the DARTS cell have no place in the NAS-Bench-201 space: refused, never silently dropped.
+        darts_only = [k for k in DARTS_SPACE_SETTINGS if k in flat and flat[k] != FLAT_DEFAULTS[k]]
+        if darts_only:
+            raise ValueError(
+                f"{', '.join(darts_only)} applies to the DARTS cell, not to the NAS-Bench-201 space: "
+                "remove it or use space='darts'"
+            )
         space = NB201Space(channels=s["channels"], cells_per_stage=s["layers"], pool_batch_norm=bool(s["pool_batch_norm"]))
     elif s["space"] == "darts":
         space = DartsSpace(
@@ -75,12 +88,12 @@ def convert_flat_settings(flat: Mapping[str, Any]) -> tuple[dict[str, Any], list
     else:
         raise ValueError(f"space must be 'darts' or 'nasbench201', got {s['space']!r}")
     relaxation = build_relaxation(s["relaxation"], **dict(s["relaxation_args"] or {}))
+    if s["order"] not in (1, 2) or isinstance(s["order"], bool):
+        raise ValueError(f"order must be 1 (first order) or 2 (second order, unrolled), got {s['order']!r}")
     estimator = (
         FirstOrderGradient(arch_batch=s["arch_batch"]) if s["order"] == 1 else
         SecondOrderGradient(hessian=s["hessian"], epsilon=s["hessian_epsilon"], xi=s["unrolled_lr"], arch_batch=s["arch_batch"])
     )
-    if s["order"] not in (1, 2):
-        raise ValueError(f"order must be 1 or 2, got {s['order']!r}")
     weight_optimizer = WeightOptimizer(
         lr=s["weight_lr"], lr_min=s["weight_lr_min"], momentum=s["weight_momentum"], weight_decay=s["weight_decay"],
         nesterov=s["weight_nesterov"], grad_clip=s["grad_clip"], lr_epoch_offset=s["weight_lr_epoch_offset"],
@@ -97,6 +110,10 @@ def convert_flat_settings(flat: Mapping[str, Any]) -> tuple[dict[str, Any], list
         remedies.append(AuxiliarySkip())
     if s["beta_decay_max"]:
         remedies.append(BetaDecay(max_weight=s["beta_decay_max"]))
+    if s["joint_step"] and s["weight_step_first"]:
+        raise ValueError(
+            "joint_step (SNAS's single step) and weight_step_first (GDAS's order) exclude each other: choose one"
+        )
     step_order = "joint" if s["joint_step"] else "weight_first" if s["weight_step_first"] else "arch_first"
     model = {
         "space": space, "relaxation": relaxation, "estimator": estimator, "weight_optimizer": weight_optimizer,

@@ -39,6 +39,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from darts_lightning.differentiable.callbacks import AnswerFiles, ArchitectureFigures, SearchSummary
 from darts_lightning.differentiable.estimators import ESTIMATORS, ArchitectureGradient, FirstOrderGradient
+from darts_lightning.differentiable.legacy import flat_checkpoint_error, is_flat
 from darts_lightning.differentiable.optimizers import ArchOptimizer, WeightOptimizer
 from darts_lightning.differentiable.relaxations import RELAXATIONS
 from darts_lightning.differentiable.remedies import REMEDIES, Remedy
@@ -221,8 +222,12 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
         return self._output_dir
 
     def configure_callbacks(self) -> list[pl.Callback]:
-        """The search's side work: the answer files, TensorBoard figures and the final summary."""
-        return [AnswerFiles(), ArchitectureFigures(), SearchSummary()]
+        """The search's side work: the answer files, TensorBoard figures and the final summary. A trainer
+        callback of one of these classes (or a subclass) takes the place of the default: Lightning would
+        otherwise let the module's callback replace the trainer's."""
+        given = list(self.trainer.callbacks) if self._trainer is not None else []
+        defaults: list[pl.Callback] = [AnswerFiles(), ArchitectureFigures(), SearchSummary()]
+        return [c for c in defaults if not any(isinstance(t, type(c)) for t in given)]
 
     # ------------------------------------------------------------------ schedules
 
@@ -474,6 +479,8 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
         checkpoint["sample_seed"] = self._sample_seed
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if is_flat(checkpoint.get("hyper_parameters") or {}):
+            raise ValueError(flat_checkpoint_error())
         check_resume(self, checkpoint, datamodule=self._trainer.datamodule if self._trainer is not None else None)
         self.genotype_history = list(checkpoint.get("genotype_history", []))
         if checkpoint.get("sample_seed") is not None:

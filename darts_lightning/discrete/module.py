@@ -13,35 +13,45 @@ stop itself.
 
 The full history (architecture, reward, cost, metrics) lives in the checkpoint together with the
 searcher's state and random generator, so a resumed search neither re-evaluates nor forgets anything.
-The best architecture is written as ``best_arch.txt`` (and ``genotype.json`` + ``genotype.png`` for the
-DARTS space) into the run's log directory.
+The best architecture is written into the run's log directory as ``best_arch.txt`` (its text form), as the
+space's answer file (``genotype.json`` for the DARTS space, ``arch.txt`` for NAS-Bench-201, as a
+differentiable search writes it) and drawn as ``best_arch.png``; the history goes to ``history.json``.
+
+The search knows its space only through the :class:`~darts_lightning.spaces.SearchSpace` contract: any
+registered or user-defined space runs with any searcher and evaluator.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Hashable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic
 
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from darts_lightning.discrete.evaluation import Evaluator
 from darts_lightning.discrete.evaluators import build_evaluator
+from darts_lightning.discrete.searchers import Searcher, build_searcher
+from darts_lightning.spaces import SearchSpace, get_space
+from darts_lightning.spaces.base import Arch
+from darts_lightning.spaces.drawing import figure_to_array, save_png
 from darts_lightning.utils.files import atomic_write_text, use_atomic_checkpoints
 from darts_lightning.utils.resume import check_resume, record_module
-from darts_lightning.discrete.searchers import build_searcher
-from darts_lightning.spaces import get_space
 from darts_lightning.utils.validation import check_range
 
 __all__ = ["DiscreteSearch"]
 
 
-class DiscreteSearch(pl.LightningModule):
+class DiscreteSearch(pl.LightningModule, Generic[Arch]):
     """Run a discrete searcher against an evaluator.
 
     Args:
-        space: ``nasbench201`` or ``darts``.
+        space: the search space: a :class:`~darts_lightning.spaces.SearchSpace`, a registered name
+            (``nasbench201``, ``darts``) or ``{"class_path", "init_args"}``; recorded in the hyperparameters
+            as ``{"class_path", "init_args"}`` (plain data: checkpoints load with ``torch.load(weights_only=True)``).
         searcher: ``random`` (or another registered searcher); ``searcher_args`` go to its constructor.
         evaluator: ``lookup`` (or another registered evaluator); ``evaluator_args`` go to its constructor.
         budget: distinct architectures to evaluate.
@@ -60,7 +70,8 @@ class DiscreteSearch(pl.LightningModule):
 
     def __init__(
         self,
-        space: str = "nasbench201",
+        # Unparametrised: the command line builds a space from its class path only for the bare class.
+        space: SearchSpace | str | Mapping[str, Any] = "nasbench201",
         searcher: str = "random",
         searcher_args: dict[str, Any] | None = None,
         evaluator: str = "lookup",
@@ -72,7 +83,12 @@ class DiscreteSearch(pl.LightningModule):
         checkpoint_every: int | None = 1,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.space: SearchSpace[Arch] = get_space(space)
+        self.save_hyperparameters({
+            "space": self.space.config(), "searcher": searcher, "searcher_args": searcher_args, "evaluator": evaluator,
+            "evaluator_args": evaluator_args, "budget": budget, "max_samples": max_samples, "patience": patience,
+            "seed": seed, "checkpoint_every": checkpoint_every,
+        })
         self.automatic_optimization = False
         # Numbers first; the names and their arguments are checked by the registries (searcher_args and
         # evaluator_args against the constructors' keywords) before the evaluator reads anything.
@@ -82,13 +98,12 @@ class DiscreteSearch(pl.LightningModule):
         check_range("seed", seed, 0, integer=True)
         check_range("checkpoint_every", checkpoint_every, 1, integer=True, optional=True,
                     hint="None: only Lightning's own checkpoints")
-        self.space = get_space(space)
         if budget > self.space.size():
             raise ValueError(
                 f"budget {budget} exceeds the {self.space.name} space's {self.space.size()} architectures"
             )
-        self.searcher = build_searcher(searcher, self.space, seed=seed, **(searcher_args or {}))
-        self.evaluator = build_evaluator(evaluator, self.space, **(evaluator_args or {}))
+        self.searcher: Searcher[Arch] = build_searcher(searcher, self.space, seed=seed, **(searcher_args or {}))
+        self.evaluator: Evaluator[Arch] = build_evaluator(evaluator, self.space, **(evaluator_args or {}))
         self.budget = budget
         self.max_samples = max_samples or 50 * budget
         self.patience = patience
@@ -97,7 +112,7 @@ class DiscreteSearch(pl.LightningModule):
         self.history: list[dict[str, Any]] = []
         self.samples = 0
         self.stop_reason: str | None = None
-        self._seen: dict[Any, float] = {}
+        self._seen: dict[Hashable, float] = {}
 
     # ------------------------------------------------------------------ the loop
 
@@ -184,14 +199,10 @@ class DiscreteSearch(pl.LightningModule):
         directory.mkdir(parents=True, exist_ok=True)
         atomic_write_text(directory / "best_arch.txt", best["arch"] + "\n")
         atomic_write_text(directory / "history.json", json.dumps(self.history, indent=1) + "\n")
-        from darts_lightning.spaces.drawing import draw_genotype, draw_nb201_cell, figure_to_array
-
         arch = self.space.parse(best["arch"])
-        if self.space.name == "darts":
-            arch.save(directory / "genotype.json")
-            drawing = draw_genotype(arch, directory / "genotype.png")
-        else:
-            drawing = draw_nb201_cell(arch.ops, directory / "best_arch.png")
+        self.space.write(arch, directory)  # the space's answer file, which a retraining reads
+        drawing = self.space.draw(arch)
+        save_png(drawing, directory / "best_arch.png")
         for logger in self.loggers:
             experiment = getattr(logger, "experiment", None)
             if hasattr(experiment, "add_text"):
@@ -204,15 +215,18 @@ class DiscreteSearch(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         record_module(self, checkpoint)
         checkpoint["discrete_search"] = {
-            "space": self.space.name, "history": self.history, "samples": self.samples,
+            "space": self.space.signature(), "history": self.history, "samples": self.samples,
             "searcher": self.searcher.state_dict(), "stop_reason": self.stop_reason,
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_resume(self, checkpoint, datamodule=self._trainer.datamodule if self._trainer is not None else None)
         state = checkpoint["discrete_search"]
-        if state["space"] != self.space.name:
-            raise ValueError(f"the checkpoint searched the {state['space']} space, this model the {self.space.name} space")
+        if state["space"] != self.space.signature():
+            raise ValueError(
+                f"the checkpoint searched the space {state['space']}, this model searches {self.space.signature()}: "
+                "configure the checkpoint's space to resume"
+            )
         self.history = list(state["history"])
         self.samples = state["samples"]
         self.stop_reason = state["stop_reason"]

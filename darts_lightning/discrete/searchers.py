@@ -16,24 +16,29 @@ Registered searchers:
 
 Protocol: a driver calls ``ask`` and answers each proposal with ``tell`` before the next ``ask``; it may
 answer a re-proposed architecture from its own history (the searchers treat that reward like any other).
+A searcher knows its space only through the :class:`~darts_lightning.spaces.SearchSpace` contract (sample,
+mutate, crossover, neighbours, decisions, text form), so every searcher runs on every space. Add one by
+subclassing :class:`Searcher` and registering it (``@register_searcher("mine")``).
 """
 
 from __future__ import annotations
 
 import copy
 import random
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Generic
 
 import torch
 from torch import Tensor, nn
 
+from darts_lightning.spaces import SearchSpace, get_space
+from darts_lightning.spaces.base import Arch
 from darts_lightning.utils.registry import Registry
 from darts_lightning.utils.validation import check_choice, check_keywords, check_range
-from darts_lightning.spaces import SearchSpace, get_space
 
 __all__ = [
     "Searcher", "RandomSearch", "RegularizedEvolution", "Reinforce", "LocalSearch",
-    "register_searcher", "build_searcher", "list_searchers",
+    "SEARCHERS", "register_searcher", "build_searcher", "list_searchers",
 ]
 
 
@@ -47,19 +52,20 @@ def _set_generator_state(generator: random.Random, state: list) -> None:
     generator.setstate((version, tuple(internal), gauss))
 
 
-class Searcher:
-    """Base class of the discrete searchers."""
+class Searcher(Generic[Arch]):
+    """Base class of the discrete searchers, for architectures of ``space`` (an instance, a registered name
+    or ``{"class_path", "init_args"}``)."""
 
-    def __init__(self, space: SearchSpace | str, seed: int = 0) -> None:
+    def __init__(self, space: SearchSpace[Arch] | str | Mapping[str, Any], seed: int = 0) -> None:
         check_range("seed", seed, 0, integer=True)
-        self.space = get_space(space)
+        self.space: SearchSpace[Arch] = get_space(space)
         self.generator = random.Random(seed)
 
-    def ask(self) -> Any:
+    def ask(self) -> Arch:
         """The next architecture to evaluate."""
         raise NotImplementedError
 
-    def tell(self, arch: Any, reward: float) -> None:
+    def tell(self, arch: Arch, reward: float) -> None:
         """The reward of an architecture returned by :meth:`ask`."""
 
     def converged(self) -> bool:
@@ -73,10 +79,32 @@ class Searcher:
         _set_generator_state(self.generator, state["generator"])
 
 
-class RandomSearch(Searcher):
+SEARCHERS: Registry[Searcher[Any]] = Registry("searcher")
+
+
+def register_searcher(name: str, factory: Callable[..., Searcher[Any]] | None = None) -> Any:
+    """Register a searcher (a :class:`Searcher` subclass or a factory taking the space and ``seed``) by name;
+    without ``factory``, a decorator."""
+    return SEARCHERS.register(name) if factory is None else SEARCHERS.register(name, factory)
+
+
+def list_searchers() -> list[str]:
+    return SEARCHERS.names()
+
+
+def build_searcher(name: str, space: SearchSpace[Any] | str | Mapping[str, Any], seed: int = 0, **kwargs: Any) -> Searcher[Any]:
+    """The searcher registered as ``name``; ``kwargs`` (a configuration's ``searcher_args``) are checked
+    against its constructor's keywords first."""
+    factory = SEARCHERS.get(name)
+    check_keywords(f"searcher_args of the searcher {name!r}", kwargs, factory, given=("space", "seed"))
+    return factory(space, seed=seed, **kwargs)
+
+
+@register_searcher("random")
+class RandomSearch(Searcher[Arch]):
     """Uniform sampling from the space (the baseline of every NAS paper; Li & Talwalkar, 2019)."""
 
-    def ask(self) -> Any:
+    def ask(self) -> Arch:
         return self.space.sample(self.generator)
 
 
@@ -84,7 +112,8 @@ class RandomSearch(Searcher):
 # Regularized (aging) evolution
 
 
-class RegularizedEvolution(Searcher):
+@register_searcher("regularized_evolution")
+class RegularizedEvolution(Searcher[Arch]):
     """Regularized evolution (Real, Aggarwal, Huang & Le, "Regularized Evolution for Image Classifier
     Architecture Search", AAAI 2019, Algorithm 1).
 
@@ -107,8 +136,8 @@ class RegularizedEvolution(Searcher):
     history) is told back and joins the population: the searcher does not know about deduplication.
     """
 
-    def __init__(self, space: SearchSpace | str, seed: int = 0, population_size: int = 10, sample_size: int = 3,
-                 removal: str = "oldest", crossover: bool = False) -> None:
+    def __init__(self, space: SearchSpace[Arch] | str | Mapping[str, Any], seed: int = 0, population_size: int = 10,
+                 sample_size: int = 3, removal: str = "oldest", crossover: bool = False) -> None:
         super().__init__(space, seed)
         check_range("population_size", population_size, 1, integer=True)
         check_range("sample_size", sample_size, 1, integer=True, hint="the tournament size (NAS-Bench-201's REA: 3)")
@@ -119,9 +148,9 @@ class RegularizedEvolution(Searcher):
         self.removal = removal
         self.crossover = crossover
         # (architecture, reward), oldest first.
-        self.population: list[tuple[Any, float]] = []
+        self.population: list[tuple[Arch, float]] = []
 
-    def ask(self) -> Any:
+    def ask(self) -> Arch:
         if len(self.population) < self.population_size:
             return self.space.sample(self.generator)
         tournament = [self.generator.choice(self.population) for _ in range(self.sample_size)]
@@ -134,7 +163,7 @@ class RegularizedEvolution(Searcher):
             child = ranked[0][0]
         return self.space.mutate(child, self.generator)
 
-    def tell(self, arch: Any, reward: float) -> None:
+    def tell(self, arch: Arch, reward: float) -> None:
         self.population.append((arch, float(reward)))
         if len(self.population) > self.population_size:
             if self.removal == "oldest":
@@ -241,7 +270,8 @@ def _unroll_steps(steps: Sequence[Callable[[int | None], Tensor]], choices: Sequ
     return taken, log_prob, max_probs
 
 
-class Reinforce(Searcher):
+@register_searcher("reinforce")
+class Reinforce(Searcher[Arch]):
     """REINFORCE (Williams, "Simple Statistical Gradient-Following Algorithms for Connectionist
     Reinforcement Learning", Machine Learning 1992) as the NAS-Bench-201 baseline runs it.
 
@@ -274,7 +304,8 @@ class Reinforce(Searcher):
     ``converge_threshold`` (for the LSTM: along its greedy decision sequence, whose steps are conditional).
     """
 
-    def __init__(self, space: SearchSpace | str, seed: int = 0, learning_rate: float = 1e-3, momentum: float = 0.9,
+    def __init__(self, space: SearchSpace[Arch] | str | Mapping[str, Any], seed: int = 0, learning_rate: float = 1e-3,
+                 momentum: float = 0.9,
                  controller: str = "factorised", hidden_size: int = 32, reward_scale: float = 1.0,
                  converge_threshold: float = 0.99) -> None:
         super().__init__(space, seed)
@@ -303,12 +334,12 @@ class Reinforce(Searcher):
         """The bias-corrected moving average of the rewards (None before the first reward)."""
         return self.baseline_numerator / self.baseline_denominator if self.baseline_denominator else None
 
-    def ask(self) -> Any:
+    def ask(self) -> Arch:
         with torch.no_grad():
             choices, _, _ = self.policy.unroll(None, self.torch_generator)
         return self.space.from_decisions(choices)
 
-    def tell(self, arch: Any, reward: float) -> None:
+    def tell(self, arch: Arch, reward: float) -> None:
         r = float(reward) * self.reward_scale
         self.baseline_numerator = self.momentum * self.baseline_numerator + (1.0 - self.momentum) * r
         self.baseline_denominator = self.momentum * self.baseline_denominator + (1.0 - self.momentum)
@@ -328,7 +359,7 @@ class Reinforce(Searcher):
     def converged(self) -> bool:
         return all(p > self.converge_threshold for p in self.probabilities())
 
-    def best(self) -> Any:
+    def best(self) -> Arch:
         """The policy's most likely architecture (its greedy decisions)."""
         with torch.no_grad():
             choices, _, _ = self.policy.unroll(None, None, greedy=True)
@@ -354,7 +385,8 @@ class Reinforce(Searcher):
 # Local search
 
 
-class LocalSearch(Searcher):
+@register_searcher("local_search")
+class LocalSearch(Searcher[Arch]):
     """Local search (White, Nolen, Ravichandran & Dey, "Local Search is State of the Art for Neural
     Architecture Search Benchmarks", 2020; UAI 2021 as "Exploring the Loss Landscape in Neural
     Architecture Search"), hill climbing over the space's one-decision neighbourhood, with the decisions of
@@ -392,26 +424,27 @@ class LocalSearch(Searcher):
     holds every proposed cell, so a resumed search never re-proposes one either.
     """
 
-    def __init__(self, space: SearchSpace | str, seed: int = 0, initial: int = 10, improvement: str = "first") -> None:
+    def __init__(self, space: SearchSpace[Arch] | str | Mapping[str, Any], seed: int = 0, initial: int = 10,
+                 improvement: str = "first") -> None:
         super().__init__(space, seed)
         check_range("initial", initial, 1, integer=True)
         check_choice("improvement", improvement, ("first", "best"))
         self.initial = initial
         self.improvement = improvement
         self.phase = "start"  # "start": sampling random architectures; "climb": proposing neighbours
-        self.queue: list[Any] = []  # architectures still to propose in this step
+        self.queue: list[Arch] = []  # architectures still to propose in this step
         self.outstanding = 0  # proposals not yet answered
-        self.starts: list[tuple[Any, float]] = []  # rewards of this climb's random architectures
-        self.current: tuple[Any, float] | None = None  # the climb's current architecture
-        self.best_neighbour: tuple[Any, float] | None = None  # the step's best neighbour (improvement="best")
+        self.starts: list[tuple[Arch, float]] = []  # rewards of this climb's random architectures
+        self.current: tuple[Arch, float] | None = None  # the climb's current architecture
+        self.best_neighbour: tuple[Arch, float] | None = None  # the step's best neighbour (improvement="best")
         self.climbs = 0  # completed climbs (local optima reached)
         self.proposed: dict[tuple[int, ...], None] = {}  # every architecture proposed so far (an ordered set)
         self._refill()
 
-    def _identity(self, arch: Any) -> tuple[int, ...]:
+    def _identity(self, arch: Arch) -> tuple[int, ...]:
         return tuple(self.space.to_decisions(arch))
 
-    def _is_new(self, arch: Any) -> bool:
+    def _is_new(self, arch: Arch) -> bool:
         return self._identity(arch) not in self.proposed
 
     def _exhausted(self) -> bool:
@@ -459,7 +492,7 @@ class LocalSearch(Searcher):
                 self.phase = "start"
             self._refill()
 
-    def ask(self) -> Any:
+    def ask(self) -> Arch:
         self._advance()
         if not self.queue:
             if self._exhausted():
@@ -479,7 +512,7 @@ class LocalSearch(Searcher):
         self.proposed[self._identity(arch)] = None
         return arch
 
-    def tell(self, arch: Any, reward: float) -> None:
+    def tell(self, arch: Arch, reward: float) -> None:
         reward = float(reward)
         self.outstanding = max(0, self.outstanding - 1)
         if self.phase == "start":
@@ -500,7 +533,7 @@ class LocalSearch(Searcher):
     def state_dict(self) -> dict[str, Any]:
         fmt = self.space.format
 
-        def pair(entry: tuple[Any, float] | None) -> list | None:
+        def pair(entry: tuple[Arch, float] | None) -> list | None:
             return None if entry is None else [fmt(entry[0]), entry[1]]
 
         state = super().state_dict()
@@ -515,7 +548,7 @@ class LocalSearch(Searcher):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         parse = self.space.parse
 
-        def pair(entry: list | None) -> tuple[Any, float] | None:
+        def pair(entry: list | None) -> tuple[Arch, float] | None:
             return None if entry is None else (parse(entry[0]), float(entry[1]))
 
         if "proposed" not in state:
@@ -532,26 +565,3 @@ class LocalSearch(Searcher):
         self.best_neighbour = pair(state["best_neighbour"])
         self.climbs = int(state["climbs"])
         self.proposed = {tuple(int(c) for c in identity): None for identity in state["proposed"]}
-
-
-_SEARCHERS: Registry[Searcher] = Registry("searcher")
-for _name, _factory in (("random", RandomSearch), ("regularized_evolution", RegularizedEvolution),
-                        ("reinforce", Reinforce), ("local_search", LocalSearch)):
-    _SEARCHERS.register(_name, _factory)
-del _name, _factory
-
-
-def register_searcher(name: str, factory: Callable[..., Searcher]) -> None:
-    _SEARCHERS.register(name, factory)
-
-
-def list_searchers() -> list[str]:
-    return _SEARCHERS.names()
-
-
-def build_searcher(name: str, space: SearchSpace | str, seed: int = 0, **kwargs: Any) -> Searcher:
-    """The searcher registered as ``name``; ``kwargs`` (a configuration's ``searcher_args``) are checked
-    against its constructor's keywords first."""
-    factory = _SEARCHERS.get(name)
-    check_keywords(f"searcher_args of the searcher {name!r}", kwargs, factory, given=("space", "seed"))
-    return factory(space, seed=seed, **kwargs)

@@ -8,8 +8,8 @@ uniformly from the space and trains only the ops on its path. Uniform sampling g
 share of the training, so that the shared weights rank cells without favouring the ones a controller
 happens to prefer (the point both papers make against jointly optimised α). The supernet is the space's
 own (:meth:`~darts_lightning.spaces.SearchSpace.build_supernet`), built with the single-path relaxation
-(:class:`SinglePathRelaxation`), whose mixed edges call the chosen op only. Their α parameters exist because these classes are shared
-with the differentiable search; here they are frozen and never read.
+(:class:`SinglePathRelaxation`), whose mixed edges call the chosen op only. Their α parameters exist
+because the supernets are shared with the differentiable search; here they are frozen and never read.
 
 * The architecture of step t is ``space.sample`` with a generator seeded from ``(seed, t)`` only
   (:func:`sample_path`): every DDP rank draws the same path without communicating, and a resumed run
@@ -40,8 +40,8 @@ Batch-norm running statistics are averaged over the ranks at the end of every ep
 accuracy with the shared weights on a few fixed search-val batches, optionally after re-estimating the
 batch-norm statistics of its path on search-train batches (SPOS recomputes them on training images
 before scoring a path: running statistics accumulated over all paths fit none of them).
-:class:`ScratchEvaluator` (evaluator ``scratch``) is the expensive reference: a short training of the
-cell from scratch, scored on the holdout split.
+:class:`~darts_lightning.discrete.scratch.ScratchEvaluator` (evaluator ``scratch``) is the expensive
+reference: a short training of the cell from scratch, scored on the holdout split.
 
 **Usage** on the digits, NAS-Bench-201 space::
 
@@ -69,44 +69,44 @@ the ``scratch`` evaluator (or the NAS-Bench-201 ``lookup`` table for CIFAR-10) t
 from __future__ import annotations
 
 import importlib
-
 import inspect
-import logging
 import random
-import tempfile
 import time
-import warnings
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Generic
 
 import pytorch_lightning as pl
-from pytorch_lightning.accelerators import AcceleratorRegistry
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
-from torchmetrics import MeanMetric
+from torchmetrics import Metric
 
-from darts_lightning.data import ClassificationDataModule, SearchDataModule
-from darts_lightning.utils.distributed import is_distributed, require_find_unused_parameters, sync_batchnorm_statistics_
-from darts_lightning.discrete.evaluators import Evaluation, Evaluator
+from darts_lightning.data import SearchDataModule
+from darts_lightning.discrete.evaluation import Evaluation, Evaluator, classification_scores
+from darts_lightning.spaces import SearchSpace, get_space
+from darts_lightning.spaces.base import Arch
 from darts_lightning.spaces.mixing import EdgeOps, Mixing, Relaxation
-from darts_lightning.retrain.module import GenotypeClassifier
-from darts_lightning.spaces import DartsSpace, NB201Space, SearchSpace, get_space
+from darts_lightning.spaces.supernet import Supernet
+from darts_lightning.utils.distributed import is_distributed, require_find_unused_parameters, sync_batchnorm_statistics_
+from darts_lightning.utils.layout import ChannelsLastMixin
+from darts_lightning.utils.training import BatchMean, NonFiniteLoss, planned_epochs
 from darts_lightning.utils.validation import check_choice, check_keywords, check_range
 
-__all__ = [
-    "sample_path", "SinglePathRelaxation", "SinglePathSupernet", "WeightSharingEvaluator",
-    "ScratchClassifier", "ScratchEvaluator",
-]
+# The scratch evaluator lives in darts_lightning.discrete.scratch; the package's top level still imports it
+# from here.
+from darts_lightning.discrete.scratch import ScratchEvaluator  # noqa: E402,F401
+
+__all__ = ["sample_path", "SinglePathRelaxation", "SinglePathSupernet", "WeightSharingEvaluator"]
 
 
 # --------------------------------------------------------------------------- paths
 
 
-def sample_path(space: SearchSpace, seed: int, step: int | str) -> Any:
+def sample_path(space: SearchSpace[Arch], seed: int, step: int | str) -> Arch:
     """The architecture of training step ``step``: ``space.sample`` from a generator seeded with
     ``(seed, step)`` alone, so that every process draws the same one without communicating.
 
@@ -136,6 +136,7 @@ class SinglePathRelaxation(Relaxation):
 
     name = "single_path"
     computes_subset = True
+    paths_only = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -147,6 +148,7 @@ class SinglePathRelaxation(Relaxation):
         )
 
     def mix(self, edge: EdgeOps, x: Tensor, weights: Tensor, column: int | None = None) -> Tensor:
+        # The rows of a path are on the CPU: reading them does not wait for an accelerator.
         column = int(torch.argmax(weights))
         if float(weights[column]) == 0.0:
             return torch.zeros_like(x[:, :, :: edge.stride, :: edge.stride])
@@ -156,29 +158,37 @@ class SinglePathRelaxation(Relaxation):
 # --------------------------------------------------------------------------- supernet training
 
 
-class SinglePathSupernet(pl.LightningModule):
+class SinglePathSupernet(ChannelsLastMixin, pl.LightningModule, Generic[Arch]):
     """Train a supernet by uniform single-path sampling (Li & Talwalkar, UAI 2019; Guo et al., ECCV 2020).
 
     Args:
-        space: the search space (a :class:`~darts_lightning.spaces.SearchSpace`, or a registered name for its
-            defaults: ``nasbench201``, 16 channels and 5 cells per stage; ``darts``, C = 16 and 8 cells); its
-            supernet is trained.
+        space: the search space whose supernet is trained: a :class:`~darts_lightning.spaces.SearchSpace`
+            (its arguments give the supernet's size, e.g. ``NB201Space(channels=8, cells_per_stage=2)``), a
+            registered name for the space's defaults (``nasbench201``: 16 channels and 5 cells per stage;
+            ``darts``: C = 16 and 8 cells) or ``{"class_path", "init_args"}``.
         in_channels, num_classes, image_size: from the data (the CLI links them to the data module).
         seed: the paths are a function of ``(seed, global_step)`` (:func:`sample_path`).
         lr, lr_min, momentum, nesterov, weight_decay: SGD, cosine-annealed per epoch over ``max_epochs``
-            (NAS-Bench-201's RSPS setting: 0.025 → 0.001, 0.9, Nesterov, 5e-4).
+            (NAS-Bench-201's RSPS setting: 0.025 → 0.001, 0.9, Nesterov, 5e-4; 250 epochs when the trainer
+            sets no ``max_epochs``).
         grad_clip: gradient-norm clip (5); the trainer's ``gradient_clip_val``, when set, takes precedence.
         channels_last: channels-last memory layout; ``None``: on a CPU only (as :class:`DARTSSearch`).
+
+    The space is recorded in the hyperparameters as ``{"class_path", "init_args"}``, so that a checkpoint
+    loads with ``torch.load(weights_only=True)`` and rebuilds the same supernet.
 
     ``last_path`` holds the text form of the cell the last training step trained. ``val/acc`` is the
     accuracy of fixed random cells (one per search-val batch) with the running batch-norm statistics
     accumulated over all paths: a health signal that underestimates every cell; score cells with
-    :class:`WeightSharingEvaluator`, which re-estimates the statistics per cell.
+    :class:`WeightSharingEvaluator`, which re-estimates the statistics per cell. A non-finite training loss
+    stops the run at the next logging step, the end of the epoch or a checkpoint, naming its step
+    (:class:`~darts_lightning.utils.training.NonFiniteLoss`: no wait for the device at every step).
     """
 
     def __init__(
         self,
-        space: SearchSpace | str = "nasbench201",
+        # Unparametrised: the command line builds a space from its class path only for the bare class.
+        space: SearchSpace | str | Mapping[str, Any] = "nasbench201",
         in_channels: int = 3,
         num_classes: int = 10,
         image_size: int = 32,
@@ -192,9 +202,6 @@ class SinglePathSupernet(pl.LightningModule):
         channels_last: bool | None = None,
     ) -> None:
         super().__init__()
-        self.space = get_space(space)
-        self.save_hyperparameters(ignore=["space"])
-        self.hparams["space"] = self.space.config()  # plain data: checkpoints load with weights_only=True
         for name, value in (("in_channels", in_channels), ("image_size", image_size)):
             check_range(name, value, 1, integer=True)
         check_range("num_classes", num_classes, 2, integer=True)
@@ -206,7 +213,14 @@ class SinglePathSupernet(pl.LightningModule):
         if nesterov and momentum == 0:
             raise ValueError("nesterov needs a momentum: set momentum > 0 (NAS-Bench-201's RSPS: 0.9) or nesterov: false")
         check_choice("channels_last", channels_last, (None, True, False))
-        self.network = self.space.build_supernet(
+        self.space: SearchSpace[Arch] = get_space(space)
+        # The space as plain data: checkpoints load with weights_only=True and rebuild the same supernet.
+        self.save_hyperparameters({
+            "space": self.space.config(), "in_channels": in_channels, "num_classes": num_classes,
+            "image_size": image_size, "seed": seed, "lr": lr, "lr_min": lr_min, "momentum": momentum,
+            "nesterov": nesterov, "weight_decay": weight_decay, "grad_clip": grad_clip, "channels_last": channels_last,
+        })
+        self.network: Supernet[Arch] = self.space.build_supernet(
             SinglePathRelaxation(), in_channels=in_channels, num_classes=num_classes, image_size=image_size
         )
         # α is never read on a single path: frozen, it is in no optimizer and DDP does not reduce it
@@ -217,20 +231,25 @@ class SinglePathSupernet(pl.LightningModule):
         self.last_path: str | None = None
         # train/loss per step is this rank's batch; its epoch mean is reduced across ranks by the metric, once
         # per epoch (sync_dist=True on a value logged on_step would all-reduce at every step).
-        self.train_loss = MeanMetric()
+        self.train_loss = BatchMean()
+        self.nonfinite = NonFiniteLoss(
+            ("training",),
+            "the supernet training diverged: lower the learning rate (model.lr) or check the data "
+            "(the cell of step t is model.path_at(t))",
+        )
 
     # ------------------------------------------------------------------ paths and forward
 
-    def path_at(self, step: int) -> Any:
+    def path_at(self, step: int) -> Arch:
         """The cell trained at global step ``step``."""
         return sample_path(self.space, self.hparams.seed, step)
 
-    def validation_path(self, batch_idx: int) -> Any:
+    def validation_path(self, batch_idx: int) -> Arch:
         """The cell scored on validation batch ``batch_idx``: the same cells every epoch, so that
         ``val/acc`` is comparable across epochs."""
         return sample_path(self.space, self.hparams.seed, f"validation/{batch_idx}")
 
-    def forward(self, x: Tensor, arch: Any) -> Tensor:
+    def forward(self, x: Tensor, arch: Arch) -> Tensor:
         """Logits of the cell ``arch`` with the shared weights; only the ops of its path run."""
         return self.network(self._layout(x), path=self.network.path(arch))
 
@@ -238,18 +257,15 @@ class SinglePathSupernet(pl.LightningModule):
         """The shared weights (everything but the frozen α)."""
         return [p for p in self.network.parameters() if p.requires_grad]
 
-    def _layout(self, x: Tensor) -> Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self._channels_last else x
-
     def setup(self, stage: str) -> None:
-        strategy = self.trainer.strategy
         if stage == "fit":
             require_find_unused_parameters(
                 self.trainer, "single-path training leaves the parameters off the sampled path without gradients"
             )
-        choice = self.hparams.channels_last
-        self._channels_last = strategy.root_device.type == "cpu" if choice is None else bool(choice)
-        self.network.to(memory_format=torch.channels_last if self._channels_last else torch.contiguous_format)
+        super().setup(stage)  # the memory layout (ChannelsLastMixin)
+
+    def on_fit_start(self) -> None:
+        self.nonfinite.reset()
 
     # ------------------------------------------------------------------ optimisation
 
@@ -258,8 +274,9 @@ class SinglePathSupernet(pl.LightningModule):
         optimizer = torch.optim.SGD(
             self.weight_parameters(), lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov, weight_decay=hp.weight_decay
         )
-        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 250
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=hp.lr_min)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=planned_epochs(self.trainer, 250), eta_min=hp.lr_min
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
     def configure_gradient_clipping(
@@ -273,25 +290,35 @@ class SinglePathSupernet(pl.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         x, y = batch["train"] if isinstance(batch, Mapping) else batch
-        arch = self.path_at(self.global_step)
+        step = self.global_step
+        arch = self.path_at(step)
         self.last_path = self.space.format(arch)
         logits = self(x, arch)
         loss = F.cross_entropy(logits, y)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"the training loss is {loss.item()} at global step {self.global_step} on path {self.last_path}; "
-                "lower the learning rate (model.lr) or check the data"
-            )
+        self.nonfinite.record(loss, "training", step, self.current_epoch, batch_idx)
         self.train_loss(loss.detach(), len(y))
-        self.log("train/loss", self.train_loss, prog_bar=True, on_step=True, on_epoch=True)
+        # Lightning reads every progress-bar value after every batch: the loss goes to the bar only when there is one.
+        shown = self.trainer.progress_bar_callback is not None
+        self.log("train/loss", self.train_loss, prog_bar=shown, on_step=True, on_epoch=True)
         self.log("train/acc", (logits.detach().argmax(-1) == y).float().mean(), on_step=False, on_epoch=True,
                  batch_size=len(y), sync_dist=True)
+        # The one read from the device: at the steps Lightning logs (and reads anyway) and at the end of the epoch.
+        every = self.trainer.log_every_n_steps
+        if self.trainer.is_last_batch or (every > 0 and (step + 1) % every == 0):
+            self.nonfinite.raise_if_any()
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         # Before validation and the epoch-end checkpoint: every rank then holds the same statistics.
         if self.trainer.is_last_batch and is_distributed():
             sync_batchnorm_statistics_(self.network)
+
+    def on_train_end(self) -> None:
+        # A run that stops between logging steps (max_steps, an interrupted epoch) reports a non-finite loss too.
+        self.nonfinite.raise_if_any()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.nonfinite.raise_if_any()  # never save the weights of a diverged training
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         x, y = batch["val"] if isinstance(batch, Mapping) else batch
@@ -312,7 +339,23 @@ def _accepted(cls: type, kwargs: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in kwargs.items() if k in names}
 
 
-class WeightSharingEvaluator(Evaluator):
+def _torchmetrics_metric(metric: str, metric_args: Mapping[str, Any] | None) -> Metric | None:
+    """``None`` for ``accuracy``, else the torchmetrics metric at the import path ``metric``."""
+    if metric == "accuracy":
+        if metric_args:
+            raise ValueError(f"metric_args are a torchmetrics metric's arguments; metric 'accuracy' takes none, got {dict(metric_args)}")
+        return None
+    module_name, _, class_name = metric.rpartition(".")
+    try:
+        metric_class = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise ValueError(
+            f"metric {metric!r} is neither 'accuracy' nor an importable torchmetrics class path ({error})"
+        ) from error
+    return metric_class(**dict(metric_args or {}))
+
+
+class WeightSharingEvaluator(Evaluator[Arch]):
     """Score a cell by its accuracy with the shared weights of a single-path supernet.
 
     Li & Talwalkar (UAI 2019) rank sampled cells by the supernet's accuracy on held-out data;
@@ -325,7 +368,7 @@ class WeightSharingEvaluator(Evaluator):
     after, so an evaluation leaves the supernet's state dict bit-identical.
 
     Args:
-        space: the space of the supernet.
+        space: the space of the supernet (its kind must be the supernet's; its size is the supernet's own).
         supernet: a :class:`SinglePathSupernet` (used in place, on its device) or the path of its checkpoint
             (loaded onto ``device``).
         data: a :class:`SearchDataModule` or its arguments; ``None``: the data module recorded in the
@@ -341,8 +384,8 @@ class WeightSharingEvaluator(Evaluator):
 
     def __init__(
         self,
-        space: SearchSpace | str = "nasbench201",
-        supernet: SinglePathSupernet | str | Path | None = None,
+        space: SearchSpace[Arch] | str | Mapping[str, Any] = "nasbench201",
+        supernet: SinglePathSupernet[Arch] | str | Path | None = None,
         data: SearchDataModule | Mapping[str, Any] | None = None,
         batches: int = 4,
         reestimate_bn: bool = True,
@@ -361,38 +404,17 @@ class WeightSharingEvaluator(Evaluator):
             raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda:0', got {device!r}") from None
         if isinstance(data, Mapping):
             check_keywords("data", data, SearchDataModule)
-        if metric == "accuracy" and metric_args:
-            raise ValueError(f"metric_args are a torchmetrics metric's arguments; metric 'accuracy' takes none, got {dict(metric_args)}")
-        self.metric = None
-        if metric != "accuracy":
-            module_name, _, class_name = metric.rpartition(".")
-            try:
-                metric_class = getattr(importlib.import_module(module_name), class_name)
-            except (ImportError, AttributeError, ValueError) as error:
-                raise ValueError(
-                    f"metric {metric!r} is neither 'accuracy' nor an importable torchmetrics class path ({error})"
-                ) from error
-            self.metric = metric_class(**dict(metric_args or {}))
+        self.metric = _torchmetrics_metric(metric, metric_args)
         recorded: Mapping[str, Any] | None = None
         if isinstance(supernet, (str, Path)):
-            path = Path(supernet)
-            if not path.is_file():
-                raise FileNotFoundError(f"no supernet checkpoint at {str(path)!r}")
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-            state = checkpoint.get("state_dict", {})
-            if "hyper_parameters" not in checkpoint or not any(k.startswith("network.") for k in state):
-                raise ValueError(f"{str(path)!r} is not a checkpoint of a SinglePathSupernet")
-            module = SinglePathSupernet(**_accepted(SinglePathSupernet, checkpoint["hyper_parameters"]))
-            module.load_state_dict(checkpoint["state_dict"])
-            module.to(device)
-            recorded = checkpoint.get(pl.LightningDataModule.CHECKPOINT_HYPER_PARAMS_KEY)
+            module, recorded = self._load(Path(supernet), device)
         elif isinstance(supernet, SinglePathSupernet):
             module = supernet
         else:
             raise ValueError("WeightSharingEvaluator needs a supernet: a SinglePathSupernet or the path of its checkpoint")
         if module.space.name != self.space.name:
             raise ValueError(f"the supernet was trained on the {module.space.name} space, not the {self.space.name} space")
-        self.module = module
+        self.module: SinglePathSupernet[Arch] = module
         if data is None:
             if recorded is None:
                 raise ValueError(
@@ -412,6 +434,21 @@ class WeightSharingEvaluator(Evaluator):
             if reestimate_bn else []
         )
 
+    @staticmethod
+    def _load(path: Path, device: str) -> tuple[SinglePathSupernet[Any], Mapping[str, Any] | None]:
+        """The supernet of a checkpoint (its space and settings from the recorded hyperparameters) and the
+        data module's recorded arguments."""
+        if not path.is_file():
+            raise FileNotFoundError(f"no supernet checkpoint at {str(path)!r}")
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        state = checkpoint.get("state_dict", {})
+        if "hyper_parameters" not in checkpoint or not any(k.startswith("network.") for k in state):
+            raise ValueError(f"{str(path)!r} is not a checkpoint of a SinglePathSupernet")
+        module: SinglePathSupernet[Any] = SinglePathSupernet(**_accepted(SinglePathSupernet, checkpoint["hyper_parameters"]))
+        module.load_state_dict(state)
+        module.to(device)
+        return module, checkpoint.get(pl.LightningDataModule.CHECKPOINT_HYPER_PARAMS_KEY)
+
     @contextmanager
     def _restoring_state(self) -> Iterator[None]:
         """Save the batch-norm buffers, momenta and the train/eval mode; restore them on exit."""
@@ -429,10 +466,9 @@ class WeightSharingEvaluator(Evaluator):
             self.module.train(was_training)
 
     @torch.no_grad()
-    def evaluate(self, arch: Any) -> Evaluation:
+    def evaluate(self, arch: Arch) -> Evaluation:
         start = time.perf_counter()
         parameter = next(self.module.parameters())  # the batches follow the supernet (device and dtype)
-        device, dtype = parameter.device, parameter.dtype
         with self._restoring_state():
             if self.reestimate_bn:
                 for m in _batchnorms(self.module):
@@ -440,194 +476,12 @@ class WeightSharingEvaluator(Evaluator):
                     m.momentum = None  # cumulative average over the batches
                 self.module.train()
                 for x, _ in self.bn_batches:
-                    self.module(x.to(device, dtype), arch)
+                    self.module(x.to(parameter.device, parameter.dtype), arch)
             self.module.eval()
-            correct, total, loss = 0, 0, 0.0
-            if self.metric is not None:
-                self.metric.reset()
-            for x, y in self.val_batches:
-                x, y = x.to(device, dtype), y.to(device)
-                logits = self.module(x, arch)
-                correct += int((logits.argmax(-1) == y).sum())
-                loss += float(F.cross_entropy(logits, y, reduction="sum"))
-                total += len(y)
-                if self.metric is not None:
-                    self.metric.update(logits.cpu(), y.cpu())
+            scores = classification_scores(lambda x: self.module(x, arch), self.val_batches, parameter, self.metric)
         seconds = time.perf_counter() - start
-        accuracy = correct / total
-        metrics = {"accuracy": accuracy, "loss": loss / total, "seconds": seconds, "images": float(total)}
-        reward = accuracy
+        metrics = {"accuracy": scores.accuracy, "loss": scores.loss, "seconds": seconds, "images": float(scores.images)}
+        reward = scores.accuracy
         if self.metric is not None:
             reward = metrics["metric"] = float(self.metric.compute())
         return Evaluation(reward=reward, cost=seconds, metrics=metrics)
-
-
-# --------------------------------------------------------------------------- scoring by training from scratch
-
-
-class ScratchClassifier(pl.LightningModule):
-    """Train a fixed network from scratch: cross-entropy, SGD, cosine schedule over ``max_epochs``."""
-
-    def __init__(self, network: nn.Module, lr: float = 0.025, lr_min: float = 0.0, momentum: float = 0.9,
-                 weight_decay: float = 3e-4, nesterov: bool = False) -> None:
-        super().__init__()
-        self.save_hyperparameters(ignore=["network"])
-        self.network = network
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.network(x)
-
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        x, y = batch
-        loss = F.cross_entropy(self(x), y)
-        self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
-        return loss
-
-    def configure_optimizers(self):
-        hp = self.hparams
-        optimizer = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov,
-                                    weight_decay=hp.weight_decay)
-        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=hp.lr_min)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
-
-
-class _ProxyGenotypeClassifier(GenotypeClassifier):
-    """The retraining module without its end-of-fit export: a proxy run keeps no files."""
-
-    def on_fit_end(self) -> None:
-        pass
-
-
-@contextmanager
-def _quiet_lightning() -> Iterator[None]:
-    """Silence the trainer's informational messages (device summary etc.) for the nested proxy runs;
-    warnings filtered inside are restored on exit."""
-    loggers = [logging.getLogger(name) for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            yield
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
-
-
-class ScratchEvaluator(Evaluator):
-    """Score a cell by a short training from scratch: reward = accuracy on the holdout split, cost = seconds.
-
-    The partial training behind Li & Talwalkar's other baseline, random search with early stopping (UAI
-    2019): a few epochs as a cheap stand-in for the final training. The model trains on
-    search-train and is scored on search-val (``ClassificationDataModule(holdout=True)``), never on the
-    test split. ``darts`` cells train in :class:`~darts_lightning.GenotypeClassifier` (auxiliary head and
-    drop-path off, which a few epochs cannot use); ``nasbench201`` cells in the benchmark's network with
-    :class:`ScratchClassifier`. The weights are initialised from ``seed`` inside a forked random state,
-    so the caller's random streams are untouched and equal cells get equal rewards.
-
-    Args:
-        space: ``nasbench201`` or ``darts``.
-        epochs: training epochs. channels, layers: the network's size (``nasbench201``: first-stage
-            channels and cells per stage, benchmark 16 and 5; ``darts``: C and cells, DARTS 36 and 20).
-        data: a ``ClassificationDataModule(holdout=True)`` or its arguments (``holdout`` is set; batch 64
-            and no cutout unless given); ``None``: the digits, batch 64, no cutout.
-        lr, lr_min, momentum, weight_decay: SGD with a cosine schedule (the DARTS retraining optimiser).
-        grad_clip: gradient-norm clip (5).
-        seed: initialisation seed. accelerator: the proxy trainer's accelerator.
-        trainer_args: further ``pl.Trainer`` arguments (e.g. ``limit_train_batches``).
-    """
-
-    def __init__(
-        self,
-        space: SearchSpace | str = "nasbench201",
-        epochs: int = 2,
-        channels: int = 8,
-        layers: int = 1,
-        data: ClassificationDataModule | Mapping[str, Any] | None = None,
-        lr: float = 0.025,
-        lr_min: float = 0.0,
-        momentum: float = 0.9,
-        weight_decay: float = 3e-4,
-        grad_clip: float = 5.0,
-        seed: int = 0,
-        accelerator: str = "cpu",
-        trainer_args: Mapping[str, Any] | None = None,
-    ) -> None:
-        super().__init__(space)
-        if not isinstance(self.space, (NB201Space, DartsSpace)):
-            raise ValueError(f"no scratch evaluation for the {self.space.name!r} space; supported: nasbench201, darts")
-        for name, value in (("epochs", epochs), ("channels", channels), ("layers", layers)):
-            check_range(name, value, 1, integer=True)
-        for name, value in (("lr", lr), ("lr_min", lr_min), ("weight_decay", weight_decay), ("grad_clip", grad_clip)):
-            check_range(name, value, 0)
-        check_range("momentum", momentum, 0, 1, high_open=True)
-        check_range("seed", seed, 0, integer=True)
-        check_choice("accelerator", accelerator, ["auto", "gpu", *sorted(AcceleratorRegistry.available_accelerators())])
-        check_keywords("trainer_args", trainer_args, pl.Trainer)
-        if isinstance(data, Mapping):
-            check_keywords("data", data, ClassificationDataModule)
-        if data is None:
-            data = ClassificationDataModule("digits", batch_size=64, cutout_length=0, holdout=True)
-        elif isinstance(data, Mapping):
-            data = ClassificationDataModule(
-                **{"batch_size": 64, "cutout_length": 0, **_accepted(ClassificationDataModule, data), "holdout": True}
-            )
-        if not data.holdout:
-            raise ValueError("the scratch evaluator scores on the holdout split: use ClassificationDataModule(holdout=True)")
-        data.setup("fit")
-        self.data = data
-        self.epochs, self.channels, self.layers = epochs, channels, layers
-        self.optim = {"lr": lr, "lr_min": lr_min, "momentum": momentum, "weight_decay": weight_decay}
-        self.grad_clip, self.seed, self.accelerator = grad_clip, seed, accelerator
-        self.trainer_args = dict(trainer_args or {})
-
-    def build_model(self, arch: Any) -> pl.LightningModule:
-        """The LightningModule that trains ``arch`` (call inside a seeded random state)."""
-        data = self.data
-        if isinstance(self.space, DartsSpace):
-            return _ProxyGenotypeClassifier(
-                genotype=self.space.format(arch), in_channels=data.in_channels, num_classes=data.num_classes,
-                image_size=data.image_size, channels=self.channels, layers=self.layers,
-                auxiliary_weight=0.0, drop_path_prob=0.0, **self.optim,
-            )
-        network = self.space.build_network(
-            arch, num_classes=data.num_classes, in_channels=data.in_channels,
-            channels=(self.channels, 2 * self.channels, 4 * self.channels), cells_per_stage=self.layers,
-        )
-        return ScratchClassifier(network, **self.optim)
-
-    def evaluate(self, arch: Any) -> Evaluation:
-        start = time.perf_counter()
-        with torch.random.fork_rng(devices=[]), tempfile.TemporaryDirectory() as root, _quiet_lightning():
-            warnings.filterwarnings("ignore", message=".*validation_step.*val_dataloader")  # scored below instead
-            torch.manual_seed(self.seed)
-            model = self.build_model(arch)
-            trainer = pl.Trainer(**{
-                "accelerator": self.accelerator, "devices": 1, "max_epochs": self.epochs, "logger": False,
-                "enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False,
-                "num_sanity_val_steps": 0, "limit_val_batches": 0, "gradient_clip_val": self.grad_clip,
-                "default_root_dir": root, **self.trainer_args,
-            })
-            trainer.fit(model, train_dataloaders=self._loader(self.data.train_set, shuffle=True))
-            accuracy = self._accuracy(model)
-        seconds = time.perf_counter() - start
-        parameters = sum(p.numel() for p in model.parameters())
-        return Evaluation(reward=accuracy, cost=seconds,
-                          metrics={"accuracy": accuracy, "seconds": seconds, "parameters": float(parameters),
-                                   "steps": float(trainer.global_step)})
-
-    def _loader(self, dataset: Any, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(dataset, batch_size=self.data.batch_size, shuffle=shuffle, generator=generator)
-
-    @torch.no_grad()
-    def _accuracy(self, model: pl.LightningModule) -> float:
-        model.eval()
-        parameter = next(model.parameters())  # the batches follow the trained model (device and dtype)
-        correct = total = 0
-        for x, y in self._loader(self.data.test_set, shuffle=False):
-            x, y = x.to(parameter.device, parameter.dtype), y.to(parameter.device)
-            correct += int((model(x).argmax(-1) == y).sum())
-            total += len(y)
-        return correct / total

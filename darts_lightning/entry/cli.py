@@ -1,9 +1,12 @@
 """The ``darts-lightning`` command line, built on LightningCLI.
 
 ``darts-lightning fit --config configs/darts_digits.yaml`` runs a search; every option of the model, data
-and trainer can be overridden (``--model.init_args.arch_lr 3e-3``, ``--data.init_args.batch_size 32``,
+and trainer can be overridden, a part's arguments under its name (``--model.init_args.arch_optimizer.init_args.lr
+3e-3``, short ``--model.arch_optimizer.lr 3e-3``; ``--model.space.channels 4``, ``--data.init_args.batch_size 32``,
 ``--trainer.max_epochs 5``) and ``--print_config`` shows the complete configuration.
-``darts-lightning export-genotype CKPT`` writes the genotype of a search checkpoint.
+``darts-lightning export-genotype CKPT`` writes the answer (genotype) of a search checkpoint.
+``darts-lightning convert-checkpoint OLD NEW`` converts a search checkpoint of an earlier version (flat model
+settings) to today's form (see :mod:`darts_lightning.entry.convert`).
 ``darts-lightning protocol`` runs the DARTS evaluation protocol (several searches, selection, final
 evaluation over several seeds; see :mod:`darts_lightning.entry.protocol`).
 
@@ -25,6 +28,7 @@ import sys
 import traceback
 from typing import Callable, Sequence
 
+from darts_lightning.entry.convert import convert_main
 from darts_lightning.entry.export import export_main
 from darts_lightning.entry.protocol import protocol_main
 from darts_lightning.entry.runner import PROGRAM, DartsLightningCLI, run_cli
@@ -32,10 +36,13 @@ from darts_lightning.entry.runner import PROGRAM, DartsLightningCLI, run_cli
 __all__ = ["DartsLightningCLI", "main", "run_cli", "run_command", "error_line"]
 
 def run_command(args: Sequence[str] | None = None) -> None:
-    """``darts-lightning {fit,validate,test,predict,export-genotype,protocol} ...``, raising its errors."""
+    """``darts-lightning {fit,validate,test,predict,export-genotype,convert-checkpoint,protocol} ...``, raising
+    its errors."""
     argv = list(sys.argv[1:] if args is None else args)
     if argv and argv[0] == "export-genotype":
         raise SystemExit(export_main(argv[1:]))
+    if argv and argv[0] == "convert-checkpoint":
+        raise SystemExit(convert_main(argv[1:]))
     if argv and argv[0] == "protocol":
         raise SystemExit(protocol_main(argv[1:]))
     run_cli(argv)
@@ -113,10 +120,14 @@ def _from_jsonargparse(error: BaseException) -> bool:
 
 
 def _argument_error_line(message: str, subcommand: str = "<subcommand>") -> str:
-    """jsonargparse's nested report of a value that does not parse, reduced to ``key: problem``."""
+    """jsonargparse's nested report of a value that does not parse, reduced to ``key: problem``.
+
+    Where a value chose a class (``class_path``), the other alternatives of its union (``expected str``, ``expected
+    NoneType``) are not what the user meant: only the chosen class's problem is reported."""
     keys: list[str] = []
     problems: list[str] = []
     given = None
+    chose_class = "Problem with given class_path" in message
     for raw in message.splitlines():
         text = raw.strip().lstrip("-").strip()
         key = re.match(r'Parser key "([^"]+)":?\s*', text)
@@ -124,6 +135,8 @@ def _argument_error_line(message: str, subcommand: str = "<subcommand>") -> str:
             keys.append(key.group(1))
             text = text[key.end():]
         if not text:
+            continue
+        if chose_class and re.fullmatch(r"Expected an? <class '[\w.]+'>", text):
             continue
         if text.startswith("Given value:"):
             value = text.split(":", 1)[1].strip()

@@ -81,7 +81,9 @@ def run_protocol(
     every final seed on the test split; write and return the record (see the module docstring).
 
     ``search_args`` and ``retrain_args`` are LightningCLI overrides appended to every search and every
-    retraining (selection and final) command; coming last, they override the protocol's own settings.
+    retraining (selection and final) command; coming last, they override the protocol's own settings. A search's
+    settings live in its parts (``--model.init_args.space.init_args.channels 4``,
+    ``--model.init_args.arch_optimizer.init_args.lr 3e-2``), a retraining's are flat (``--model.init_args.layers 5``).
 
     A retraining reads its genotype from the ``genotype.json`` the protocol's search wrote, and
     :class:`~darts_lightning.GenotypeClassifier` refuses import-path ops (``package.module:factory``) from
@@ -111,7 +113,12 @@ def run_protocol(
             "fit", "--config", str(search_config), "--seed_everything", str(seed), "--data.init_args.seed", str(seed),
             "--trainer.default_root_dir", str(root), *quiet, *search_args,
         ])
-        genotype: Genotype = cli.model.selected_genotype()
+        genotype = cli.model.selected_answer()
+        if not isinstance(genotype, Genotype):
+            raise ValueError(
+                f"the protocol retrains DARTS genotypes (GenotypeClassifier), but the search config {search_config} "
+                f"searches the {cli.model.space.name} space; give a search config of the DARTS space"
+            )
         # A copy at a fixed place: the search's own genotype.json lies in its versioned log directory.
         genotype_file = genotype.save(root / "genotype.json")
         # The search's own ops list may name ops by import path; its genotype file is then trusted.
@@ -207,8 +214,9 @@ def protocol_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--selection-epochs", type=int, default=10, help="epochs of each selection training (default: %(default)s)")
     parser.add_argument("--final-seeds", type=int, nargs="+", default=[0, 1, 2], help="final trainings of the chosen genotype (default: 0 1 2)")
     parser.add_argument("--output", default="runs/protocol", help="directory of all runs and protocol.json (default: %(default)s)")
-    parser.add_argument("--search-args", default="", help='overrides appended to every search command, one string split like a shell line, e.g. "--model.channels 4 --trainer.max_epochs 2"')
-    parser.add_argument("--retrain-args", default="", help='overrides appended to every retraining command (selection and final), e.g. "--model.layers 5"')
+    parser.add_argument("--search-args", default="", help='overrides appended to every search command, one string split like a shell line, e.g. '
+                        '"--model.init_args.space.init_args.channels 4 --trainer.max_epochs 2" (short: --model.space.channels 4)')
+    parser.add_argument("--retrain-args", default="", help='overrides appended to every retraining command (selection and final), e.g. "--model.init_args.layers 5"')
     args = parser.parse_args(argv)
     record = run_protocol(
         search_config=args.search_config,

@@ -9,26 +9,31 @@ trainer; see ``configs/retrain_cifar10.yaml``.)
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor
-from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from darts_lightning.spaces.darts.genotype import Genotype
+from darts_lightning.spaces.darts.network import EvalNetwork, Variant
 from darts_lightning.utils.distributed import broadcast_
-from darts_lightning.spaces.darts.network import EvalNetwork
 from darts_lightning.utils.files import atomic_open, atomic_torch_save, atomic_write_text, use_atomic_checkpoints
 from darts_lightning.utils.layout import ChannelsLastMixin
 from darts_lightning.utils.resume import check_resume, record_module
-from darts_lightning.spaces.darts.genotype import Genotype
+from darts_lightning.utils.training import BatchMean, NonFiniteLoss, planned_epochs
 from darts_lightning.utils.validation import check_choice, check_range
 
 __all__ = ["GenotypeClassifier", "export_network"]
+
+#: The planned epochs when the trainer sets no ``max_epochs``: the paper's CIFAR-10 retraining (sec. A.2).
+DEFAULT_EPOCHS = 600
 
 
 class GenotypeClassifier(ChannelsLastMixin, pl.LightningModule):
@@ -71,7 +76,7 @@ class GenotypeClassifier(ChannelsLastMixin, pl.LightningModule):
         image_size: int = 32,
         channels: int = 36,
         layers: int = 20,
-        variant: str = "cifar",
+        variant: Variant = "cifar",
         auxiliary_weight: float = 0.4,
         drop_path_prob: float = 0.2,
         lr: float = 0.025,
@@ -89,8 +94,10 @@ class GenotypeClassifier(ChannelsLastMixin, pl.LightningModule):
             check_range(name, value, 1, integer=True)
         check_range("num_classes", num_classes, 2, integer=True)
         check_choice("variant", variant, ("cifar", "imagenet"))
-        for name, value in (("auxiliary_weight", auxiliary_weight), ("lr", lr), ("lr_min", lr_min), ("weight_decay", weight_decay)):
-            check_range(name, value, 0)
+        for name, amount in (
+            ("auxiliary_weight", auxiliary_weight), ("lr", lr), ("lr_min", lr_min), ("weight_decay", weight_decay)
+        ):
+            check_range(name, amount, 0)
         check_range("drop_path_prob", drop_path_prob, 0, 1, high_open=True)
         check_range("momentum", momentum, 0, 1, high_open=True)
         check_range("drop_path_seed", drop_path_seed, 0, integer=True, optional=True)
@@ -106,7 +113,8 @@ class GenotypeClassifier(ChannelsLastMixin, pl.LightningModule):
         self.train_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         # train/loss per step is this rank's batch; its epoch mean is reduced across ranks by the metric, once
         # per epoch (sync_dist=True on a value logged on_step would all-reduce at every step).
-        self.train_loss = MeanMetric()
+        self.train_loss = BatchMean()
+        self.nonfinite = NonFiniteLoss(("training",), "lower the learning rate (model.lr) or check the data")
         self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.val_top5 = MulticlassAccuracy(num_classes, top_k=top_k, average="micro")
         self.test_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
@@ -115,11 +123,17 @@ class GenotypeClassifier(ChannelsLastMixin, pl.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.network(self._layout(x))
 
-    def configure_optimizers(self):
+    def epochs(self) -> int:
+        """The planned epochs, over which the learning rate anneals and the drop-path probability rises: the
+        trainer's ``max_epochs`` (600, the paper's, when it sets none)."""
+        return planned_epochs(self.trainer, DEFAULT_EPOCHS)
+
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         hp = self.hparams
-        optimizer = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
-        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 600
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=hp.lr_min)
+        optimizer = torch.optim.SGD(
+            self.parameters(), lr=hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"]
+        )
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.epochs(), eta_min=hp["lr_min"])
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
     def on_fit_start(self) -> None:
@@ -130,8 +144,7 @@ class GenotypeClassifier(ChannelsLastMixin, pl.LightningModule):
             self._drop_path_seed = int(seed.item())
 
     def on_train_epoch_start(self) -> None:
-        epochs = max(1, self.trainer.max_epochs or 1)
-        self.network.set_drop_path_prob(self.hparams.drop_path_prob * self.current_epoch / epochs)
+        self.network.set_drop_path_prob(self.hparams["drop_path_prob"] * self.current_epoch / self.epochs())
         # Equal on every rank, as is the learning rate: averaged once at epoch end.
         self.log("train/drop_path_prob", self.network.drop_path_prob, on_step=False, on_epoch=True, sync_dist=True)
 
@@ -141,17 +154,22 @@ class GenotypeClassifier(ChannelsLastMixin, pl.LightningModule):
             logits, logits_aux = self.network.forward_with_auxiliary(self._layout(x))
         loss = F.cross_entropy(logits, y)
         if logits_aux is not None:
-            loss = loss + self.hparams.auxiliary_weight * F.cross_entropy(logits_aux, y)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"the training loss is {loss.item()} at global step {self.global_step} (epoch {self.current_epoch}); "
-                "lower the learning rate (model.lr) or check the data"
-            )
+            loss = loss + self.hparams["auxiliary_weight"] * F.cross_entropy(logits_aux, y)
+        # Noted on the device; read (and raised, naming this step) where the host reads the device anyway.
+        self.nonfinite.record(loss, "training", self.global_step, self.current_epoch, batch_idx)
         self.train_top1(logits.detach(), y)
         self.train_loss(loss.detach(), len(y))
-        self.log("train/loss", self.train_loss, prog_bar=True, on_step=True, on_epoch=True)
+        # Lightning turns every progress-bar value into a number after every batch (a read from the device,
+        # whether a bar is shown or not): the loss goes to the bar only when there is one.
+        shown = self.trainer.progress_bar_callback is not None
+        self.log("train/loss", self.train_loss, prog_bar=shown, on_step=True, on_epoch=True)
         self.log("train/acc", self.train_top1, on_step=False, on_epoch=True)
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True, sync_dist=True)
+        # The steps Lightning logs read the logged values from the device; the last batch precedes the epoch's
+        # validation and checkpoint.
+        every: int = self.trainer.log_every_n_steps  # type: ignore[attr-defined]  # set by Lightning's logger connector
+        if self.trainer.is_last_batch or (every > 0 and (self.global_step + 1) % every == 0):
+            self.nonfinite.raise_if_any()
         return loss
 
     @contextmanager
@@ -188,7 +206,12 @@ class GenotypeClassifier(ChannelsLastMixin, pl.LightningModule):
         use_atomic_checkpoints(self.trainer)  # a full disk must not leave a truncated checkpoint
         super().setup(stage)  # the memory layout (ChannelsLastMixin)
 
+    def on_train_end(self) -> None:
+        # A run that stops between logging steps (max_steps, an interrupted epoch) reports a non-finite loss too.
+        self.nonfinite.raise_if_any()
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.nonfinite.raise_if_any()  # never save the state of a diverged run
         record_module(self, checkpoint)
         checkpoint["genotype"] = self.genotype.to_dict()
         checkpoint["drop_path_seed"] = self._drop_path_seed
@@ -200,7 +223,8 @@ class GenotypeClassifier(ChannelsLastMixin, pl.LightningModule):
         return {"genotype": (saved.get("repr"), repr(self.genotype))} if saved is not None else {}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        check_resume(self, checkpoint, datamodule=self._trainer.datamodule if self._trainer is not None else None)
+        # Lightning's data connector sets ``trainer.datamodule`` at run time; the Trainer class does not declare it.
+        check_resume(self, checkpoint, datamodule=getattr(self._trainer, "datamodule", None))
         if checkpoint.get("drop_path_seed") is not None:
             self._drop_path_seed = int(checkpoint["drop_path_seed"])
 

@@ -25,12 +25,12 @@ import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic
 
 from torch import nn
 
 from darts_lightning.spaces.mixing import Relaxation
-from darts_lightning.spaces.supernet import Supernet
+from darts_lightning.spaces.supernet import Arch, Supernet
 from darts_lightning.utils.components import Component, build_component
 from darts_lightning.utils.files import atomic_write_text
 from darts_lightning.utils.registry import Registry
@@ -39,10 +39,6 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = ["SearchSpace", "Arch", "SPACES", "register_space", "list_spaces", "get_space"]
-
-Arch = TypeVar("Arch")
-"""The answer type of a space."""
-
 
 class SearchSpace(Component, ABC, Generic[Arch]):
     """The interface every space implements (see the module docstring)."""
@@ -58,9 +54,11 @@ class SearchSpace(Component, ABC, Generic[Arch]):
     def build_supernet(
         self, relaxation: Relaxation, *, in_channels: int, num_classes: int, image_size: int | None = None,
         auxiliary_skip: bool = False,
-    ) -> Supernet:
+    ) -> Supernet[Arch]:
         """The supernet of this space for ``relaxation`` (``auxiliary_skip``: DARTS-'s skip connection on every
-        mixed edge). A space that cannot serve the relaxation or the option says so with a clear error."""
+        mixed edge). A space that cannot serve the relaxation or the option says so with a clear error (a
+        relaxation that runs :attr:`~darts_lightning.spaces.mixing.Relaxation.paths_only` leaves options that
+        act through the architecture parameters without effect)."""
 
     @abstractmethod
     def build_network(
@@ -68,7 +66,11 @@ class SearchSpace(Component, ABC, Generic[Arch]):
         channels: int | None = None, layers: int | None = None,
     ) -> nn.Module:
         """The network ``arch`` describes, from the package's cell code (``channels``, ``layers``: its size,
-        ``None``: the space's evaluation size)."""
+        ``None``: the space's evaluation size).
+
+        Its ``forward(x)`` returns the logits, so that one generic training (cross-entropy on the logits)
+        trains the network of any space; extras that need a training of their own (DARTS's auxiliary head)
+        are keyword options of a space, off by default."""
 
     # ------------------------------------------------------------------ answers
 

@@ -89,6 +89,10 @@ class Relaxation(Component):
     #: draws noise: :meth:`mixing` is given a seeded generator (otherwise ``None``, and a compiled supernet
     #: does not depend on the sample key)
     samples: bool = False
+    #: the supernet only ever runs single paths (``network(x, path=network.path(arch))``) and never the
+    #: mixture: the architecture parameters are not used, and a space refuses options that act only through
+    #: them (PC-DARTS's edge normalisation)
+    paths_only: bool = False
 
     def __init__(self, partial_channels: int = 1) -> None:
         check_range("partial_channels", partial_channels, 1, integer=True, hint="K of PC-DARTS; 1: every channel")

@@ -217,7 +217,7 @@ class NB201Network(nn.Module):
         return self.classifier(torch.flatten(self.global_pooling(self.last(out)), 1))
 
 
-class NB201Supernet(Supernet):
+class NB201Supernet(Supernet[NB201Arch]):
     """The NAS-Bench-201 supernet: mixed edges over the five ops weighted through ``relaxation`` by one α of
     shape [6, 5] shared by every cell (``pool_batch_norm``: see :func:`nb201_cell`)."""
 

@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from darts_lightning.spaces.mixing import Relaxation
 
-__all__ = ["Supernet", "named_weight_parameters"]
+__all__ = ["Supernet", "Arch", "named_weight_parameters"]
+
+Arch = TypeVar("Arch")
+"""The answer type of a space (a DARTS :class:`~darts_lightning.Genotype`, an :class:`~darts_lightning.NB201Arch`)."""
 
 
 def named_weight_parameters(network: nn.Module) -> Iterator[tuple[str, nn.Parameter]]:
@@ -31,8 +34,9 @@ def named_weight_parameters(network: nn.Module) -> Iterator[tuple[str, nn.Parame
     return ((n, p) for n, p in network.named_parameters() if id(p) not in arch)
 
 
-class Supernet(nn.Module):
-    """Base class of the supernets: mixed edges everywhere, weighted through ``relaxation``.
+class Supernet(nn.Module, Generic[Arch]):
+    """Base class of the supernets: mixed edges everywhere, weighted through ``relaxation``; ``Arch`` is the
+    type of the answers it derives and runs as single paths.
 
     Subclasses define the architecture parameters (:meth:`named_arch_parameters`, :meth:`alphas`), the
     forward pass, how the answer is derived (:meth:`derive`) and how an answer runs as a single path
@@ -100,11 +104,11 @@ class Supernet(nn.Module):
         architecture, ``{cell type: [edges, ops] rows}`` from :meth:`path`, instead of the relaxation's mixing."""
         raise NotImplementedError
 
-    def derive(self) -> Any:
+    def derive(self) -> Arch:
         """The discrete answer the architecture parameters describe, by the space's rule."""
         raise NotImplementedError
 
-    def path(self, arch: Any) -> dict[str, Tensor]:
+    def path(self, arch: Arch) -> dict[str, Tensor]:
         """The rows that run ``arch`` alone: per cell type, ``[edges, ops]`` on the CPU, one-hot on the op of
         every edge ``arch`` has, zero on the edges it does not have."""
         raise NotImplementedError

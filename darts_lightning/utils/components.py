@@ -47,6 +47,13 @@ class Component:
         bound.apply_defaults()
         arguments = dict(bound.arguments)
         arguments.pop(next(iter(arguments)))  # self
+        # A class without its own ``__init__`` has ``object``'s ``(*args, **kwargs)``: keyword arguments are
+        # recorded by name and empty catch-alls not at all, so that ``config()`` rebuilds the same object.
+        for name, parameter in inspect.signature(cls.__init__).parameters.items():
+            if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+                arguments.update(arguments.pop(name, {}))
+            elif parameter.kind is inspect.Parameter.VAR_POSITIONAL and not arguments.get(name):
+                arguments.pop(name, None)
         instance._init_args = arguments
         return instance
 

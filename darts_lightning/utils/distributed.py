@@ -7,8 +7,9 @@ These helpers do both explicitly, with one all-reduce over a flat buffer each.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
+import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
@@ -43,9 +44,11 @@ def all_reduce_mean_(tensors: Sequence[Tensor]) -> None:
 
 def sync_batchnorm_statistics_(module: nn.Module) -> None:
     """Average every batch norm's running mean and variance across ranks."""
-    buffers = []
+    buffers: list[Tensor] = []
     for m in module.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats and m.running_mean is not None:
+        if not isinstance(m, nn.modules.batchnorm._BatchNorm) or not m.track_running_stats:
+            continue
+        if m.running_mean is not None and m.running_var is not None:
             buffers += [m.running_mean, m.running_var]
     all_reduce_mean_(buffers)
 
@@ -59,7 +62,7 @@ def broadcast_(tensors: Sequence[Tensor], src: int = 0) -> None:
         dist.broadcast(t.data, src=src)
 
 
-def require_find_unused_parameters(trainer, why: str) -> None:
+def require_find_unused_parameters(trainer: pl.Trainer, why: str) -> None:
     """Refuse a multi-process DDP run without ``find_unused_parameters``, saying ``why`` it is needed and
     how to turn it on: a method that leaves parameters without gradients in a step would otherwise
     fail at the next step inside DDP."""

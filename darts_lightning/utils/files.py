@@ -21,9 +21,10 @@ import errno
 import io
 import os
 import secrets
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Iterator, Optional
+from typing import IO, Any
 
 import torch
 from fsspec.core import url_to_fs
@@ -49,7 +50,7 @@ def _temporary_path(path: Path) -> Path:
 
 
 @contextmanager
-def atomic_open(path: str | os.PathLike[str], mode: str = "wb", encoding: Optional[str] = None) -> Iterator[IO[Any]]:
+def atomic_open(path: str | os.PathLike[str], mode: str = "wb", encoding: str | None = None) -> Iterator[IO[Any]]:
     """Open a temporary file beside ``path`` for writing; when the block ends without an error, flush it to
     the disk and rename it onto ``path``. On any error the temporary file is removed, ``path`` keeps its
     previous content (or stays absent), and the error is re-raised (a full disk as ENOSPC naming ``path``).
@@ -106,7 +107,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     (:func:`atomic_torch_save`): ModelCheckpoint's ``epoch=…ckpt`` and ``last.ckpt``, and every other
     ``trainer.save_checkpoint``. Loading, removing and remote (fsspec URL) saves are the parent's."""
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Optional[Any] = None) -> None:
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         fs, local_path = url_to_fs(str(path))
         if storage_options is not None or not isinstance(fs, LocalFileSystem):
             # The parent rejects storage_options with its own message, and owns remote file systems.

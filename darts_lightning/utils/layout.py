@@ -7,10 +7,29 @@ contiguous layout elsewhere; ``True``/``False`` force a layout.
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
+from typing import Any, Protocol
+
+import pytorch_lightning as pl
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 __all__ = ["ChannelsLastMixin"]
+
+
+class _LayoutModule(Protocol):
+    """What :class:`ChannelsLastMixin` needs of the LightningModule it is mixed into."""
+
+    _channels_last: bool
+
+    @property
+    def hparams(self) -> MutableMapping[Any, Any]: ...
+
+    @property
+    def trainer(self) -> pl.Trainer: ...
+
+    @property
+    def network(self) -> nn.Module: ...
 
 
 class ChannelsLastMixin:
@@ -18,8 +37,8 @@ class ChannelsLastMixin:
 
     _channels_last: bool = False
 
-    def setup(self, stage: str) -> None:
-        choice = self.hparams.channels_last
+    def setup(self: _LayoutModule, stage: str) -> None:
+        choice = self.hparams["channels_last"]
         self._channels_last = self.trainer.strategy.root_device.type == "cpu" if choice is None else bool(choice)
         self.network.to(memory_format=torch.channels_last if self._channels_last else torch.contiguous_format)
 

@@ -10,6 +10,13 @@ What may change on resume: every setting of the trainer (``max_epochs``, the log
 precision, ...), the model's memory layout (``channels_last``), where the data live and how they are loaded
 (``root``, ``test_root``, ``download``, ``num_workers``), and what a module lists in its
 ``RESUME_MAY_CHANGE`` (a discrete search's budget, for instance).
+
+Settings made of parts (``{"class_path", "init_args"}``, as a search's space or relaxation) are compared part by
+part, so that the message names the argument that differs (``model.space.channels``), not the whole part.
+
+A module whose earlier versions wrote checkpoints in another form recognises them with a class method
+``outdated_checkpoint(checkpoint, path) -> str | None``, which returns the one-line refusal (how to convert
+the file) or ``None``; :func:`check_checkpoint_format` asks it, before anything else is compared.
 """
 
 from __future__ import annotations
@@ -21,8 +28,8 @@ from typing import Any, Mapping
 import torch
 
 __all__ = [
-    "MODULE_KEY", "ResumeMismatchError", "check_resume", "read_checkpoint", "record_module",
-    "RESUMABLE_MODEL_SETTINGS", "RESUMABLE_DATA_SETTINGS",
+    "MODULE_KEY", "ResumeMismatchError", "OutdatedCheckpointError", "check_resume", "check_checkpoint_format",
+    "read_checkpoint", "record_module", "RESUMABLE_MODEL_SETTINGS", "RESUMABLE_DATA_SETTINGS",
 ]
 
 MODULE_KEY = "darts_lightning_module"
@@ -33,6 +40,10 @@ _MISSING = object()
 
 class ResumeMismatchError(ValueError):
     """A checkpoint written by a different run than the configured one."""
+
+
+class OutdatedCheckpointError(ValueError):
+    """A checkpoint in a form that an earlier version of its module wrote (the message says how to convert it)."""
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -60,6 +71,20 @@ def record_module(module: Any, checkpoint: dict[str, Any]) -> None:
     checkpoint[MODULE_KEY] = type(module).__qualname__
 
 
+def check_checkpoint_format(module: Any, checkpoint: Mapping[str, Any], *, path: str | Path | None = None) -> None:
+    """Refuse a checkpoint that an earlier version of ``module`` (an instance or its class) wrote in another form,
+    with the module's own one-line advice (its ``outdated_checkpoint(checkpoint, path)``; see the module
+    docstring). A checkpoint another module wrote is left to :func:`check_resume`, which names both."""
+    cls = module if isinstance(module, type) else type(module)
+    written_by = checkpoint.get(MODULE_KEY)
+    if written_by is not None and written_by != cls.__qualname__:
+        return
+    recognise = getattr(cls, "outdated_checkpoint", None)
+    message = recognise(checkpoint, path) if callable(recognise) else None
+    if message:
+        raise OutdatedCheckpointError(message)
+
+
 def check_resume(
     module: Any,
     checkpoint: Mapping[str, Any],
@@ -69,10 +94,12 @@ def check_resume(
 ) -> None:
     """Refuse ``checkpoint`` unless it was written by the run configured as ``module`` (and ``datamodule``).
 
+    A checkpoint in an outdated form is refused first, with the module's advice (:func:`check_checkpoint_format`).
     A module compares a setting by meaning rather than by the text that configured it with a method
     ``resume_compared(checkpoint) -> {name: (checkpoint's value, configured value)}`` (a retraining's
     genotype: a published name and the JSON file of the same cell are the same setting).
     """
+    check_checkpoint_format(module, checkpoint, path=path)
     differences: list[tuple[str, Any, Any]] = []
     written_by, this = checkpoint.get(MODULE_KEY), type(module).__qualname__
     if written_by is not None and written_by != this:
@@ -116,9 +143,34 @@ def _differences(
             continue
         a = saved.get(name, defaults.get(name, _MISSING))
         b = current.get(name, defaults.get(name, _MISSING))
-        if _normalised(a) != _normalised(b):
-            differences.append((f"{prefix}.{name}", a, b))
+        differences += _part_differences(f"{prefix}.{name}", a, b)
     return differences
+
+
+def _part_differences(name: str, a: Any, b: Any) -> list[tuple[str, Any, Any]]:
+    """The differences between two values of the setting ``name``. Two parts of the same class are compared
+    argument by argument (``model.space.channels``); parts of different classes by their class."""
+    if _is_part(a) and _is_part(b):
+        if a["class_path"] != b["class_path"]:
+            return [(f"{name}.class_path", a["class_path"], b["class_path"])]
+        args_a, args_b = dict(a.get("init_args") or {}), dict(b.get("init_args") or {})
+        differences = []
+        for key in sorted(set(args_a) | set(args_b)):
+            differences += _part_differences(
+                f"{name}.{key}", args_a.get(key, _MISSING), args_b.get(key, _MISSING)
+            )
+        return differences
+    if (isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and len(a) == len(b)
+            and any(_is_part(v) for v in [*a, *b])):
+        differences = []
+        for i, (x, y) in enumerate(zip(a, b)):
+            differences += _part_differences(f"{name}[{i}]", x, y)
+        return differences
+    return [] if _normalised(a) == _normalised(b) else [(name, a, b)]
+
+
+def _is_part(value: Any) -> bool:
+    return isinstance(value, Mapping) and "class_path" in value and set(value) <= {"class_path", "init_args"}
 
 
 def _normalised(value: Any) -> Any:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Callable, Collection, Iterable, Mapping
 from numbers import Real
-from typing import Any, Callable, Collection, Iterable, Mapping
+from typing import Any
 
 __all__ = ["check_choice", "check_range", "check_keywords", "accepted_keywords"]
 

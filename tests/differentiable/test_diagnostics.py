@@ -11,12 +11,23 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from darts_lightning import SearchNetwork
+from darts_lightning import DARTSSearch, SearchNetwork
+from darts_lightning.differentiable.callbacks import HessianEigenvalue
 from darts_lightning.differentiable.diagnostics import (
     EigenvalueEarlyStop, architecture_hessian, dominant_hessian_eigenvalue, eigenvalue_measured,
 )
+from darts_lightning.differentiable.optimizers import ArchOptimizer
+from darts_lightning.differentiable.remedies import ArchWarmup
+from darts_lightning.spaces.darts.space import DartsSpace
 
-from tests.conftest import quick_trainer, tiny_search
+from tests.conftest import quick_trainer
+from tests.searches import flat_search
+
+
+def _small_search() -> DARTSSearch:
+    """Two reduction cells of one node: a Hessian of 2 × 2 edges × 8 ops entries is quick to take."""
+    return DARTSSearch(space=DartsSpace(channels=4, layers=2, nodes=1, multiplier=1), arch_optimizer=ArchOptimizer(lr=3e-2),
+                       in_channels=1, image_size=8)
 
 
 def test_eigenvalue_is_the_largest_of_the_full_hessian_with_weight_decay_in_training_mode():
@@ -65,7 +76,8 @@ def test_eigenvalue_is_the_largest_of_the_full_hessian_with_weight_decay_in_trai
 
 def test_alpha_warmup_trains_weights_only(tmp_path, digits):
     pl.seed_everything(0)
-    model = tiny_search(arch_warmup_epochs=1)
+    model = DARTSSearch(space=DartsSpace(channels=4, layers=3), remedies=[ArchWarmup(epochs=1)],
+                        arch_optimizer=ArchOptimizer(lr=3e-2), in_channels=1, image_size=8)
     alpha = model.network.alpha_normal.detach().clone()
     stem = model.network.stem[0].weight.detach().clone()
     quick_trainer(tmp_path / "a", max_epochs=1).fit(model, digits)
@@ -129,12 +141,13 @@ def test_eigenvalue_is_measured_at_even_epochs_and_the_last_without_changing_the
     runs = {}
     for every in (0, 2):
         pl.seed_everything(0)
-        model = tiny_search(layers=2, nodes=1, multiplier=1, hessian_eigenvalue_every=every)
-        trainer = quick_trainer(tmp_path / str(every), max_epochs=2)
+        model = _small_search()
+        eigenvalue = HessianEigenvalue(every=every) if every else None
+        trainer = quick_trainer(tmp_path / str(every), max_epochs=2, callbacks=[eigenvalue] if eigenvalue else [])
         trainer.fit(model, digits)
-        runs[every] = (model, trainer)
-    measured, trainer = runs[2]
-    assert [h["epoch"] for h in measured.eigenvalue_history] == [0, 1]
+        runs[every] = (model, trainer, eigenvalue)
+    measured, trainer, eigenvalue = runs[2]
+    assert [h["epoch"] for h in eigenvalue.history] == [0, 1]
     value = trainer.callback_metrics["arch/hessian_eigenvalue"]
     assert torch.isfinite(value) and value != 0
     plain = runs[0][0]
@@ -152,15 +165,14 @@ def test_search_stops_early_and_returns_the_earlier_genotype(tmp_path):
     """A rule shortened so that a tiny search stops: every 2 epochs, window 1, delta 1, start epoch 2, so the
     check at epoch 2 (returned epoch 0) may not stop and the one at epoch 4 returns epoch 2."""
     pl.seed_everything(0)
-    model = tiny_search(
-        layers=2, nodes=1, multiplier=1, hessian_eigenvalue_every=2, eigenvalue_early_stop=True, eigenvalue_stop_window=1,
-        eigenvalue_stop_delta=1, eigenvalue_stop_factor=1e-9, eigenvalue_stop_start_epoch=2,
-    )
-    trainer = quick_trainer(tmp_path, max_epochs=8)
+    model = _small_search()
+    eigenvalue = HessianEigenvalue(every=2, early_stop=True, window=1, delta=1, factor=1e-9, start_epoch=2)
+    trainer = quick_trainer(tmp_path, max_epochs=8, callbacks=[eigenvalue])
     from darts_lightning import SearchDataModule, Genotype
 
     trainer.fit(model, SearchDataModule("digits", batch_size=16))
-    assert [h["epoch"] for h in model.eigenvalue_history] == [0, 2, 4]
+    assert [h["epoch"] for h in eigenvalue.history] == [0, 2, 4]
+    assert eigenvalue.selected_epoch == 2
     assert trainer.current_epoch == 5  # stopped after epoch 4, not at 8
     assert model.selected_epoch == 2
     chosen = Genotype.from_dict(model.genotype_history[2]["genotype"])
@@ -171,4 +183,6 @@ def test_search_stops_early_and_returns_the_earlier_genotype(tmp_path):
 
 def test_early_stop_without_eigenvalue_is_a_clear_error():
     with pytest.raises(ValueError, match="hessian_eigenvalue_every"):
-        tiny_search(eigenvalue_early_stop=True)
+        flat_search(eigenvalue_early_stop=True)
+    with pytest.raises(ValueError, match="every must be a positive integer"):
+        HessianEigenvalue(every=0, early_stop=True)

@@ -15,7 +15,8 @@ from torch.utils.data import TensorDataset
 
 from darts_lightning import DARTSSearch, Genotype, NonFiniteLossError, SearchDataModule
 
-from tests.conftest import quick_trainer, tiny_search
+from tests.conftest import quick_trainer
+from tests.searches import checkpointing, flat_search, last_ckpt, tiny_search
 
 
 def _copy(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -74,25 +75,12 @@ def test_architecture_step_leaves_weight_gradients_alone(digits):
     model = tiny_search()
     digits.setup()
     x, y = next(iter(torch.utils.data.DataLoader(digits.search_val, batch_size=8)))
-    result = model.arch_gradient.estimate(model.network, (x, y), (x, y))
+    result = model.estimator.estimate(model.network, (x, y), (x, y))
     assert all(p.grad is None for p in model.weight_parameters())
     loss = torch.nn.functional.cross_entropy(model.network(x), y)
     expected = torch.autograd.grad(loss, model.arch_parameters())
     for got, want in zip(result.grads, expected):
         torch.testing.assert_close(got, want)
-
-
-def _last_ckpt(trainer: pl.Trainer) -> Path:
-    return Path(trainer.checkpoint_callback.dirpath) / "last.ckpt"
-
-
-def _checkpointing():
-    return [pl.callbacks.ModelCheckpoint(save_last=True, every_n_epochs=1)]
-
-
-class _StopAfterFirstEpoch(pl.Callback):
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        trainer.should_stop = True
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +101,7 @@ def test_resume_from_epoch_checkpoint_equals_uninterrupted_run(tmp_path, uninter
     assert torch.load(first_epoch, weights_only=True)["global_step"] == 3
     pl.seed_everything(0)
     resumed = tiny_search()
-    trainer = quick_trainer(tmp_path / "resumed", max_epochs=2, callbacks=_checkpointing())
+    trainer = quick_trainer(tmp_path / "resumed", max_epochs=2, callbacks=checkpointing())
     trainer.fit(resumed, SearchDataModule("digits", batch_size=16), ckpt_path=first_epoch)
     assert trainer.global_step == 6
     resumed_state = resumed.state_dict()
@@ -139,35 +127,95 @@ def test_run_interrupted_mid_epoch_resumes_from_last_checkpoint(tmp_path, uninte
     full, _ = uninterrupted
 
     pl.seed_everything(0)
-    crashed = quick_trainer(tmp_path / "crash", max_epochs=2, callbacks=_checkpointing() + [_Crash(at_step=4)])
+    crashed = quick_trainer(tmp_path / "crash", max_epochs=2, callbacks=checkpointing() + [_Crash(at_step=4)])
     with pytest.raises(RuntimeError, match="simulated crash"):
         crashed.fit(tiny_search(), SearchDataModule("digits", batch_size=16))
-    checkpoint = _last_ckpt(crashed)
+    checkpoint = last_ckpt(crashed)
     assert torch.load(checkpoint, weights_only=True)["global_step"] == 3
 
     pl.seed_everything(0)
     resumed = tiny_search()
-    trainer = quick_trainer(tmp_path / "crash", max_epochs=2, callbacks=_checkpointing())
+    trainer = quick_trainer(tmp_path / "crash", max_epochs=2, callbacks=checkpointing())
     trainer.fit(resumed, SearchDataModule("digits", batch_size=16), ckpt_path=checkpoint)
     assert trainer.global_step == 6
     torch.testing.assert_close(resumed.network.alpha_normal, full.network.alpha_normal, rtol=0, atol=0)
 
 
 def test_checkpoint_loads_with_weights_only_and_holds_search_state(tmp_path, digits):
-    trainer = quick_trainer(tmp_path, max_epochs=1, callbacks=_checkpointing())
+    trainer = quick_trainer(tmp_path, max_epochs=1, callbacks=checkpointing())
     trainer.fit(tiny_search(), digits)
-    checkpoint = torch.load(_last_ckpt(trainer), weights_only=True)
+    checkpoint = torch.load(last_ckpt(trainer), weights_only=True)
     assert checkpoint["search_space"]["op_names"][0] == "none"
     assert len(checkpoint["genotype_history"]) == 1
     assert len(checkpoint["optimizer_states"]) == 2 and checkpoint["lr_schedulers"]
 
 
+def _composed_searches() -> dict[str, DARTSSearch]:
+    """A search of every part other than its default, given as instances, and one given as names."""
+    from darts_lightning.differentiable.estimators import SecondOrderGradient
+    from darts_lightning.differentiable.optimizers import ArchOptimizer, WeightOptimizer
+    from darts_lightning.differentiable.relaxations import GDASRelaxation
+    from darts_lightning.differentiable.remedies import ArchWarmup, AuxiliarySkip, BetaDecay
+    from darts_lightning.spaces.darts.space import DartsSpace
+
+    return {
+        "instances": DARTSSearch(
+            space=DartsSpace(ops=["none", "skip_connect", "sep_conv_3x3"], channels=4, layers=2, nodes=2, multiplier=2,
+                             genotype_rule="gdas", last_activation=True, pool_batch_norm=False),
+            relaxation=GDASRelaxation(tau_max=5.0, tau_min=0.5),
+            estimator=SecondOrderGradient(hessian="exact", xi=0.01),
+            weight_optimizer=WeightOptimizer(lr=0.05, nesterov=True, clip_includes_arch=True, lr_epoch_offset=1),
+            arch_optimizer=ArchOptimizer(name="sgd", lr=0.1, betas=(0.9, 0.99), grad_clip=10.0),
+            remedies=[ArchWarmup(epochs=1), AuxiliarySkip(), BetaDecay(max_weight=2.0)],
+            step_order="weight_first", in_channels=1, num_classes=10, image_size=8, sample_seed=3, channels_last=False,
+        ),
+        "names": DARTSSearch(space="nasbench201", relaxation="snas", estimator="second_order",
+                             remedies=["auxiliary_skip", "beta_decay"], in_channels=1, image_size=8),
+    }
+
+
+@pytest.mark.parametrize("given", ["instances", "names"])
+def test_checkpoint_holds_plain_settings_and_load_from_checkpoint_rebuilds_equal_parts(tmp_path, given):
+    """hparams are plain ``{"class_path", "init_args"}`` dictionaries: the checkpoint loads with
+    ``weights_only=True`` and ``DARTSSearch.load_from_checkpoint`` rebuilds every part with its arguments."""
+    model = _composed_searches()[given]
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.strategy.connect(model)
+    model.genotype_history = [{"epoch": 0, "step": 1, "genotype": model.space.to_record(model.genotype())}]
+    path = tmp_path / "search.ckpt"
+    trainer.save_checkpoint(path)
+    checkpoint = torch.load(path, weights_only=True)
+    assert checkpoint["hyper_parameters"] == dict(model.hparams)
+    loaded = DARTSSearch.load_from_checkpoint(path)
+    for part in ("space", "relaxation", "estimator", "weight_optimizer", "arch_optimizer"):
+        assert type(getattr(loaded, part)) is type(getattr(model, part)), part
+        assert getattr(loaded, part).config() == getattr(model, part).config(), part
+    assert [r.config() for r in loaded.remedies] == [r.config() for r in model.remedies]
+    assert dict(loaded.hparams) == dict(model.hparams)
+    assert loaded.step_order == model.step_order and loaded.genotype_history == model.genotype_history
+    loaded_state = loaded.state_dict()
+    assert all(torch.equal(value, loaded_state[key]) for key, value in model.state_dict().items())
+
+
+def test_the_search_takes_at_most_twelve_arguments():
+    """The search is composed of parts: its own arguments stay few (the flat search had some fifty)."""
+    import inspect
+
+    parameters = list(inspect.signature(DARTSSearch.__init__).parameters)[1:]
+    assert len(parameters) <= 12, parameters
+    assert parameters[:6] == ["space", "relaxation", "estimator", "weight_optimizer", "arch_optimizer", "remedies"]
+
+
 def test_checkpoint_from_a_different_space_is_rejected(tmp_path, digits):
-    trainer = quick_trainer(tmp_path, max_epochs=1, callbacks=_checkpointing())
+    trainer = quick_trainer(tmp_path, max_epochs=1, callbacks=checkpointing())
     trainer.fit(tiny_search(), digits)
     other = tiny_search(ops=["none", "skip_connect", "sep_conv_3x3"])
-    with pytest.raises(ValueError, match=r"different run than the configured one: model\.ops: checkpoint \['none', 'max_pool_3x3'"):
-        quick_trainer(tmp_path / "other", max_epochs=2).fit(other, digits, ckpt_path=_last_ckpt(trainer))
+    with pytest.raises(ValueError, match=(
+        r"different run than the configured one: model\.space: checkpoint \{'class_path': "
+        r"'darts_lightning\.spaces\.darts\.space\.DartsSpace', 'init_args': \{'ops': \['none', 'max_pool_3x3'"
+    )):
+        quick_trainer(tmp_path / "other", max_epochs=2).fit(other, digits, ckpt_path=last_ckpt(trainer))
 
 
 class _NaNDigits(SearchDataModule):
@@ -216,7 +264,7 @@ def test_a_nan_found_later_is_reported_at_the_first_bad_step(tmp_path, digits, s
         trainer.fit(model, digits)
     assert str(error.value) == (
         f"the {what} loss is nan at global step 2 (epoch 0, batch 2); the search diverged: lower the learning "
-        "rates (model.weight_lr, model.arch_lr) or check the data"
+        "rates (model.weight_optimizer.lr, model.arch_optimizer.lr) or check the data"
     )
     assert model.global_step == found_at + 1, "found after the step it was checked at"
     assert model.genotype_history == [], "found before the epoch's genotype"
@@ -347,9 +395,11 @@ def test_unknown_op_and_small_image_are_clear_errors():
         tiny_search(image_size=2)
 
 
-def test_unsupported_order_is_a_clear_error():
-    with pytest.raises(ValueError, match="order"):
-        tiny_search(order=3)
+def test_unknown_estimator_is_a_clear_error_listing_the_valid_ones():
+    with pytest.raises(ValueError, match="unknown architecture-gradient estimator 'third_order'; .*first_order, second_order"):
+        DARTSSearch(estimator="third_order")
+    with pytest.raises(ValueError, match=r"model\.estimator must be a ArchitectureGradient"):
+        DARTSSearch(estimator=3)
 
 
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
@@ -398,28 +448,36 @@ def test_export_command_reads_a_nasbench201_search_checkpoint(tmp_path, digits):
     from darts_lightning.spaces.nasbench201 import NB201Arch
 
     model = tiny_search(space="nasbench201", channels=4, layers=1)
-    trainer = quick_trainer(tmp_path, max_epochs=1, callbacks=_checkpointing())
+    trainer = quick_trainer(tmp_path, max_epochs=1, callbacks=checkpointing())
     trainer.fit(model, digits)
     out = tmp_path / "arch.txt"
     with pytest.raises(SystemExit):
-        main(["export-genotype", str(_last_ckpt(trainer)), "--out", str(out)])
+        main(["export-genotype", str(last_ckpt(trainer)), "--out", str(out)])
     assert NB201Arch.parse(out.read_text()) == model.genotype()
 
 
 def test_compile_compiles_the_supernet_in_place_once(tmp_path, digits, monkeypatch):
-    """``compile: true`` compiles the supernet module itself (state dict and checkpoints unchanged) when the
-    run is set up, once; the compiled run itself is exercised by benchmarks/gpu_check.py (compiling a
-    supernet takes minutes on a CPU)."""
+    """The trainer callback ``CompileSupernet`` compiles the supernet module itself (state dict and
+    checkpoints unchanged) when the run is set up, once; the compiled run itself is exercised by
+    benchmarks/gpu_check.py (compiling a supernet takes minutes on a CPU)."""
+    from darts_lightning.differentiable.callbacks import CompileSupernet
+
     compiled = []
     monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: compiled.append(self))
-    model = tiny_search(compile=True)
+    model = tiny_search()
     keys = set(model.state_dict())
-    trainer = quick_trainer(tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=1)
+    trainer = quick_trainer(tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=1,
+                            callbacks=[CompileSupernet()])
     trainer.fit(model, digits)
     assert compiled == [model.network]
     assert set(model.state_dict()) == keys
 
 
-def test_compile_is_refused_for_a_relaxation_that_samples_a_subnetwork():
-    with pytest.raises(ValueError, match="compile cannot be used with the gdas relaxation: .*set compile: false"):
-        tiny_search(compile=True, relaxation="gdas")
+def test_compile_is_refused_for_a_relaxation_that_samples_a_subnetwork(tmp_path, digits):
+    from darts_lightning.differentiable.callbacks import CompileSupernet
+
+    model, callbacks = flat_search(compile=True, relaxation="gdas")
+    assert [type(c) for c in callbacks] == [CompileSupernet]
+    trainer = quick_trainer(tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=0, callbacks=callbacks)
+    with pytest.raises(ValueError, match="compile cannot be used with the gdas relaxation: .*remove CompileSupernet"):
+        trainer.fit(model, digits)

@@ -12,9 +12,16 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from darts_lightning import DARTSSearch, Genotype, SearchDataModule, build_eval_network
+from darts_lightning.differentiable.estimators import FirstOrderGradient
+from darts_lightning.differentiable.legacy import convert_flat_settings
+from darts_lightning.differentiable.optimizers import ArchOptimizer
+from darts_lightning.differentiable.relaxations import build_relaxation
+from darts_lightning.differentiable.remedies import AuxiliarySkip, BetaDecay
+from darts_lightning.spaces.darts.space import DartsSpace
+from darts_lightning.spaces.nasbench201 import NB201Space
 
-from tests.conftest import quick_trainer, tiny_search
-from .test_search import _StopAfterFirstEpoch, _checkpointing, _last_ckpt
+from tests.conftest import quick_trainer
+from tests.searches import checkpointing, last_ckpt, tiny_search
 
 # The options of configs/gdas_*.yaml and configs/snas_*.yaml that reproduce the released code.
 GDAS_OPTIONS = dict(
@@ -90,13 +97,13 @@ def test_variant_resumes_from_a_checkpoint_as_if_uninterrupted(tmp_path, full_ru
     first_epoch = run_dir / "checkpoints" / "epoch=0-step=3.ckpt"
     assert torch.load(first_epoch, weights_only=True)["global_step"] == 3
     # A different torch seed for the resumed run: the samples must come from the checkpoint's sample seed.
-    resumed, trainer = _fit(tmp_path / "resumed", variant, callbacks=_checkpointing(), ckpt_path=first_epoch, seed=123)
+    resumed, trainer = _fit(tmp_path / "resumed", variant, callbacks=checkpointing(), ckpt_path=first_epoch, seed=123)
     assert trainer.global_step == 6
     resumed_state = resumed.state_dict()
     for key, value in full.state_dict().items():
         assert torch.equal(value, resumed_state[key]), key
     assert resumed.genotype_history == full.genotype_history
-    assert torch.load(_last_ckpt(trainer), weights_only=True)["sample_seed"] == full._sample_seed
+    assert torch.load(last_ckpt(trainer), weights_only=True)["sample_seed"] == full._sample_seed
 
 
 def test_sampling_variants_draw_from_the_sample_seed(tmp_path):
@@ -117,28 +124,6 @@ def test_gdas_trains_only_the_sampled_ops(tmp_path, digits):
     assert 0 < len(changed) < len(edge_params) / 2
 
 
-def test_darts_minus_schedule_and_beta_darts_term():
-    model = tiny_search(auxiliary_skip=True, beta_decay_max=10.0)
-    model._trainer = SimpleNamespace(max_epochs=4)
-    assert [model.auxiliary_skip_weight(e) for e in range(4)] == [1.0, 0.75, 0.5, 0.25]
-    assert [model.beta_decay_weight(e) for e in range(4)] == [0.0, 2.5, 5.0, 7.5]
-    assert tiny_search().auxiliary_skip_weight(0) == 0.0
-
-    # β-DARTS (Ye et al., CVPR 2022): λ_t · Σ_cells mean_edges logsumexp(α_edge), whose gradient with respect
-    # to α is λ_t · softmax(α) / #edges: the β-decay that keeps softmax weights from saturating.
-    model.trainer.current_epoch = 2
-    with torch.no_grad():
-        for alpha in model.network.arch_parameters():
-            alpha.normal_()
-    alphas = model.network.alphas()
-    term = model.architecture_regularizer()
-    expected = 5.0 * sum(torch.logsumexp(a, -1).mean() for a in alphas.values())
-    assert torch.allclose(term, expected)
-    grads = torch.autograd.grad(term, list(alphas.values()))
-    for g, a in zip(grads, alphas.values()):
-        assert torch.allclose(g, 5.0 * torch.softmax(a.detach(), -1) / a.shape[0], atol=1e-6)
-
-
 def test_gdas_under_plain_ddp_is_refused_with_advice():
     from pytorch_lightning.strategies import DDPStrategy
 
@@ -152,28 +137,32 @@ def test_gdas_under_plain_ddp_is_refused_with_advice():
 
 
 def test_variant_configuration_errors():
-    with pytest.raises(ValueError, match="arch_batch"):
-        tiny_search(arch_batch="test")
-    with pytest.raises(ValueError, match="beta_decay_max"):
-        tiny_search(beta_decay_max=-1.0)
-    with pytest.raises(ValueError, match="edge_normalization .*space='darts'"):
-        DARTSSearch(1, 10, 8, channels=4, layers=1, space="nasbench201", edge_normalization=True)
+    with pytest.raises(ValueError, match="arch_batch must be one of val, train"):
+        DARTSSearch(estimator=FirstOrderGradient(arch_batch="test"))
+    with pytest.raises(ValueError, match="max_weight must be a non-negative number"):
+        DARTSSearch(remedies=[BetaDecay(max_weight=-1.0)])
     with pytest.raises(ValueError, match="divisible by K"):
         tiny_search(relaxation="pcdarts", channels=6)
     with pytest.raises(ValueError, match="genotype_rule must be one of darts, gdas, snas"):
-        tiny_search(genotype_rule="best")
-    with pytest.raises(ValueError, match="genotype_rule applies to the DARTS cell"):
-        DARTSSearch(1, 10, 8, channels=4, layers=1, space="nasbench201", genotype_rule="gdas")
-    with pytest.raises(ValueError, match="joint_step .*arch_batch='train' and order=1"):
-        tiny_search(joint_step=True)
+        DartsSpace(genotype_rule="best")
+    with pytest.raises(ValueError, match=r"step_order 'joint' .*first-order estimator with arch_batch 'train'"):
+        DARTSSearch(step_order="joint")
+    with pytest.raises(ValueError, match="step_order must be one of arch_first, weight_first, joint"):
+        DARTSSearch(step_order="weights_first")
+    with pytest.raises(ValueError, match="name must be one of adam, sgd, got 'rmsprop'"):
+        ArchOptimizer(name="rmsprop")
+    with pytest.raises(ValueError, match=r"drop_path must be a number in \[0, 1\), got 1.0"):
+        DartsSpace(drop_path=1.0)
+    # The NAS-Bench-201 space has none of the DARTS cell's settings (edge normalisation, the derivation
+    # rule, drop-path on the mixed edges) ...
+    with pytest.raises(TypeError, match="edge_normalization"):
+        NB201Space(channels=4, cells_per_stage=1, edge_normalization=True)
+    # ... and flat settings that give them are refused, not dropped.
+    for setting in (dict(edge_normalization=True), dict(genotype_rule="gdas"), dict(search_drop_path=0.3)):
+        with pytest.raises(ValueError, match=f"{next(iter(setting))} applies to the DARTS cell.*use space='darts'"):
+            convert_flat_settings(dict(space="nasbench201", **setting))
     with pytest.raises(ValueError, match="choose one"):
-        tiny_search(joint_step=True, arch_batch="train", weight_step_first=True)
-    with pytest.raises(ValueError, match="arch_optimizer must be one of adam, sgd, got 'rmsprop'"):
-        tiny_search(arch_optimizer="rmsprop")
-    with pytest.raises(ValueError, match="use space='darts'"):
-        DARTSSearch(1, 10, 8, channels=4, layers=1, space="nasbench201", search_drop_path=0.3)
-    with pytest.raises(ValueError, match=r"search_drop_path must be a number in \[0, 1\), got 1.0"):
-        tiny_search(search_drop_path=1.0)
+        convert_flat_settings(dict(joint_step=True, arch_batch="train", weight_step_first=True))
 
 
 @pytest.mark.parametrize("variant", ["darts", "gdas"])
@@ -192,8 +181,10 @@ def test_search_runs_channels_last_on_the_cpu_by_default(tmp_path, digits, varia
 def test_every_relaxation_searches_the_nasbench201_space(tmp_path, digits, relaxation):
     pl.seed_everything(0)
     args = {"partial_channels": 2} if relaxation == "pcdarts" else {}
-    model = DARTSSearch(1, 10, 8, channels=4, layers=1, space="nasbench201", arch_lr=3e-2, relaxation=relaxation,
-                        relaxation_args=args, auxiliary_skip=True)
+    model = DARTSSearch(
+        space=NB201Space(channels=4, cells_per_stage=1), relaxation=build_relaxation(relaxation, **args),
+        arch_optimizer=ArchOptimizer(lr=3e-2), remedies=[AuxiliarySkip()], in_channels=1, image_size=8,
+    )
     before = model.network.alpha.detach().clone()
     quick_trainer(tmp_path, max_epochs=1).fit(model, digits)
     assert not torch.equal(before, model.network.alpha.detach())
@@ -213,7 +204,7 @@ def test_remedies_combine_with_a_sampling_relaxation_and_second_order(tmp_path, 
     quick_trainer(tmp_path, max_epochs=2, callbacks=[AfterFirstEpoch()]).fit(model, digits)
     assert torch.equal(after_warmup["alpha"], start), "alpha is frozen during the warm-up epoch"
     assert not torch.equal(model.network.alpha_normal.detach(), start)
-    assert model.relaxation.auxiliary_skip_weight == 0.5 and model.relaxation.tau == pytest.approx(0.1)
+    assert model.network.auxiliary_skip_weight == 0.5 and model.relaxation.tau == pytest.approx(0.1)
 
 
 # ----------------------------------------------------------------------------- the released GDAS and SNAS loops
@@ -256,7 +247,7 @@ def test_gdas_weight_step_clips_with_the_stale_architecture_gradient_as_released
     clip = torch.nn.utils.clip_grad_norm_
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda *a, **k: norms.append(float(clip(*a, **k))) or norms[-1])
     torch.manual_seed(0)
-    model = DARTSSearch(1, 10, 8, channels=4, layers=2, **GDAS_RELEASED)
+    model = tiny_search(layers=2, **GDAS_RELEASED)
     _fit_on(model, gdas_batches(), tmp_path)
     assert norms == pytest.approx(golden, rel=1e-5)
 
@@ -265,9 +256,9 @@ def test_weight_step_first_runs_the_weight_step_before_the_architecture_step(tmp
     order = []
     for weight_step_first in (False, True):
         torch.manual_seed(0)
-        model = DARTSSearch(1, 10, 8, channels=4, layers=2, relaxation="gdas", weight_step_first=weight_step_first)
-        estimate = model.arch_gradient.estimate
-        model.arch_gradient.estimate = lambda *a, **k: order.append("arch") or estimate(*a, **k)
+        model = tiny_search(layers=2, relaxation="gdas", weight_step_first=weight_step_first)
+        estimate = model.estimator.estimate
+        model.estimator.estimate = lambda *a, **k: order.append("arch") or estimate(*a, **k)
         model.configure_optimizers = _recording(model.configure_optimizers, order)
         _fit_on(model, gdas_batches()[:1], tmp_path / str(weight_step_first))
         order.append("|")
@@ -322,7 +313,7 @@ def test_joint_step_takes_both_gradients_from_one_pass_and_steps_alpha_by_sgd(tm
     backward on the batch; the weights are clipped and stepped, α is clipped to norm 10 and stepped by plain
     SGD at the architecture rate."""
     torch.manual_seed(0)
-    model = DARTSSearch(1, 10, 8, channels=4, layers=2, arch_lr=0.5, sample_seed=0, channels_last=False,
+    model = tiny_search(layers=2, arch_lr=0.5, sample_seed=0, channels_last=False,
                         **{**SNAS_OPTIONS, "arch_grad_clip": 1e-3})
     batches = gdas_batches()[:1]
     reference = copy.deepcopy(model.network).train()
@@ -332,7 +323,7 @@ def test_joint_step_takes_both_gradients_from_one_pass_and_steps_alpha_by_sgd(tm
     assert len(forwards) == 1
 
     reference.relaxation.update_schedule(0, 1)
-    reference.relaxation.set_sample_key(0, 0, 0)
+    reference.set_sample_key(0, 0, 0)
     x, y = batches[0]["train"]
     loss = torch.nn.functional.cross_entropy(reference(x), y)
     grads = torch.autograd.grad(loss, reference.arch_parameters(), allow_unused=True)  # both cells reduce
@@ -345,8 +336,10 @@ def test_joint_step_takes_both_gradients_from_one_pass_and_steps_alpha_by_sgd(tm
 
 def test_arch_grad_clip_bounds_the_architecture_step(tmp_path):
     torch.manual_seed(0)
-    model = DARTSSearch(1, 10, 8, channels=4, layers=2, arch_lr=1.0, arch_optimizer="sgd", arch_weight_decay=0.0,
-                        arch_grad_clip=1e-4, channels_last=False)
+    model = DARTSSearch(
+        space=DartsSpace(channels=4, layers=2), arch_optimizer=ArchOptimizer(name="sgd", lr=1.0, weight_decay=0.0, grad_clip=1e-4),
+        in_channels=1, image_size=8, channels_last=False,
+    )
     before = [a.detach().clone() for a in model.network.arch_parameters()]
     _fit_on(model, gdas_batches()[:1], tmp_path)
     steps = [a.detach() - b for a, b in zip(model.network.arch_parameters(), before)]

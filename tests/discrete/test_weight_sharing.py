@@ -10,23 +10,28 @@ import torch
 import torch.nn.functional as F
 
 from darts_lightning import DiscreteSearch, MixedEdge, SearchDataModule
-from darts_lightning.spaces.cell import Cell
 from darts_lightning.discrete.evaluators import build_evaluator
+from darts_lightning.discrete.scratch import ScratchEvaluator
+from darts_lightning.discrete.weight_sharing import SinglePathRelaxation, SinglePathSupernet, WeightSharingEvaluator, sample_path
+from darts_lightning.spaces import DartsSpace, NB201Space, SearchSpace, get_space
+from darts_lightning.spaces.cell import Cell
 from darts_lightning.spaces.ops import NB201_OPS
-from darts_lightning.spaces.relaxations import SinglePathRelaxation
-from darts_lightning.spaces import get_space
-from darts_lightning.discrete.weight_sharing import (
-    ScratchEvaluator, SinglePathSupernet, WeightSharingEvaluator, path_rows, sample_path,
-)
+from darts_lightning.utils.training import NonFiniteLossError
 
 from tests.conftest import quick_trainer
 
+#: the smallest spaces for the 8×8 one-channel digits: 4 channels, 1 cell per stage (NB201) or 3 cells (DARTS)
+TINY_SPACES: dict[str, SearchSpace] = {
+    "nasbench201": NB201Space(channels=4, cells_per_stage=1),
+    "darts": DartsSpace(channels=4, layers=3),
+}
 
-def tiny_supernet(space: str = "nasbench201", **overrides) -> SinglePathSupernet:
-    """A supernet for the 8×8 one-channel digits: 4 channels, 1 cell per stage (NB201) or 3 cells (DARTS)."""
-    kwargs = dict(in_channels=1, num_classes=10, image_size=8, channels=4, layers=1 if space == "nasbench201" else 3)
+
+def tiny_supernet(space: str | SearchSpace = "nasbench201", **overrides) -> SinglePathSupernet:
+    """A single-path supernet of a tiny space (:data:`TINY_SPACES`, or the space given) for the digits."""
+    kwargs = dict(in_channels=1, num_classes=10, image_size=8)
     kwargs.update(overrides)
-    return SinglePathSupernet(space, **kwargs)
+    return SinglePathSupernet(TINY_SPACES[space] if isinstance(space, str) else space, **kwargs)
 
 
 def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -35,12 +40,12 @@ def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def _chosen_columns(model: SinglePathSupernet, arch) -> dict[MixedEdge, int | None]:
     """The α column each mixed edge must compute for ``arch`` (``None``: the edge is absent)."""
-    rows = [r for _, r in path_rows(model.network, arch)]
+    rows = list(model.network.path(arch).values())  # one cell type (NB201) or normal and reduce (DARTS)
     chosen = {}
     for cell in model.network.modules():
         if not isinstance(cell, Cell):
             continue
-        cell_rows = rows[1] if cell.reduction and len(rows) == 2 else rows[0]
+        cell_rows = rows[1] if getattr(cell, "reduction", False) and len(rows) == 2 else rows[0]
         for k, edge in enumerate(cell.edges):
             chosen[edge] = int(cell_rows[k].argmax()) if cell_rows[k].any() else None
     return chosen
@@ -96,8 +101,8 @@ def test_single_path_mix_is_the_chosen_op_none_is_zero_and_an_absent_edge_is_dis
             torch.testing.assert_close(out, edge.ops[edge.op_indices.index(column)](x))
     absent = relaxation.mix(edge, x, torch.zeros(len(NB201_OPS)))
     assert torch.equal(absent, torch.zeros_like(x)) and not absent.requires_grad
-    with pytest.raises(RuntimeError, match="use_path"):
-        relaxation.edge_weights(torch.zeros(6, 5))
+    with pytest.raises(RuntimeError, match=r"network\(x, path=network.path\(arch\)\)"):
+        relaxation.mixing(torch.zeros(6, 5), None)
 
 
 # --------------------------------------------------------------------------- sampling
@@ -192,6 +197,8 @@ def test_weight_sharing_evaluator_scores_without_changing_the_supernet(trained):
     assert 0.0 <= plain.evaluate(archs[0]).reward <= 1.0
     with pytest.raises(ValueError, match="darts space"):
         WeightSharingEvaluator("darts", model, data=SearchDataModule("digits"))
+    # the evaluator's space is any of the supernet's kind: its size is the supernet's own
+    assert WeightSharingEvaluator(NB201Space(), model, data=SearchDataModule("digits"), batches=1).module is model
 
 
 def test_a_discrete_search_scored_by_a_supernet_checkpoint(trained, tmp_path):
@@ -215,7 +222,7 @@ def test_a_discrete_search_scored_by_a_supernet_checkpoint(trained, tmp_path):
 
 @pytest.mark.parametrize("space,layers", [("nasbench201", 1), ("darts", 3)])
 def test_scratch_evaluator_trains_a_tiny_network_on_the_holdout_split(space, layers):
-    evaluator = build_evaluator("scratch", space, epochs=1, channels=4, layers=layers,
+    evaluator = build_evaluator("scratch", TINY_SPACES[space], epochs=1, channels=4, layers=layers,
                                 data={"dataset": "digits", "batch_size": 32}, trainer_args={"limit_train_batches": 3})
     assert isinstance(evaluator, ScratchEvaluator) and evaluator.data.holdout
     arch = get_space(space).sample(random.Random(1))
@@ -232,8 +239,8 @@ def test_scratch_evaluator_trains_a_tiny_network_on_the_holdout_split(space, lay
 
 def test_edge_normalization_on_a_single_path_is_a_clear_error():
     """A path runs its ops unscaled; β would only multiply the host-side path rows by device-side weights."""
-    with pytest.raises(ValueError, match="edge_normalization .* single path does not use: remove it from network_args"):
-        tiny_supernet("darts", network_args={"edge_normalization": True})
+    with pytest.raises(ValueError, match="edge_normalization .* single path does not use .*: set the space's edge_normalization to false"):
+        tiny_supernet(DartsSpace(channels=4, layers=3, edge_normalization=True))
 
 
 def test_plain_ddp_is_refused_with_advice():

@@ -15,23 +15,27 @@ from darts_lightning import Genotype
 from darts_lightning.entry.cli import main, run_cli, run_command
 
 REPO = Path(__file__).resolve().parents[2]
+#: the search space's arguments on the command line
+SPACE = "--model.init_args.space.init_args."
 QUICK = [
     "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
-    "--trainer.enable_progress_bar", "false", "--model.channels", "4", "--model.layers", "3",
+    "--trainer.enable_progress_bar", "false", SPACE + "channels", "4",
 ]
 
 
-def _fit(tmp_path: Path, *extra: str, config: Path = REPO / "configs" / "darts_digits.yaml") -> Path:
+def _fit(tmp_path: Path, *extra: str, config: Path = REPO / "configs" / "darts_digits.yaml", layers: str = "3") -> Path:
+    """A tiny search of ``config`` (over darts_digits.yaml); ``layers``: cells, or cells per stage on NAS-Bench-201."""
+    size = "cells_per_stage" if "nb201" in config.name else "layers"
     main(["fit", "--config", str(REPO / "configs" / "darts_digits.yaml"), "--config", str(config), *QUICK,
-          "--trainer.default_root_dir", str(tmp_path), *extra])
+          SPACE + size, layers, "--trainer.default_root_dir", str(tmp_path), *extra])
     (run_dir,) = (tmp_path / "lightning_logs").iterdir()
     return run_dir
 
 
 def test_fit_from_config_writes_genotype_and_checkpoint_and_export_reproduces_it(tmp_path, capsys):
-    run_dir = _fit(tmp_path, "--model.arch_lr", "0.05")
+    run_dir = _fit(tmp_path, "--model.init_args.arch_optimizer.init_args.lr", "0.05")
     config = (run_dir / "config.yaml").read_text()
-    assert "arch_lr: 0.05" in config and "channels: 4" in config
+    assert "lr: 0.05" in config and "channels: 4" in config
     genotype = Genotype.load(run_dir / "genotype.json")
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     assert checkpoint.is_file()
@@ -49,7 +53,8 @@ def test_op_given_by_import_path_in_yaml(tmp_path):
     config = tmp_path / "custom.yaml"
     config.write_text(
         "model:\n  class_path: darts_lightning.DARTSSearch\n  init_args:\n"
-        "    ops: [none, skip_connect, 'tests.custom_ops:conv_1x1']\n"
+        "    space:\n      class_path: darts_lightning.DartsSpace\n      init_args:\n"
+        "        ops: [none, skip_connect, 'tests.custom_ops:conv_1x1']\n"
     )
     run_dir = _fit(tmp_path, config=config)
     with pytest.raises(ValueError, match="import path"):
@@ -60,7 +65,7 @@ def test_op_given_by_import_path_in_yaml(tmp_path):
     assert state["network.alpha_normal"].shape == (14, 3)
     # Exporting rebuilds the search, which would import the op's module: only when asked to.
     checkpoint, out = str(run_dir / "checkpoints" / "last.ckpt"), str(tmp_path / "exported.json")
-    with pytest.raises(ValueError, match=r"names ops by import path \(tests\.custom_ops:conv_1x1\).*--allow-import-paths"):
+    with pytest.raises(ValueError, match=r"names ops or classes by import path \(tests\.custom_ops:conv_1x1\).*--allow-import-paths"):
         run_command(["export-genotype", checkpoint, "--out", out])
     with pytest.raises(SystemExit) as exit_info:
         run_command(["export-genotype", checkpoint, "--out", out, "--allow-import-paths"])
@@ -70,7 +75,7 @@ def test_op_given_by_import_path_in_yaml(tmp_path):
 
 def test_unknown_op_in_config_lists_the_valid_ops(tmp_path):
     with pytest.raises(ValueError, match="unknown op 'conv_9x9'; valid ops are: .*sep_conv_3x3"):
-        run_command(["fit", "--config", str(REPO / "configs" / "darts_digits.yaml"), *QUICK, "--model.ops",
+        run_command(["fit", "--config", str(REPO / "configs" / "darts_digits.yaml"), *QUICK, SPACE + "ops",
                      "[none, conv_9x9]", "--trainer.default_root_dir", str(tmp_path)])
 
 
@@ -107,10 +112,10 @@ def _error_lines(stderr: str) -> list[str]:
 def test_a_value_that_does_not_parse_is_one_line():
     """jsonargparse reports a bad value as the usage (about 40 lines) and a nested union-type report; the
     console script prints one line naming the key, the expected type and the value."""
-    result = _console("fit", "--config", "configs/darts_digits.yaml", "--model.order", "abc")
+    result = _console("fit", "--config", "configs/darts_digits.yaml", SPACE + "channels", "abc")
     assert result.returncode == 2
     assert _error_lines(result.stderr) == [
-        "darts-lightning: error: model.order: expected int, got abc (see darts-lightning fit --help)"
+        "darts-lightning: error: model.space.channels: expected int, got abc (see darts-lightning fit --help)"
     ], result.stderr
     assert "usage:" not in result.stderr
 
@@ -128,7 +133,9 @@ def test_verbose_adds_the_traceback(capsys):
     [
         (["--model.chanels", "4"], re.escape("darts-lightning: error: model: Option 'chanels' is not accepted (see darts-lightning fit --help)")),
         (["--trainer.max_epochs", "x"], re.escape("darts-lightning: error: trainer.max_epochs: expected int, got 'x' (see darts-lightning fit --help)")),
-        (["--model.order", "3"], "darts-lightning: error: order must be .*got 3.* \\(--verbose shows the traceback\\)"),
+        ([SPACE + "chanels", "4"], re.escape("darts-lightning: error: model.space: Option 'chanels' is not accepted (see darts-lightning fit --help)")),
+        (["--model.init_args.arch_optimizer.init_args.name", "rmsprop"], re.escape("darts-lightning: error: name must be one of adam, sgd, got 'rmsprop' (--verbose shows the traceback)")),
+        (["--model.init_args.step_order", "sideways"], "darts-lightning: error: step_order must be one of arch_first, weight_first, joint, got 'sideways'.* \\(--verbose shows the traceback\\)"),
         (["--ckpt_path", "missing.ckpt"], re.escape("darts-lightning: error: no checkpoint at this path (a run keeps its checkpoints in <run folder>/checkpoints/): missing.ckpt (--verbose shows the traceback)")),
     ],
 )
@@ -177,7 +184,7 @@ def test_every_shipped_config_parses(config, capsys):
     printed = capsys.readouterr().out
     assert "class_path: darts_lightning." in printed
     if config.startswith("darts2"):
-        assert "order: 2" in printed
+        assert "class_path: darts_lightning.SecondOrderGradient" in printed
 
 
 def test_search_then_retrain_then_test_pipeline(tmp_path):
@@ -186,7 +193,7 @@ def test_search_then_retrain_then_test_pipeline(tmp_path):
     on the 297 test digits here (seed 0; DARTS_V2 reaches 65% with the same recipe); the floor of 50%
     (five times chance) leaves room for other platforms and cells and still fails when training, the
     genotype hand-over or the evaluation breaks."""
-    search_dir = _fit(tmp_path / "search", "--model.layers", "2")
+    search_dir = _fit(tmp_path / "search", layers="2")
     genotype_file = search_dir / "genotype.json"
     exported = tmp_path / "exported.json"
     _export(search_dir / "checkpoints" / "last.ckpt", exported)
@@ -217,11 +224,14 @@ FAMILY_CONFIGS = ["pcdarts_digits.yaml", "gdas_digits.yaml", "snas_digits.yaml",
                   "darts_minus_digits.yaml", "beta_darts_digits.yaml"]
 #: every shipped digits search config with architecture parameters, and what its saved config must say
 ARCH_SEARCH_CONFIGS = {
-    "darts_digits.yaml": "relaxation: darts", "darts2_digits.yaml": "order: 2",
-    "darts_nb201_digits.yaml": "space: nasbench201", "pcdarts_digits.yaml": "relaxation: pcdarts",
-    "gdas_digits.yaml": "genotype_rule: gdas", "snas_digits.yaml": "arch_batch: train",
-    "drnas_digits.yaml": "relaxation: drnas", "darts_minus_digits.yaml": "auxiliary_skip: true",
-    "beta_darts_digits.yaml": "beta_decay_max: 5.0",
+    "darts_digits.yaml": "class_path: darts_lightning.FirstOrderGradient",
+    "darts2_digits.yaml": "class_path: darts_lightning.SecondOrderGradient",
+    "darts_nb201_digits.yaml": "class_path: darts_lightning.NB201Space",
+    "pcdarts_digits.yaml": "class_path: darts_lightning.differentiable.relaxations.PCDartsRelaxation",
+    "gdas_digits.yaml": "genotype_rule: gdas", "snas_digits.yaml": "step_order: joint",
+    "drnas_digits.yaml": "class_path: darts_lightning.differentiable.relaxations.DirichletRelaxation",
+    "darts_minus_digits.yaml": "class_path: darts_lightning.AuxiliarySkip",
+    "beta_darts_digits.yaml": "max_weight: 5.0",
 }
 
 
@@ -242,7 +252,7 @@ def test_digits_config_searches_and_export_writes_what_the_run_wrote(tmp_path, c
     """The README's recipe, search then ``export-genotype last.ckpt``: the export is the run's own answer
     (PC-DARTS's β, the GDAS rule and the space's answer format included), not a re-derivation from α."""
     layers = "1" if "nb201" in config else "2"  # cells per stage on NAS-Bench-201; 2 reduction cells otherwise
-    run_dir = _fit(tmp_path, "--model.layers", layers, config=REPO / "configs" / config)
+    run_dir = _fit(tmp_path, config=REPO / "configs" / config, layers=layers)
     assert ARCH_SEARCH_CONFIGS[config] in (run_dir / "config.yaml").read_text()
     out = tmp_path / "exported.txt"
     _export(run_dir / "checkpoints" / "last.ckpt", out)
@@ -254,19 +264,26 @@ def test_digits_config_searches_and_export_writes_what_the_run_wrote(tmp_path, c
 
 
 def test_early_stopped_rdarts_digits_run_exports_the_epoch_it_went_back_to(tmp_path):
-    """configs/rdarts_es_digits.yaml, its rule shortened further so that a tiny search stops: measured every
-    epoch, window 1, delta 1, start epoch 0; the check after epoch 1 stops the search and returns epoch 0.
-    The export is that epoch's genotype (what the run wrote), not the one of the final α."""
+    """configs/rdarts_es_digits.yaml, its rule (the HessianEigenvalue trainer callback) shortened further so that
+    a tiny search stops: measured every epoch, window 1, delta 1, start epoch 0; the check after epoch 1 stops
+    the search and returns epoch 0. The export is that epoch's genotype (what the run wrote), not the one of
+    the final α."""
+    shorter = tmp_path / "shorter_rule.yaml"
+    shorter.write_text(
+        "trainer:\n  callbacks:\n"
+        "    - class_path: pytorch_lightning.callbacks.ModelCheckpoint\n      init_args: {save_last: true}\n"
+        "    - class_path: darts_lightning.HessianEigenvalue\n"
+        "      init_args: {every: 1, early_stop: true, window: 1, delta: 1, factor: 1.0e-9, start_epoch: 0}\n"
+    )
     run_dir = _fit(
-        tmp_path, "--model.layers", "2", "--model.nodes", "1", "--model.multiplier", "1", "--model.arch_lr", "0.3",
-        "--trainer.max_epochs", "3", "--trainer.limit_train_batches", "3", "--model.hessian_eigenvalue_every", "1",
-        "--model.eigenvalue_stop_window", "1", "--model.eigenvalue_stop_delta", "1",
-        "--model.eigenvalue_stop_factor", "1e-9", "--model.eigenvalue_stop_start_epoch", "0",
-        config=REPO / "configs" / "rdarts_es_digits.yaml",
+        tmp_path, "--config", str(shorter), SPACE + "nodes", "1", SPACE + "multiplier", "1",
+        "--model.init_args.arch_optimizer.init_args.lr", "0.3", "--trainer.max_epochs", "3",
+        "--trainer.limit_train_batches", "3", config=REPO / "configs" / "rdarts_es_digits.yaml", layers="2",
     )
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     saved = torch.load(checkpoint, weights_only=True)
-    assert saved["epoch"] == 1 and saved["selected_epoch"] == 0  # stopped after epoch 1, went back to epoch 0
+    # stopped after epoch 1, went back to epoch 0 (the callback's state)
+    assert saved["epoch"] == 1 and saved["callbacks"]["HessianEigenvalue"]["selected_epoch"] == 0
     history = saved["genotype_history"]
     assert Genotype.from_dict(history[0]["genotype"]) != Genotype.from_dict(history[1]["genotype"])
     out = tmp_path / "exported.json"
@@ -293,7 +310,7 @@ def _fit_two_processes(tmp_path: Path, config: str) -> str:
     env["OMP_NUM_THREADS"] = "1"
     result = subprocess.run(
         [script, "fit", "--config", str(REPO / "configs" / config), "--trainer.devices", "2",
-         "--trainer.strategy", "ddp", "--model.channels", "4", "--model.layers", "1", "--trainer.max_epochs", "1",
+         "--trainer.strategy", "ddp", SPACE + "channels", "4", SPACE + "layers", "1", "--trainer.max_epochs", "1",
          "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2",
          "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,

@@ -15,8 +15,8 @@ from darts_lightning.data import DIGITS_TEST_SIZE
 from darts_lightning.entry.protocol import choose, run_protocol
 
 REPO = Path(__file__).resolve().parents[2]
-SEARCH_ARGS = ("--model.channels 4 --model.layers 2 --trainer.max_epochs 1 --trainer.limit_train_batches 2 "
-               "--trainer.limit_val_batches 1")
+SEARCH_ARGS = ("--model.init_args.space.init_args.channels 4 --model.init_args.space.init_args.layers 2 "
+               "--trainer.max_epochs 1 --trainer.limit_train_batches 2 --trainer.limit_val_batches 1")
 #: two epochs of a 4-channel, 2-cell network: enough to learn the digits far above chance (selection and
 #: final runs; both are trained for the retrain arguments' max_epochs)
 RETRAIN_ARGS = "--model.channels 4 --model.layers 2 --trainer.max_epochs 2"
@@ -110,7 +110,7 @@ def test_retrainings_trust_import_paths_only_in_genotypes_the_protocol_searches_
                                   callback_metrics={"val/acc": 0.5, "test/acc": 0.9})
         if "--model.genotype" not in args:  # a search
             seed = int(args[args.index("--seed_everything") + 1])
-            return SimpleNamespace(model=SimpleNamespace(selected_genotype=lambda: derived[seed]), trainer=trainer)
+            return SimpleNamespace(model=SimpleNamespace(selected_answer=lambda: derived[seed]), trainer=trainer)
         holdout = args[args.index("--data.init_args.holdout") + 1] == "true"
         return SimpleNamespace(model=None, trainer=trainer, datamodule=SimpleNamespace(holdout=holdout, test_set=[0, 1]))
 
@@ -124,3 +124,19 @@ def test_retrainings_trust_import_paths_only_in_genotypes_the_protocol_searches_
         trusted = args[at + 1] == files[0]
         assert (args[at + 2 : at + 4] == ["--model.allow_import_paths", "true"]) == trusted
         assert ("--model.allow_import_paths" in args) == trusted
+
+
+def test_a_search_outside_the_darts_space_is_refused_with_the_reason(tmp_path, monkeypatch):
+    """The retrainings train DARTS genotypes: a search config of another space ends after its first search with a
+    clear message, not with an error deep inside the genotype file handling (the run is a stand-in)."""
+    from types import SimpleNamespace
+
+    from darts_lightning import NB201Arch
+    from darts_lightning.entry import protocol
+
+    arch = NB201Arch.parse("|nor_conv_3x3~0|+|skip_connect~0|none~1|+|avg_pool_3x3~0|nor_conv_1x1~1|skip_connect~2|")
+    model = SimpleNamespace(selected_answer=lambda: arch, space=SimpleNamespace(name="nasbench201"))
+    monkeypatch.setattr(protocol, "run_cli", lambda args: SimpleNamespace(model=model, trainer=None))
+    with pytest.raises(ValueError, match="retrains DARTS genotypes .* searches the nasbench201 space"):
+        run_protocol(search_config="configs/darts_nb201_digits.yaml", search_seeds=[0], final_seeds=[0],
+                     selection_epochs=1, output=tmp_path)

@@ -8,10 +8,9 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from darts_lightning import ClassificationDataModule, Genotype, GenotypeClassifier, GenotypeError
+from darts_lightning import ClassificationDataModule, Genotype, GenotypeClassifier, GenotypeError, NonFiniteLossError
 from darts_lightning.data import DIGITS_TEST_SIZE
 from darts_lightning.utils.resume import ResumeMismatchError
-
 from tests.conftest import quick_trainer
 
 
@@ -64,11 +63,39 @@ def test_resume_with_a_different_genotype_is_a_clear_error(tmp_path):
     trainer.fit(tiny_classifier(), data)
     checkpoint = Path(trainer.checkpoint_callback.dirpath) / "last.ckpt"
     assert torch.load(checkpoint, weights_only=True)["genotype"]["repr"] == repr(Genotype.published("DARTS_V2"))
-    with pytest.raises(ResumeMismatchError, match=r"model\.genotype: checkpoint \"Genotype\(normal=\[\('sep_conv_3x3', 0\).*configured \"Genotype\(normal=\[\('sep_conv_3x3', 1\)"):
+    mismatch = (r"model\.genotype: checkpoint \"Genotype\(normal=\[\('sep_conv_3x3', 0\).*"
+                r"configured \"Genotype\(normal=\[\('sep_conv_3x3', 1\)")
+    with pytest.raises(ResumeMismatchError, match=mismatch):
         quick_trainer(tmp_path / "b", max_epochs=2).fit(tiny_classifier(genotype="DARTS_V1"), data, ckpt_path=checkpoint)
     resumed = quick_trainer(tmp_path / "c", max_epochs=2)
     resumed.fit(tiny_classifier(), data, ckpt_path=checkpoint)
     assert resumed.current_epoch == 2
+
+
+def test_a_non_finite_training_loss_stops_the_run_naming_its_first_step(tmp_path):
+    """The loss is checked on the device at every step and read at the logging steps and the end of the epoch
+    (here the last of three batches): the error names the first bad step, and no checkpoint is written."""
+    model = tiny_classifier()
+    with torch.no_grad():
+        model.network.classifier.weight.fill_(float("nan"))
+    data = ClassificationDataModule("digits", batch_size=32, cutout_length=0)
+    trainer = quick_trainer(tmp_path, max_epochs=1, log_every_n_steps=50,
+                            callbacks=[pl.callbacks.ModelCheckpoint(save_last=True)])
+    expected = r"the training loss is nan at global step 0 \(epoch 0, batch 0\); lower the learning rate \(model\.lr\)"
+    with pytest.raises(NonFiniteLossError, match=expected):
+        trainer.fit(model, data)
+    assert trainer.global_step == 2  # raised in the epoch's last step (two optimizer steps done), not in the first
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_without_max_epochs_the_schedules_plan_the_papers_600_epochs():
+    """A run bounded by steps only: the learning rate anneals, and the drop-path probability rises, over the
+    paper's 600 epochs (the drop-path probability never passes its final value)."""
+    model = tiny_classifier()
+    model.trainer = pl.Trainer(accelerator="cpu", max_steps=5, logger=False, enable_checkpointing=False,
+                               enable_progress_bar=False, enable_model_summary=False)
+    assert model.epochs() == 600
+    assert model.configure_optimizers()["lr_scheduler"]["scheduler"].T_max == 600
 
 
 def test_genotype_errors():
@@ -92,7 +119,7 @@ def test_holdout_mode_trains_on_search_train_and_evaluates_on_search_val():
 def test_a_genotype_file_naming_an_import_path_is_refused_unless_allowed(tmp_path, monkeypatch):
     import sys
 
-    from .test_genotype import write_canary_genotype
+    from tests.spaces.darts.test_genotype import write_canary_genotype
 
     monkeypatch.syspath_prepend(str(tmp_path))
     path, op, marker = write_canary_genotype(tmp_path)
@@ -120,7 +147,7 @@ def test_import_paths_in_the_configuration_own_text_need_no_consent():
 def test_comparing_a_checkpoint_genotype_imports_nothing(tmp_path, monkeypatch):
     import json
 
-    from .test_genotype import write_canary_genotype
+    from tests.spaces.darts.test_genotype import write_canary_genotype
 
     monkeypatch.syspath_prepend(str(tmp_path))
     path, op, marker = write_canary_genotype(tmp_path)
@@ -134,8 +161,7 @@ def test_console_refuses_an_import_path_in_a_genotype_file(tmp_path, monkeypatch
     """``darts-lightning fit`` (``main`` is the console script's function) fails in one line while
     instantiating the model, before any data is read and before the op's module is imported."""
     from darts_lightning.entry.cli import main
-
-    from .test_genotype import write_canary_genotype
+    from tests.spaces.darts.test_genotype import write_canary_genotype
 
     monkeypatch.syspath_prepend(str(tmp_path))
     path, op, marker = write_canary_genotype(tmp_path)

@@ -12,7 +12,7 @@ from darts_lightning.spaces.edges import FixedEdge, MixedEdge
 from darts_lightning.spaces.darts.genotype import Genotype
 from darts_lightning.spaces.darts.supernet import SearchNetwork
 from darts_lightning.spaces.ops import DARTS_OPS, FactorizedReduce, Identity, ReLUConvBN, Zero
-from darts_lightning.spaces.relaxations import SoftmaxRelaxation
+from darts_lightning.spaces.mixing import SoftmaxRelaxation
 
 C = 8
 # a cheaper candidate list for the cell-shape tests: a pool, skip (FactorizedReduce at stride 2), a conv
@@ -306,7 +306,7 @@ def test_mixed_edge_folds_the_weight_into_the_last_batch_norm_exactly_and_keeps_
     from torch.autograd.graph import saved_tensors_hooks
 
     from darts_lightning.spaces.ops import DARTS_OPS
-    from darts_lightning.spaces.relaxations import build_relaxation
+    from darts_lightning.differentiable.relaxations import build_relaxation
 
     torch.manual_seed(0)
     relaxation = build_relaxation("darts")

@@ -11,7 +11,7 @@ import torch
 from darts_lightning.spaces.cell import Cell
 from darts_lightning.spaces.edges import FixedEdge, MixedEdge
 from darts_lightning.discrete.evaluators import NB201_TABLE
-from darts_lightning.spaces.nasbench201 import NB201Arch, NB201Network
+from darts_lightning.spaces.nasbench201 import NB201Arch, NB201Network, NB201Supernet
 
 EXAMPLE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
 
@@ -72,7 +72,7 @@ def test_network_forward_shapes_and_shared_cell_code():
     assert [c.edges[0].op_name for c in cells[:1]] == ["nor_conv_3x3"]
     digits = NB201Network(EXAMPLE, num_classes=10, in_channels=1, channels=(8, 16, 32))
     assert digits(torch.randn(2, 1, 8, 8)).shape == (2, 10)
-    supernet = NB201Network(None, num_classes=10, channels=(8, 16, 32))
+    supernet = NB201Supernet(num_classes=10, channels=(8, 16, 32))
     assert supernet.alpha.shape == (6, 5)
     assert all(isinstance(e, MixedEdge) for m in supernet.layers if isinstance(m, Cell) for e in m.edges)
     assert supernet(torch.randn(2, 3, 32, 32)).shape == (2, 10)

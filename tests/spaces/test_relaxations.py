@@ -5,27 +5,39 @@ from __future__ import annotations
 import pytest
 import torch
 
-from darts_lightning.spaces.edges import MixedEdge
-from darts_lightning.spaces.ops import DARTS_OPS
-from darts_lightning.spaces.relaxations import (
+from darts_lightning.differentiable.relaxations import (
     DirichletRelaxation,
     GumbelRelaxation,
     build_relaxation,
-    channel_shuffle,
     list_relaxations,
     temperature_schedule,
 )
+from darts_lightning.spaces.edges import MixedEdge
+from darts_lightning.spaces.mixing import Relaxation, channel_shuffle
+from darts_lightning.spaces.ops import DARTS_OPS
+from darts_lightning.spaces.supernet import Supernet
 
 
 def _alpha(rows: int = 3, ops: int = 8, seed: int = 0) -> torch.Tensor:
     return torch.randn(rows, ops, generator=torch.Generator().manual_seed(seed)).requires_grad_()
 
 
+def _generator(seed: int, step: int, phase: int, name: str = "normal") -> torch.Generator:
+    """The generator a supernet seeds for the sample key ``(seed, step, phase)`` and cell type ``name``."""
+    net = Supernet(Relaxation())
+    net.set_sample_key(seed, step, phase)
+    return net.generator(name)
+
+
+def _weights(relaxation: Relaxation, alpha: torch.Tensor, step: int = 0, name: str = "normal") -> torch.Tensor:
+    return relaxation.mixing(alpha, _generator(0, step, 0, name)).weights
+
+
 # ----------------------------------------------------------------------------- registry
 
 
 def test_family_is_registered_and_unknown_names_list_the_valid_ones():
-    assert {"darts", "pcdarts", "gdas", "snas", "drnas", "single_path"} <= set(list_relaxations())
+    assert {"darts", "pcdarts", "gdas", "snas", "drnas"} <= set(list_relaxations())
     with pytest.raises(ValueError, match="valid relaxations are: .*gdas"):
         build_relaxation("gumbel")
     with pytest.raises(ValueError, match="unknown key 'tau'; valid keys are: tau_max, tau_min"):
@@ -80,9 +92,8 @@ def test_partial_channels_need_divisible_channels():
 
 def test_gdas_weights_are_one_hot_and_every_alpha_gets_a_gradient():
     relaxation = build_relaxation("gdas")
-    relaxation.set_sample_key(0, 5, 0)
     alpha = _alpha()
-    weights = relaxation.edge_weights(alpha, "normal")
+    weights = _weights(relaxation, alpha, step=5)
     assert torch.equal(weights.detach().sum(-1), torch.ones(3))
     assert torch.equal((weights.detach() == 1).sum(-1), torch.ones(3, dtype=torch.long))
     assert set(weights.detach().unique().tolist()) <= {0.0, 1.0}
@@ -104,10 +115,10 @@ def test_gdas_edge_computes_only_the_sampled_op():
     for step in range(40):
         calls.clear()
         alpha.grad = None
-        relaxation.set_sample_key(0, step, 0)
-        weights = relaxation.edge_weights(alpha)[0]
+        mixing = relaxation.mixing(alpha, _generator(0, step, 0, "alpha"))
+        weights = mixing.weights[0]
         column = int(weights.argmax())
-        assert relaxation.sampled_columns("alpha") == [column]
+        assert mixing.columns == [column]
         sampled.add(column)
         out = edge(x, weights, column=column)
         assert calls == ({column} if column in edge.op_indices else set()), f"step {step}: sampled {column}"
@@ -122,17 +133,17 @@ def test_gdas_weights_live_on_alphas_device_and_dtype_and_the_sampled_op_on_the_
     from darts_lightning.spaces.darts.supernet import SearchNetwork
 
     relaxation = build_relaxation("gdas")
-    relaxation.set_sample_key(0, 2, 1)
     alpha = _alpha().double()
-    weights = relaxation.edge_weights(alpha, "normal")
+    mixing = relaxation.mixing(alpha, _generator(0, 2, 1))
+    weights = mixing.weights
     assert weights.dtype == alpha.dtype and weights.device == alpha.device
-    assert relaxation.sampled_columns("normal") == weights.argmax(-1).tolist()
-    assert build_relaxation("snas").sampled_columns("normal") is None
+    assert mixing.columns == weights.argmax(-1).tolist()
+    assert build_relaxation("snas").mixing(alpha, _generator(0, 2, 1)).columns is None
 
     # Under edge normalisation the hard weights meet β's scale (on the network's device): one device, one
     # dtype; and the edges take their op from the host-side sample, never reading the weights back.
     torch.manual_seed(0)
-    net = SearchNetwork(1, 10, channels=4, layers=2, relaxation="gdas", edge_normalization=True).double()
+    net = SearchNetwork(1, 10, channels=4, layers=2, relaxation=build_relaxation("gdas"), edge_normalization=True).double()
     def no_device_read(*args, **kwargs):
         raise AssertionError("the sampled op must come from the host-side sample")
     monkeypatch.setattr(torch, "argmax", no_device_read)
@@ -151,7 +162,7 @@ def test_gdas_redraws_non_finite_samples():
             return noise.fill_(float("inf")) if Flaky.draws <= 2 else noise
 
     relaxation = Flaky(hard=True)
-    weights = relaxation.edge_weights(_alpha())
+    weights = _weights(relaxation, _alpha())
     assert Flaky.draws == 3 and torch.isfinite(weights).all()
 
     class Broken(GumbelRelaxation):
@@ -159,7 +170,7 @@ def test_gdas_redraws_non_finite_samples():
             return torch.full(shape, float("nan"))
 
     with pytest.raises(FloatingPointError, match="non-finite"):
-        Broken(hard=True, max_draws=4).edge_weights(_alpha())
+        _weights(Broken(hard=True, max_draws=4), _alpha())
 
 
 def test_samples_are_a_function_of_the_key():
@@ -167,8 +178,7 @@ def test_samples_are_a_function_of_the_key():
     alpha = _alpha()
 
     def draw(seed, step, phase, name="normal"):
-        relaxation.set_sample_key(seed, step, phase)
-        return relaxation.edge_weights(alpha, name).detach()
+        return relaxation.mixing(alpha, _generator(seed, step, phase, name)).weights.detach()
 
     assert torch.equal(draw(0, 3, 0), draw(0, 3, 0))
     for other in (draw(1, 3, 0), draw(0, 4, 0), draw(0, 3, 1), draw(0, 3, 0, "reduce")):
@@ -178,12 +188,11 @@ def test_samples_are_a_function_of_the_key():
 def test_snas_weights_are_a_soft_sample_that_sharpens_as_the_temperature_falls():
     relaxation = build_relaxation("snas", tau_max=1.0, tau_min=0.03)
     alpha = _alpha(200)
-    relaxation.set_sample_key(0, 0, 0)
-    warm = relaxation.edge_weights(alpha).detach()
+    warm = _weights(relaxation, alpha).detach()
     assert torch.allclose(warm.sum(-1), torch.ones(200)) and (warm > 0).all()
     relaxation.update_schedule(9, 10)
     assert relaxation.tau == pytest.approx(0.03)
-    cold = relaxation.edge_weights(alpha).detach()
+    cold = _weights(relaxation, alpha).detach()
     assert cold.max(-1).values.mean() > warm.max(-1).values.mean() + 0.3
 
 
@@ -208,8 +217,7 @@ def test_temperature_schedules():
 def test_dirichlet_samples_lie_on_the_simplex_and_are_reparameterised():
     relaxation = build_relaxation("drnas")
     alpha = _alpha(50)
-    relaxation.set_sample_key(0, 1, 0)
-    weights = relaxation.edge_weights(alpha)
+    weights = _weights(relaxation, alpha, step=1)
     assert (weights >= 0).all()
     assert torch.allclose(weights.sum(-1), torch.ones(50), atol=1e-6)
     (weights * torch.randn(50, 8)).sum().backward()
@@ -225,8 +233,7 @@ def test_dirichlet_sample_mean_approaches_the_concentration_mean():
     alpha = torch.tensor([[2.0, 0.0, -0.5, 1.0]])
     samples = []
     for step in range(2000):
-        relaxation.set_sample_key(0, step, 0)
-        samples.append(relaxation.edge_weights(alpha))
+        samples.append(_weights(relaxation, alpha, step=step))
     mean = torch.cat(samples).mean(0)
     assert torch.allclose(mean, relaxation.expected_weights(alpha)[0], atol=0.02)
 
@@ -255,8 +262,8 @@ def test_auxiliary_skip_adds_the_scaled_skip(stride):
     x = torch.randn(2, 4, 6, 6)
     weights = torch.softmax(torch.randn(len(DARTS_OPS)), -1)
     plain = edge(x, weights)
-    relaxation.auxiliary_skip_weight = 0.3
+    assert torch.equal(edge(x, weights, skip_weight=0.0), plain)
     skip = x if stride == 1 else edge.auxiliary_skip(x)
-    assert torch.allclose(edge(x, weights), plain + 0.3 * skip, atol=1e-6)
+    assert torch.allclose(edge(x, weights, skip_weight=0.3), plain + 0.3 * skip, atol=1e-6)
     if stride == 2:
         assert type(edge.auxiliary_skip).__name__ == "FactorizedReduce"

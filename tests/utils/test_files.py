@@ -11,9 +11,10 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import pytorch_lightning as pl
@@ -23,10 +24,13 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from darts_lightning import DiscreteSearch, Genotype, GenotypeClassifier, SearchDataModule
 from darts_lightning.utils.files import (
-    AtomicCheckpointIO, atomic_torch_save, atomic_write_bytes, atomic_write_text, use_atomic_checkpoints,
+    AtomicCheckpointIO,
+    atomic_torch_save,
+    atomic_write_bytes,
+    atomic_write_text,
+    use_atomic_checkpoints,
 )
-
-from tests.conftest import tiny_search
+from tests.searches import tiny_search
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 
@@ -77,7 +81,7 @@ class _FillingFile:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return size
 
-    def __enter__(self) -> "_FillingFile":
+    def __enter__(self) -> _FillingFile:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -278,8 +282,8 @@ with disk_filling_up(sys.argv[1], after_checkpoints=2):
 def test_the_console_script_on_a_disk_that_fills_up_reports_it_and_leaves_loadable_files(tmp_path):
     root = tmp_path / "run"
     args = [
-        "fit", "--config", "configs/darts_digits.yaml", "--model.init_args.channels", "4",
-        "--model.init_args.layers", "2", "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "2",
+        "fit", "--config", "configs/darts_digits.yaml", "--model.init_args.space.init_args.channels", "4",
+        "--model.init_args.space.init_args.layers", "2", "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "2",
         "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false",
         "--trainer.default_root_dir", str(root),
     ]

@@ -12,16 +12,21 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from darts_lightning import DARTSSearch, Genotype, SearchDataModule
+from darts_lightning import ArchOptimizer, DARTSSearch, DartsSpace, Genotype, SearchDataModule
 from darts_lightning.entry.cli import run_command
-from darts_lightning.utils.resume import MODULE_KEY, ResumeMismatchError, read_checkpoint
+from darts_lightning.utils.resume import (
+    MODULE_KEY, OutdatedCheckpointError, ResumeMismatchError, check_resume, read_checkpoint,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
+#: the search space's arguments on the command line
+SPACE = "--model.init_args.space.init_args."
 QUICK = [
     "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
-    "--trainer.enable_progress_bar", "false", "--model.channels", "4", "--model.layers", "2",
+    "--trainer.enable_progress_bar", "false", SPACE + "channels", "4", SPACE + "layers", "2",
 ]
+SOFTMAX = "darts_lightning.spaces.mixing.SoftmaxRelaxation"
 RETRAIN = [
     "--config", str(CONFIGS / "retrain_digits.yaml"), "--model.channels", "4", "--model.layers", "2",
     "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
@@ -60,16 +65,18 @@ def test_console_refuses_a_checkpoint_of_another_method_in_one_line(search_check
     assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
     (line,) = errors
     assert line.startswith("darts-lightning: error: the checkpoint ")
-    assert "model.relaxation: checkpoint 'darts', configured 'pcdarts'" in line
-    assert "model.edge_normalization: checkpoint False, configured True" in line
+    assert (f"model.relaxation.class_path: checkpoint '{SOFTMAX}', configured "
+            "'darts_lightning.differentiable.relaxations.PCDartsRelaxation'") in line
+    assert "model.space.edge_normalization: checkpoint False, configured True" in line
     assert f"--config {search_checkpoint.parent.parent / 'config.yaml'}" in line
     assert not list(tmp_path.rglob("*.ckpt"))  # refused before anything ran
 
 
 def test_a_changed_network_shape_or_data_setting_is_refused_not_dropped(search_checkpoint, tmp_path):
-    with pytest.raises(ResumeMismatchError, match=r"model\.channels: checkpoint 4, configured 8") as error:
-        _resume(search_checkpoint, tmp_path, "--model.channels", "8")
-    assert "model.layers" not in str(error.value)  # only what differs
+    with pytest.raises(ResumeMismatchError, match=r"model\.space\.channels: checkpoint 4, configured 8") as error:
+        _resume(search_checkpoint, tmp_path, SPACE + "channels", "8")
+    assert "model.space.layers" not in str(error.value)  # only what differs, argument by argument
+    assert "model.space:" not in str(error.value)
     with pytest.raises(ResumeMismatchError, match=r"data\.batch_size: checkpoint 64, configured 32"):
         _resume(search_checkpoint, tmp_path, "--data.batch_size", "32")
 
@@ -86,7 +93,7 @@ def test_settings_that_may_change_are_honoured(search_checkpoint, tmp_path):
             "--model.channels_last", "false")
     state = torch.load(_only_run(tmp_path) / "checkpoints" / "last.ckpt", weights_only=True)
     assert state["epoch"] == 1 and state["global_step"] == 4  # one more epoch of 2 steps
-    assert state["hyper_parameters"]["channels"] == 4 and state[MODULE_KEY] == "DARTSSearch"
+    assert state["hyper_parameters"]["space"]["init_args"]["channels"] == 4 and state[MODULE_KEY] == "DARTSSearch"
 
 
 def test_retraining_refuses_another_genotype_and_accepts_the_same_cell_from_a_file(tmp_path):
@@ -103,12 +110,13 @@ def test_retraining_refuses_another_genotype_and_accepts_the_same_cell_from_a_fi
 
 def test_python_api_refuses_a_differently_configured_module(search_checkpoint, tmp_path):
     data = SearchDataModule("digits", batch_size=64)
-    model = DARTSSearch(in_channels=1, num_classes=10, image_size=8, channels=4, layers=2, arch_lr=3e-2,
-                        relaxation="snas")
+    model = DARTSSearch(space=DartsSpace(channels=4, layers=2), relaxation="snas", arch_optimizer=ArchOptimizer(lr=3e-2),
+                        in_channels=1, num_classes=10, image_size=8)
     trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, limit_train_batches=2, limit_val_batches=1,
                          default_root_dir=tmp_path)
-    with pytest.raises(ResumeMismatchError, match="model.relaxation: checkpoint 'darts', configured 'snas'"):
+    with pytest.raises(ResumeMismatchError, match=f"model.relaxation.class_path: checkpoint '{SOFTMAX}', "
+                       "configured 'darts_lightning.differentiable.relaxations.SNASRelaxation'"):
         trainer.fit(model, data, ckpt_path=search_checkpoint)
 
 
@@ -120,3 +128,40 @@ def test_an_unreadable_checkpoint_is_named_with_the_fix(tmp_path):
         read_checkpoint(truncated)
     with pytest.raises(FileNotFoundError, match="no checkpoint at this path"):
         read_checkpoint(tmp_path / "missing.ckpt")
+
+
+class _Module:
+    """A stand-in module: settings made of parts, and a checkpoint form of an earlier version it recognises."""
+
+    def __init__(self, **hparams):
+        self.hparams = hparams
+
+    @classmethod
+    def outdated_checkpoint(cls, checkpoint, path=None):
+        if "width" in (checkpoint.get("hyper_parameters") or {}):
+            return f"the checkpoint {path} has the earlier flat form; convert it"
+        return None
+
+
+def _part(class_path: str, **init_args) -> dict:
+    return {"class_path": class_path, "init_args": init_args}
+
+
+def test_parts_are_compared_argument_by_argument_and_an_outdated_form_is_refused_first():
+    current = _Module(space=_part("pkg.Space", channels=4, layers=2), remedies=[_part("pkg.Warmup", epochs=3)])
+    same = {MODULE_KEY: "_Module", "hyper_parameters": dict(current.hparams)}
+    check_resume(current, same)
+    other = {MODULE_KEY: "_Module", "hyper_parameters": {
+        "space": _part("pkg.Space", channels=8, layers=2), "remedies": [_part("pkg.Decay", weight=1.0)]}}
+    with pytest.raises(ResumeMismatchError) as error:
+        check_resume(current, other)
+    message = str(error.value)
+    assert "space.channels: checkpoint 8, configured 4" in message and "space.layers" not in message
+    assert "remedies[0].class_path: checkpoint 'pkg.Decay', configured 'pkg.Warmup'" in message
+    # An earlier version's form: the module's advice, not a list of differences.
+    outdated = {MODULE_KEY: "_Module", "hyper_parameters": {"width": 4}}
+    with pytest.raises(OutdatedCheckpointError, match="^the checkpoint old.ckpt has the earlier flat form; convert it$"):
+        check_resume(current, outdated, path="old.ckpt")
+    # A checkpoint of another module is named as such, whatever its form.
+    with pytest.raises(ResumeMismatchError, match="model: checkpoint 'Other', configured '_Module'"):
+        check_resume(current, {**outdated, MODULE_KEY: "Other"})

@@ -37,8 +37,8 @@ def test_setup_sets_the_threads_of_the_process(restore_threads):
 
 def test_threads_from_the_command_line_and_the_config(tmp_path, restore_threads):
     torch.set_num_threads(2)
-    args = ["validate", "--config", str(REPO / "configs" / "darts_digits.yaml"), "--model.channels", "4",
-            "--model.layers", "2", "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false",
+    args = ["validate", "--config", str(REPO / "configs" / "darts_digits.yaml"), "--model.space.channels", "4",
+            "--model.space.layers", "2", "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false",
             "--trainer.default_root_dir", str(tmp_path)]
     cli = run_cli([*args, "--threads", "1"])
     assert torch.get_num_threads() == 1

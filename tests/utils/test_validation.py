@@ -1,8 +1,10 @@
 """Every argument of the configurable classes is checked in the constructor, whatever the other arguments are.
 
 Each row gives one argument a bad value and leaves every other argument at its default (``hessian`` is
-refused with ``order=1`` too, where it is unused); the error must be a ValueError that names the
-argument and, for a choice, lists the valid values.
+refused in a second-order estimator whatever else is set, the early-stop settings of the eigenvalue callback
+with early stopping off too); the error must be a ValueError that names the argument and, for a choice,
+lists the valid values. The search is composed of parts (space, relaxation, estimator, optimizers, remedies,
+callbacks): each part checks its own arguments, and the search checks which parts it is given.
 """
 
 from __future__ import annotations
@@ -13,10 +15,32 @@ from pathlib import Path
 import pytest
 
 from darts_lightning import (
-    ClassificationDataModule, DARTSSearch, DiscreteSearch, GenotypeClassifier, ScratchEvaluator, SearchDataModule,
-    SinglePathSupernet, WeightSharingEvaluator,
+    ArchOptimizer,
+    ArchWarmup,
+    ClassificationDataModule,
+    DARTSSearch,
+    DartsSpace,
+    DiscreteSearch,
+    GenotypeClassifier,
+    HessianEigenvalue,
+    NB201Space,
+    ScratchEvaluator,
+    SearchDataModule,
+    SecondOrderGradient,
+    SinglePathSupernet,
+    WeightOptimizer,
+    WeightSharingEvaluator,
 )
 from darts_lightning.differentiable.diagnostics import EigenvalueEarlyStop
+from darts_lightning.differentiable.estimators import FirstOrderGradient
+from darts_lightning.differentiable.relaxations import (
+    DirichletRelaxation,
+    GDASRelaxation,
+    PCDartsRelaxation,
+    SNASRelaxation,
+    build_relaxation,
+)
+from darts_lightning.differentiable.remedies import BetaDecay
 from darts_lightning.discrete.evaluators import LookupEvaluator
 from darts_lightning.discrete.searchers import LocalSearch, RandomSearch, RegularizedEvolution, Reinforce
 
@@ -27,56 +51,84 @@ FLAG = "True, False"
 # (class, argument, bad value, texts the message must hold besides the argument's name)
 ROWS: list[tuple[type, str, object, tuple[str, ...]]] = [
     *[(DARTSSearch, name, value, texts) for name, value, texts in [
+        ("space", "nb101", ("darts, nasbench201",)),
+        ("relaxation", "gumbel", ("darts, drnas, gdas, pcdarts, snas",)),
+        ("relaxation", "single_path", ("SinglePathSupernet",)),
+        ("estimator", "third_order", ("first_order, second_order",)),
+        ("weight_optimizer", "sgd", ("WeightOptimizer",)),
+        ("arch_optimizer", "rmsprop", ("ArchOptimizer",)),
+        ("remedies", ["early_stop"], ("arch_warmup, auxiliary_skip, beta_decay",)),
+        ("step_order", "both", ("arch_first, weight_first, joint",)),
         ("in_channels", 0, ("positive integer",)),
         ("num_classes", 1, (">= 2",)),
         ("image_size", 0, ()),
-        ("channels", 0, ()),
-        ("layers", 0, ()),
+        ("sample_seed", -1, ()),
+        ("channels_last", YES, ("None, True, False",)),
+    ]],
+    *[(DartsSpace, name, value, texts) for name, value, texts in [
+        ("ops", ["none", "conv_9x9"], ("conv_9x9", "sep_conv_3x3")),
         ("nodes", 0, ()),
         ("multiplier", 5, ("[1, 4]",)),
+        ("channels", 0, ()),
+        ("layers", 0, ()),
         ("stem_multiplier", 0, ()),
-        ("ops", ["none", "conv_9x9"], ("conv_9x9", "sep_conv_3x3")),
-        ("relaxation", "gumbel", ("darts, drnas, gdas, pcdarts, snas",)),
-        ("relaxation", "single_path", ("SinglePathSupernet",)),
-        ("relaxation_args", {"tau": 1.0}, ("'tau'", "partial_channels")),
-        ("edge_normalization", YES, (FLAG,)),
-        ("auxiliary_skip", YES, (FLAG,)),
-        ("beta_decay_max", -1.0, ()),
-        ("arch_batch", "both", ("val, train",)),
-        ("sample_seed", -1, ()),
         ("genotype_rule", "best", ("darts, gdas, snas",)),
-        ("space", "nb101", ("darts, nasbench201",)),
-        ("order", 3, ("1, 2",)),
-        ("hessian", "foo", ("finite_difference, exact",)),
-        ("hessian_epsilon", 0.0, ("positive",)),
-        ("unrolled_lr", -0.1, ()),
-        ("weight_lr", -0.1, ()),
-        ("weight_lr_min", -0.1, ()),
-        ("weight_momentum", 1.0, ("[0, 1)",)),
-        ("weight_decay", -1e-4, ()),
-        ("grad_clip", -1.0, ()),
-        ("arch_lr", -1e-3, ()),
-        ("arch_betas", (0.5, 1.0), ("[0, 1)",)),
-        ("arch_weight_decay", -1e-3, ()),
-        ("channels_last", YES, ("None, True, False",)),
-        ("arch_warmup_epochs", -1, ()),
-        ("hessian_eigenvalue_every", -1, ()),
-        ("eigenvalue_early_stop", YES, (FLAG,)),
-        ("eigenvalue_stop_window", 0, ()),
-        ("eigenvalue_stop_delta", 0, ()),
-        ("eigenvalue_stop_factor", 0.0, ()),
-        ("eigenvalue_stop_start_epoch", -1, ()),
-        ("pool_batch_norm", YES, ("None, True, False",)),
+        ("edge_normalization", YES, (FLAG,)),
+        ("pool_batch_norm", YES, (FLAG,)),
         ("last_activation", YES, (FLAG,)),
-        ("search_drop_path", 1.0, ("[0, 1)",)),
-        ("weight_step_first", YES, (FLAG,)),
-        ("grad_clip_includes_arch", YES, (FLAG,)),
-        ("joint_step", YES, (FLAG,)),
-        ("arch_grad_clip", -1.0, ()),
-        ("arch_optimizer", "rmsprop", ("adam, sgd",)),
-        ("weight_nesterov", YES, (FLAG,)),
-        ("weight_lr_epoch_offset", -1, ()),
-        ("compile", YES, (FLAG,)),
+        ("drop_path", 1.0, ("[0, 1)",)),
+    ]],
+    *[(NB201Space, name, value, texts) for name, value, texts in [
+        ("channels", 0, ()),
+        ("cells_per_stage", 0, ()),
+        ("pool_batch_norm", YES, (FLAG,)),
+    ]],
+    (PCDartsRelaxation, "partial_channels", 0, ()),
+    *[(relaxation, name, value, texts) for relaxation in (GDASRelaxation, SNASRelaxation) for name, value, texts in [
+        ("tau_max", 0.05, ("tau_min",)),
+        ("tau_min", 0.0, ()),
+        ("schedule", "cosine", ("linear, exponential, snas",)),
+        ("partial_channels", 0, ()),
+        ("max_draws", 0, ()),
+    ]],
+    *[(DirichletRelaxation, name, value, texts) for name, value, texts in [
+        ("kl_weight", -1.0, ()),
+        ("prior", 0.0, ()),
+        ("partial_channels", 0, ()),
+    ]],
+    (FirstOrderGradient, "arch_batch", "both", ("val, train",)),
+    *[(SecondOrderGradient, name, value, texts) for name, value, texts in [
+        ("hessian", "foo", ("finite_difference, exact",)),
+        ("epsilon", 0.0, ("positive",)),
+        ("xi", -0.1, ()),
+        ("arch_batch", "both", ("val, train",)),
+    ]],
+    *[(WeightOptimizer, name, value, texts) for name, value, texts in [
+        ("lr", -0.1, ()),
+        ("lr_min", -0.1, ()),
+        ("momentum", 1.0, ("[0, 1)",)),
+        ("weight_decay", -1e-4, ()),
+        ("nesterov", YES, (FLAG,)),
+        ("grad_clip", -1.0, ()),
+        ("lr_epoch_offset", -1, ()),
+        ("clip_includes_arch", YES, (FLAG,)),
+    ]],
+    *[(ArchOptimizer, name, value, texts) for name, value, texts in [
+        ("name", "rmsprop", ("adam, sgd",)),
+        ("lr", -1e-3, ()),
+        ("betas", (0.5, 1.0), ("[0, 1)",)),
+        ("weight_decay", -1e-3, ()),
+        ("grad_clip", -1.0, ()),
+    ]],
+    (ArchWarmup, "epochs", -1, ()),
+    (BetaDecay, "max_weight", -1.0, ()),
+    *[(HessianEigenvalue, name, value, texts) for name, value, texts in [
+        ("every", 0, ()),
+        ("early_stop", YES, (FLAG,)),
+        ("window", 0, ()),
+        ("delta", 0, ()),
+        ("factor", 0.0, ()),
+        ("start_epoch", -1, ()),
     ]],
     *[(GenotypeClassifier, name, value, texts) for name, value, texts in [
         ("genotype", "DARTS_V9", ("known names",)),
@@ -156,9 +208,6 @@ ROWS: list[tuple[type, str, object, tuple[str, ...]]] = [
         ("in_channels", 0, ()),
         ("num_classes", 1, ()),
         ("image_size", 0, ()),
-        ("channels", 0, ()),
-        ("layers", 0, ()),
-        ("network_args", {"relaxation_arg": {}}, ("'relaxation_arg'", "relaxation_args")),
         ("seed", -1, ()),
         ("lr", -0.025, ()),
         ("lr_min", -1.0, ()),
@@ -208,9 +257,9 @@ def no_network(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a network was built before the arguments were checked")
 
-    for module in ("darts_lightning.differentiable.module", "darts_lightning.spaces.nasbench201"):
-        for name in ("SearchNetwork", "NB201Network"):
-            monkeypatch.setattr(f"{module}.{name}", refuse, raising=False)
+    for name in ("darts_lightning.spaces.darts.space.SearchNetwork", "darts_lightning.spaces.nasbench201.NB201Supernet",
+                 "darts_lightning.spaces.nasbench201.NB201Network"):
+        monkeypatch.setattr(name, refuse)
 
 
 @pytest.mark.parametrize("cls, name, value, texts", ROWS, ids=[f"{c.__name__}-{n}={v!r}" for c, n, v, _ in ROWS])
@@ -228,7 +277,8 @@ def test_the_table_covers_every_constructor_argument():
     covered = {(cls, name) for cls, name, _, _ in ROWS} | UNCHECKED
     for cls in {cls for cls, _, _, _ in ROWS}:
         arguments = set(inspect.signature(cls.__init__).parameters) - {"self"}
-        assert {(cls, a) for a in arguments} <= covered, f"{cls.__name__}: {sorted(a for a in arguments if (cls, a) not in covered)}"
+        missing = sorted(a for a in arguments if (cls, a) not in covered)
+        assert not missing, f"{cls.__name__}: {missing}"
 
 
 @pytest.mark.parametrize("relaxation, args, texts", [
@@ -238,29 +288,32 @@ def test_the_table_covers_every_constructor_argument():
     ("pcdarts", {"partial_channels": 0}, ("partial_channels",)),
     ("drnas", {"kl_weight": -1.0}, ("kl_weight",)),
     ("drnas", {"prior": 0.0}, ("prior",)),
-    ("drnas", {"tau_max": 10.0}, ("relaxation_args", "'tau_max'", "kl_weight, prior, partial_channels")),
-    ("snas", {"kl_weight": 1e-3}, ("relaxation_args", "'kl_weight'", "tau_max, tau_min, schedule, partial_channels, max_draws")),
+    ("drnas", {"tau_max": 10.0}, ("relaxation 'drnas'", "'tau_max'", "kl_weight, prior, partial_channels")),
+    ("snas", {"kl_weight": 1e-3},
+     ("relaxation 'snas'", "'kl_weight'", "tau_max, tau_min, schedule, partial_channels, max_draws")),
 ])
 def test_relaxation_args_are_checked_by_name_and_value(relaxation, args, texts, no_network):
     with pytest.raises(ValueError) as error:
-        DARTSSearch(relaxation=relaxation, relaxation_args=args)
+        build_relaxation(relaxation, **args)
     assert all(text in str(error.value) for text in texts), str(error.value)
 
 
 def test_nesterov_needs_a_momentum(no_network):
-    with pytest.raises(ValueError, match="weight_nesterov needs a momentum"):
-        DARTSSearch(weight_nesterov=True, weight_momentum=0.0)
+    with pytest.raises(ValueError, match="nesterov needs a momentum"):
+        WeightOptimizer(nesterov=True, momentum=0.0)
     with pytest.raises(ValueError, match="nesterov needs a momentum"):
         SinglePathSupernet(momentum=0.0)
 
 
 def test_console_refuses_an_unknown_hessian_before_loading_data(tmp_path, capsys):
-    """``--model.hessian foo`` with the config's first-order search fails while the model is built, in one line
+    """``--model.estimator.hessian foo`` in a second-order search fails while the model is built, in one line
     (``main`` is the console script's function)."""
     from darts_lightning.entry.cli import main
 
-    status = main(["fit", "--config", str(REPO / "configs" / "darts_digits.yaml"), "--model.hessian", "foo",
-                   "--model.channels", "4", "--model.layers", "2", "--trainer.default_root_dir", str(tmp_path / "run")])
+    status = main(["fit", "--config", str(REPO / "configs" / "darts_digits.yaml"),
+                   "--model.estimator", "darts_lightning.SecondOrderGradient", "--model.estimator.hessian", "foo",
+                   "--model.space.channels", "4", "--model.space.layers", "2",
+                   "--trainer.default_root_dir", str(tmp_path / "run")])
     assert status == 2
     (line,) = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert line.startswith("darts-lightning: error: hessian must be one of") and "finite_difference" in line

@@ -3,13 +3,12 @@ retraining and the command line use."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from torch import nn
 
 from darts_lightning.spaces.base import SearchSpace, register_space
 from darts_lightning.spaces.darts.genotype import Genotype
@@ -91,6 +90,12 @@ class DartsSpace(SearchSpace[Genotype]):
     ) -> SearchNetwork:
         if image_size is not None:
             check_image_size(image_size, self.layers)
+        if relaxation.paths_only and self.edge_normalization:
+            # A path runs its ops unscaled: β would never be read (and never trained).
+            raise ValueError(
+                f"edge_normalization weights edges by learned parameters β, which a single path does not use "
+                f"(relaxation {relaxation.name!r} runs single paths only): set the space's edge_normalization to false"
+            )
         return SearchNetwork(
             in_channels, num_classes, channels=self.channels, layers=self.layers, nodes=self.nodes,
             multiplier=self.multiplier, stem_multiplier=self.stem_multiplier, op_names=self.ops, relaxation=relaxation,
@@ -101,10 +106,12 @@ class DartsSpace(SearchSpace[Genotype]):
 
     def build_network(
         self, arch: Genotype, *, num_classes: int, in_channels: int = 3, image_size: int | None = None,
-        channels: int | None = None, layers: int | None = None, auxiliary: bool = True, variant: Variant = "cifar",
-    ) -> nn.Module:
+        channels: int | None = None, layers: int | None = None, auxiliary: bool = False, variant: Variant = "cifar",
+    ) -> EvalNetwork:
         """The DARTS evaluation network of ``arch`` (:class:`~darts_lightning.EvalNetwork`; C = 36, 20 cells
-        unless given)."""
+        unless given). ``auxiliary``: the auxiliary head of the DARTS retraining, whose loss only a training
+        that weights it uses (:class:`~darts_lightning.GenotypeClassifier`); off, the network is the plain
+        classifier the contract describes. ``variant``: the CIFAR or the ImageNet stem."""
         return EvalNetwork(
             arch, num_classes=num_classes, in_channels=in_channels, image_size=image_size,
             channels=36 if channels is None else channels, layers=20 if layers is None else layers,
@@ -145,8 +152,13 @@ class DartsSpace(SearchSpace[Genotype]):
 
     # ------------------------------------------------------------------ discrete search
 
+    def _concat(self) -> tuple[int, ...]:
+        """The states a cell concatenates: the last ``multiplier`` nodes, as the space's supernet does."""
+        return tuple(range(2 + self.nodes - self.multiplier, 2 + self.nodes))
+
     def sample(self, generator: random.Random) -> Genotype:
-        return Genotype.random(generator, self.op_names, self.nodes)
+        drawn = Genotype.random(generator, self.op_names, self.nodes)
+        return dataclasses.replace(drawn, normal_concat=self._concat(), reduce_concat=self._concat())
 
     def decisions(self) -> list[int]:
         per_cell = []
@@ -173,8 +185,7 @@ class DartsSpace(SearchSpace[Genotype]):
                 a, b = self._pairs[i][pair]
                 edges += [(self.op_names[op_a], a), (self.op_names[op_b], b)]
             cells.append(tuple(edges))
-        concat = tuple(range(2, 2 + self.nodes))
-        return Genotype(cells[0], concat, cells[1], concat)
+        return Genotype(cells[0], self._concat(), cells[1], self._concat())
 
     def mutate(self, arch: Genotype, generator: random.Random) -> Genotype:
         choices = self.to_decisions(arch)

@@ -121,7 +121,7 @@ def cell_plan(
         c_pp, c_p = c_p, (reduce_multiplier if reduction else multiplier) * c
 
 
-class SearchNetwork(Supernet):
+class SearchNetwork(Supernet[Genotype]):
     """The DARTS supernet: mixed edges everywhere, weighted by α (one tensor per cell type).
 
     Args:

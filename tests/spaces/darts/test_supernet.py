@@ -90,7 +90,9 @@ def test_detach_alpha_gives_no_alpha_gradient():
 
 def test_mixing_weights_are_softmax_of_alpha():
     net = SearchNetwork(1, 10, channels=4, layers=3)
-    normal, reduce = net.mixing_weights()
+    mixing = net.mixing()
+    normal, reduce = mixing["normal"].weights, mixing["reduce"].weights
+    assert mixing["normal"].columns is None and mixing["reduce"].columns is None  # every op is computed
     torch.testing.assert_close(normal, torch.softmax(net.alpha_normal, dim=-1))
     torch.testing.assert_close(reduce, torch.softmax(net.alpha_reduce, dim=-1))
     torch.testing.assert_close(normal.sum(-1), torch.ones(14))
@@ -197,7 +199,8 @@ def _pool_ops(network):
 
 def test_pool_batch_norm_follows_each_method_and_space():
     from darts_lightning import DARTSSearch
-    from darts_lightning.spaces.nasbench201 import NB201Network
+    from darts_lightning.spaces import DartsSpace, NB201Space
+    from darts_lightning.spaces.nasbench201 import NB201Supernet
 
     def has_bn(network):
         ops = _pool_ops(network)
@@ -206,12 +209,16 @@ def test_pool_batch_norm_follows_each_method_and_space():
 
     assert has_bn(SearchNetwork(1, 10, channels=4, layers=2))  # DARTS, PC-DARTS, SNAS
     assert not has_bn(SearchNetwork(1, 10, channels=4, layers=2, pool_batch_norm=False))  # GDAS, DrNAS
-    assert not has_bn(NB201Network(None, channels=(4, 8, 16), cells_per_stage=1))  # AutoDL's NAS-Bench-201 cells
-    assert has_bn(NB201Network(None, channels=(4, 8, 16), cells_per_stage=1, pool_batch_norm=True))
-    assert has_bn(DARTSSearch(1, 10, 8, channels=4, layers=2).network)
-    assert not has_bn(DARTSSearch(1, 10, 8, channels=4, layers=2, pool_batch_norm=False).network)
-    assert not has_bn(DARTSSearch(1, 10, 8, channels=4, layers=1, space="nasbench201").network)
-    assert has_bn(DARTSSearch(1, 10, 8, channels=4, layers=1, space="nasbench201", pool_batch_norm=True).network)
+    assert not has_bn(NB201Supernet(channels=(4, 8, 16), cells_per_stage=1))  # AutoDL's NAS-Bench-201 cells
+    assert has_bn(NB201Supernet(channels=(4, 8, 16), cells_per_stage=1, pool_batch_norm=True))
+
+    def search(space):
+        return DARTSSearch(space=space, in_channels=1, num_classes=10, image_size=8).network
+
+    assert has_bn(search(DartsSpace(channels=4, layers=2)))
+    assert not has_bn(search(DartsSpace(channels=4, layers=2, pool_batch_norm=False)))
+    assert not has_bn(search(NB201Space(channels=4, cells_per_stage=1)))
+    assert has_bn(search(NB201Space(channels=4, cells_per_stage=1, pool_batch_norm=True)))
 
 
 def test_last_activation_is_batch_norm_and_relu_before_the_pooling():
@@ -234,7 +241,7 @@ def test_search_drop_path_masks_come_from_the_sample_key_and_only_in_training():
     x = torch.randn(4, 1, 8, 8)
 
     def run(network, key):
-        network.relaxation.set_sample_key(*key)
+        network.set_sample_key(*key)
         return network(x)
 
     net.eval(), plain.eval()

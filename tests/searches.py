@@ -1,0 +1,57 @@
+"""Tiny differentiable searches for the tests, and the checkpoint helpers the resume tests share.
+
+Many tests describe a search by a handful of settings of the DARTS family (``relaxation="gdas"``,
+``order=2``, ``auxiliary_skip=True``, ...). They are written as the flat settings that
+:func:`darts_lightning.differentiable.legacy.convert_flat_settings` maps onto the search's parts, so that a
+test names what it varies in one line; the tests of the parts themselves construct the parts directly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+
+from darts_lightning import DARTSSearch
+from darts_lightning.differentiable.legacy import convert_flat_settings
+
+#: A 3-cell (one normal, two reduction cells), 4-channel supernet for the 8×8 one-channel digits, with an
+#: architecture learning rate large enough for α to move visibly in a few steps.
+TINY: dict[str, Any] = dict(in_channels=1, num_classes=10, image_size=8, channels=4, layers=3, arch_lr=3e-2)
+
+
+def search_parts(**flat: Any) -> tuple[dict[str, Any], list[pl.Callback]]:
+    """``(DARTSSearch arguments, trainer callbacks)`` of the tiny search with the flat settings ``flat``."""
+    return convert_flat_settings({**TINY, **flat})
+
+
+def flat_search(**flat: Any) -> tuple[DARTSSearch, list[pl.Callback]]:
+    """The tiny search with the flat settings ``flat`` and the trainer callbacks they need
+    (R-DARTS's eigenvalue, compilation)."""
+    model, callbacks = search_parts(**flat)
+    return DARTSSearch(**model), callbacks
+
+
+def tiny_search(**flat: Any) -> DARTSSearch:
+    """The tiny search with the flat settings ``flat``, for settings that need no trainer callback."""
+    model, callbacks = flat_search(**flat)
+    if callbacks:
+        raise ValueError(f"the settings {sorted(flat)} need trainer callbacks {callbacks}: use flat_search")
+    return model
+
+
+def checkpointing() -> list[pl.Callback]:
+    """A checkpoint at the end of every epoch, and ``last.ckpt``."""
+    return [pl.callbacks.ModelCheckpoint(save_last=True, every_n_epochs=1)]
+
+
+def last_ckpt(trainer: pl.Trainer) -> Path:
+    return Path(trainer.checkpoint_callback.dirpath) / "last.ckpt"
+
+
+class StopAfterFirstEpoch(pl.Callback):
+    """Ends the fit after its first epoch (a run interrupted at an epoch boundary)."""
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        trainer.should_stop = True
