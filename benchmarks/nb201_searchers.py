@@ -6,7 +6,7 @@
 Runs every registered searcher that the comparison is about (``random``, ``regularized_evolution``,
 ``reinforce``, ``local_search``) with its default hyperparameters (taken from the searchers' papers and
 reference code, see their docstrings; nothing here is tuned on this benchmark) against the shipped
-12-epoch NAS-Bench-201 table (:class:`~darts_lightning.discrete.evaluators.LookupEvaluator`), for seeds
+12-epoch NAS-Bench-201 table (:class:`~darts_lightning.discrete.lookup.LookupEvaluator`), for seeds
 ``0 .. seeds-1``. ``--dataset`` picks one dataset; without it all three run.
 
 One search spends ``--budget`` distinct architectures with the rule of
@@ -49,7 +49,7 @@ from typing import Any
 import torch
 from scipy import stats
 
-from darts_lightning.discrete.evaluators import LookupEvaluator
+from darts_lightning.discrete.lookup import LookupEvaluator
 from darts_lightning.discrete.searchers import Searcher, build_searcher
 from darts_lightning.spaces import get_space
 

@@ -25,7 +25,8 @@ from darts_lightning.differentiable.optimizers import ArchOptimizer, WeightOptim
 from darts_lightning.differentiable.relaxations import list_relaxations, register_relaxation
 from darts_lightning.differentiable.remedies import ArchWarmup, AuxiliarySkip, BetaDecay, Remedy
 from darts_lightning.discrete.module import DiscreteSearch
-from darts_lightning.discrete.weight_sharing import ScratchEvaluator, SinglePathSupernet, WeightSharingEvaluator
+from darts_lightning.discrete.scratch import ScratchEvaluator
+from darts_lightning.discrete.weight_sharing import SinglePathSupernet, WeightSharingEvaluator
 from darts_lightning.retrain.module import GenotypeClassifier, export_network
 from darts_lightning.spaces import DartsSpace, NB201Space, SearchSpace, get_space, register_space
 from darts_lightning.spaces.cell import Cell, GenotypeCell, SearchCell

@@ -19,9 +19,9 @@ import torch
 from darts_lightning import ClassificationDataModule, GenotypeClassifier, SearchDataModule
 from darts_lightning.data import ImageDataModule
 
-from .conftest import quick_trainer, tiny_search
+from .conftest import quick_trainer
 from .scenarios import state_snapshot
-from .test_search import _StopAfterFirstEpoch, _checkpointing, _last_ckpt
+from .searches import StopAfterFirstEpoch, checkpointing, last_ckpt, tiny_search
 
 
 def _image_folder(root: Path) -> Path:
@@ -93,7 +93,7 @@ def test_resume_with_augmentation_equals_uninterrupted_run(tmp_path, monkeypatch
         data = _data(kind, dataset, workers, tmp_path / name, monkeypatch)
         model = _model(kind, data)
         torch.manual_seed(global_seed)  # a different global generator in every run: augmentation must not use it
-        callbacks = _checkpointing() + ([_StopAfterFirstEpoch()] if stop_early else [])
+        callbacks = checkpointing() + ([StopAfterFirstEpoch()] if stop_early else [])
         trainer = quick_trainer(tmp_path / name, max_epochs=2, limit_train_batches=2, limit_val_batches=1,
                                 num_sanity_val_steps=0, logger=False, callbacks=callbacks)
         trainer.fit(model, data, ckpt_path=ckpt_path)
@@ -102,7 +102,7 @@ def test_resume_with_augmentation_equals_uninterrupted_run(tmp_path, monkeypatch
     full, full_trainer = run("full", global_seed=1)
     _, first = run("part", global_seed=2, stop_early=True)
     assert first.global_step == 2
-    resumed, trainer = run("resumed", global_seed=3, ckpt_path=_last_ckpt(first))
+    resumed, trainer = run("resumed", global_seed=3, ckpt_path=last_ckpt(first))
     assert trainer.global_step == full_trainer.global_step == 4
     expected, got = state_snapshot(full, full_trainer), state_snapshot(resumed, trainer)
     assert expected.keys() == got.keys()

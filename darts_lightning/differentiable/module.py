@@ -103,7 +103,7 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
 
     def __init__(
         self,
-        space: SearchSpace[Any] | str | None = None,
+        space: SearchSpace | str | None = None,
         relaxation: Relaxation | str | None = None,
         estimator: ArchitectureGradient | str | None = None,
         weight_optimizer: WeightOptimizer | None = None,

@@ -1,1 +1,26 @@
-"""."""
+"""Discrete architecture search: a searcher proposes architectures, an evaluator scores them, and
+:class:`DiscreteSearch` runs the two under a budget. Everything here knows a space only through the
+:class:`~darts_lightning.spaces.SearchSpace` contract.
+
+* :mod:`~darts_lightning.discrete.module`: :class:`DiscreteSearch`, the LightningModule.
+* :mod:`~darts_lightning.discrete.searchers`: the searchers and their registry.
+* :mod:`~darts_lightning.discrete.evaluation`: what an evaluator is (:class:`Evaluator`, :class:`Evaluation`)
+  and the accuracy loop of the evaluators that run networks.
+* :mod:`~darts_lightning.discrete.lookup`, :mod:`~darts_lightning.discrete.weight_sharing` (with the
+  single-path supernet training, :class:`SinglePathSupernet`) and :mod:`~darts_lightning.discrete.scratch`:
+  the evaluators; :mod:`~darts_lightning.discrete.evaluators`: their registry.
+"""
+
+from darts_lightning.discrete.evaluation import Evaluation, Evaluator
+from darts_lightning.discrete.evaluators import build_evaluator, list_evaluators, register_evaluator
+from darts_lightning.discrete.lookup import LookupEvaluator
+from darts_lightning.discrete.module import DiscreteSearch
+from darts_lightning.discrete.scratch import ScratchClassifier, ScratchEvaluator
+from darts_lightning.discrete.searchers import Searcher, build_searcher, list_searchers, register_searcher
+from darts_lightning.discrete.weight_sharing import SinglePathRelaxation, SinglePathSupernet, WeightSharingEvaluator
+
+__all__ = [
+    "DiscreteSearch", "Searcher", "register_searcher", "build_searcher", "list_searchers", "Evaluation",
+    "Evaluator", "register_evaluator", "build_evaluator", "list_evaluators", "LookupEvaluator",
+    "SinglePathRelaxation", "SinglePathSupernet", "WeightSharingEvaluator", "ScratchClassifier", "ScratchEvaluator",
+]

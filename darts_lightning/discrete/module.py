@@ -168,6 +168,7 @@ class DiscreteSearch(pl.LightningModule, Generic[Arch]):
 
     def _should_stop(self) -> bool:
         if self.stop_reason is not None:
+            self.trainer.should_stop = True
             return True
         if len(self.history) >= self.budget:
             self._stop(f"budget of {self.budget} distinct architectures spent")
@@ -229,6 +230,8 @@ class DiscreteSearch(pl.LightningModule, Generic[Arch]):
             )
         self.history = list(state["history"])
         self.samples = state["samples"]
-        self.stop_reason = state["stop_reason"]
+        # The stopping rules are checked again with the configured budget and rules (a resumed search may
+        # raise them): the checkpoint's reason to stop holds only if they still say so.
+        self.stop_reason = None
         self.searcher.load_state_dict(state["searcher"])
         self._seen = {self.space.key(self.space.parse(h["arch"])): h["reward"] for h in self.history}

@@ -98,7 +98,6 @@ from darts_lightning.utils.validation import check_choice, check_keywords, check
 
 # The scratch evaluator lives in darts_lightning.discrete.scratch; the package's top level still imports it
 # from here.
-from darts_lightning.discrete.scratch import ScratchEvaluator  # noqa: E402,F401
 
 __all__ = ["sample_path", "SinglePathRelaxation", "SinglePathSupernet", "WeightSharingEvaluator"]
 

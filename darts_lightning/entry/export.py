@@ -23,16 +23,16 @@ from darts_lightning.utils.resume import MODULE_KEY, check_checkpoint_format, re
 
 __all__ = ["search_from_checkpoint", "genotype_from_checkpoint", "selected_epoch", "export_main"]
 
-#: the state key of the callback whose state holds the epoch early stopping went back to
-EARLY_STOP_STATE = "HessianEigenvalue"
-
 #: the package whose classes a checkpoint may name without consent (any other class path imports a module)
 OWN_PACKAGE = "darts_lightning."
 
 
 def selected_epoch(checkpoint: Mapping[str, Any]) -> int | None:
-    """The epoch whose answer the run returns, as its early stopping chose it (``None``: the last one)."""
-    state = (checkpoint.get("callbacks") or {}).get(EARLY_STOP_STATE) or {}
+    """The epoch whose answer the run returns, as its early stopping chose it (``None``: the last one): the state
+    of the run's :class:`~darts_lightning.HessianEigenvalue` callback."""
+    from darts_lightning.differentiable.callbacks import HessianEigenvalue
+
+    state = (checkpoint.get("callbacks") or {}).get(HessianEigenvalue().state_key) or {}
     epoch = state.get("selected_epoch")
     return None if epoch is None else int(epoch)
 

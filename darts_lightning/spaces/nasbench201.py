@@ -23,7 +23,6 @@ from torch import Tensor, nn
 
 from darts_lightning.spaces.base import SearchSpace, register_space
 from darts_lightning.spaces.cell import Cell, dense_edges
-from darts_lightning.spaces.darts.supernet import check_image_size
 from darts_lightning.spaces.edges import FixedEdge, MixedEdge
 from darts_lightning.spaces.mixing import Mixing, Relaxation, SoftmaxRelaxation
 from darts_lightning.spaces.ops import NB201_OPS, ReLUConvBN
@@ -33,7 +32,10 @@ from darts_lightning.utils.validation import check_choice, check_range
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["NB201Arch", "NB201_EDGES", "NB201Network", "NB201Supernet", "NB201Space", "ResidualReduction", "nb201_cell"]
+__all__ = [
+    "NB201Arch", "NB201_EDGES", "NB201Network", "NB201Supernet", "NB201Space", "ResidualReduction", "nb201_cell",
+    "check_nb201_image_size",
+]
 
 NB201_EDGES: tuple[tuple[int, int], ...] = tuple(dense_edges(3, num_inputs=1))
 """``(source, target)`` of the six edges, in the benchmark string's order."""
@@ -159,6 +161,20 @@ def nb201_cell(
     else:
         modules = [FixedEdge(op, channels, 1, affine=affine) for op in arch.ops]
     return Cell([nn.Identity()], NB201_EDGES, modules, concat=[3])
+
+
+def check_nb201_image_size(image_size: int) -> None:
+    """Raise a clear error unless images of ``image_size`` pass the network's two residual reduction blocks:
+    each halves the image, its strided convolution rounding up and its average pool rounding down, so the
+    size must be a positive multiple of 4."""
+    if image_size >= 4 and image_size % 4 == 0:
+        return
+    resize = max(4, -(-image_size // 4) * 4)
+    raise ValueError(
+        f"input images of {image_size}x{image_size} do not pass the two residual reduction blocks of the "
+        f"NAS-Bench-201 network: each halves the image, so it needs a multiple of 4 (at least 4x4): resize them "
+        f"(--data.init_args.resize {resize})"
+    )
 
 
 class ResidualReduction(nn.Module):
@@ -318,7 +334,7 @@ class NB201Space(SearchSpace[NB201Arch]):
         auxiliary_skip: bool = False,
     ) -> NB201Supernet:
         if image_size is not None:
-            check_image_size(image_size, 3)  # two reduction blocks
+            check_nb201_image_size(image_size)
         c = self.channels
         return NB201Supernet(
             num_classes=num_classes, in_channels=in_channels, channels=(c, 2 * c, 4 * c),
@@ -333,7 +349,7 @@ class NB201Space(SearchSpace[NB201Arch]):
         """The benchmark's network of ``arch`` (``channels``: the first stage's width, ``layers``: cells per
         stage; the space's own unless given)."""
         if image_size is not None:
-            check_image_size(image_size, 3)
+            check_nb201_image_size(image_size)
         c = self.channels if channels is None else channels
         return NB201Network(arch, num_classes=num_classes, in_channels=in_channels, channels=(c, 2 * c, 4 * c),
                             cells_per_stage=self.cells_per_stage if layers is None else layers)

@@ -76,7 +76,7 @@ def test_eigenvalue_is_the_largest_of_the_full_hessian_with_weight_decay_in_trai
 
 def test_alpha_warmup_trains_weights_only(tmp_path, digits):
     pl.seed_everything(0)
-    model = DARTSSearch(space=DartsSpace(channels=4, layers=3), remedies=[ArchWarmup(epochs=1)],
+    model = DARTSSearch(space=DartsSpace(channels=4, layers=3, nodes=2, multiplier=2), remedies=[ArchWarmup(epochs=1)],
                         arch_optimizer=ArchOptimizer(lr=3e-2), in_channels=1, image_size=8)
     alpha = model.network.alpha_normal.detach().clone()
     stem = model.network.stem[0].weight.detach().clone()

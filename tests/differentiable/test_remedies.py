@@ -20,8 +20,10 @@ from tests.conftest import quick_trainer
 
 
 def _search(*remedies: Remedy | str, space=None) -> DARTSSearch:
-    return DARTSSearch(space=space or DartsSpace(channels=4, layers=3), arch_optimizer=ArchOptimizer(lr=3e-2),
-                       remedies=list(remedies), in_channels=1, image_size=8)
+    """A normal and two reduction cells of two nodes, C = 4, for the digits (or the given space)."""
+    space = space or DartsSpace(channels=4, layers=3, nodes=2, multiplier=2)
+    return DARTSSearch(space=space, arch_optimizer=ArchOptimizer(lr=3e-2), remedies=list(remedies), in_channels=1,
+                       image_size=8)
 
 
 def test_arch_warmup_holds_alpha_for_its_epochs_while_the_weights_train(tmp_path, digits):

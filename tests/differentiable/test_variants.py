@@ -247,7 +247,7 @@ def test_gdas_weight_step_clips_with_the_stale_architecture_gradient_as_released
     clip = torch.nn.utils.clip_grad_norm_
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda *a, **k: norms.append(float(clip(*a, **k))) or norms[-1])
     torch.manual_seed(0)
-    model = tiny_search(layers=2, **GDAS_RELEASED)
+    model = tiny_search(layers=2, nodes=4, multiplier=4, **GDAS_RELEASED)  # the golden script's supernet
     _fit_on(model, gdas_batches(), tmp_path)
     assert norms == pytest.approx(golden, rel=1e-5)
 
@@ -337,7 +337,7 @@ def test_joint_step_takes_both_gradients_from_one_pass_and_steps_alpha_by_sgd(tm
 def test_arch_grad_clip_bounds_the_architecture_step(tmp_path):
     torch.manual_seed(0)
     model = DARTSSearch(
-        space=DartsSpace(channels=4, layers=2), arch_optimizer=ArchOptimizer(name="sgd", lr=1.0, weight_decay=0.0, grad_clip=1e-4),
+        space=DartsSpace(channels=4, layers=2, nodes=2, multiplier=2), arch_optimizer=ArchOptimizer(name="sgd", lr=1.0, weight_decay=0.0, grad_clip=1e-4),
         in_channels=1, image_size=8, channels_last=False,
     )
     before = [a.detach().clone() for a in model.network.arch_parameters()]

@@ -11,12 +11,14 @@ import torch
 from darts_lightning import DiscreteSearch
 from darts_lightning.discrete.evaluators import Evaluation, Evaluator, LookupEvaluator, register_evaluator
 from darts_lightning.discrete.searchers import Searcher, register_searcher
+from darts_lightning.spaces import DartsSpace, SearchSpace
 
 
-def _fit(model: DiscreteSearch, root: Path, **kwargs) -> pl.Trainer:
-    trainer = pl.Trainer(accelerator="cpu", max_epochs=-1, default_root_dir=str(root), enable_progress_bar=False,
+def _fit(model: DiscreteSearch, root: Path, ckpt_path: Path | None = None, **kwargs) -> pl.Trainer:
+    kwargs = {"max_epochs": -1, **kwargs}
+    trainer = pl.Trainer(accelerator="cpu", default_root_dir=str(root), enable_progress_bar=False,
                          enable_model_summary=False, log_every_n_steps=1, **kwargs)
-    trainer.fit(model)
+    trainer.fit(model, ckpt_path=ckpt_path)
     return trainer
 
 
@@ -153,3 +155,133 @@ def test_best_architecture_is_drawn_and_logged(tmp_path):
     assert "search/best_arch" in events.Tags()["images"]
     assert "search/rewards" in events.Tags()["histograms"]
     assert len(events.Scalars("search/best_reward")) == 5
+
+
+def test_a_finished_search_resumes_with_a_raised_budget(tmp_path):
+    """The stopping rules are checked again on resume: a search that spent its budget goes on to a raised one
+    (and evaluates what an uninterrupted search with that budget does)."""
+    first = DiscreteSearch(budget=10, seed=4)
+    _fit(first, tmp_path / "first", logger=False, enable_checkpointing=False)
+    state = tmp_path / "first" / "checkpoints" / "search_state.ckpt"
+    assert first.stop_reason.startswith("budget") and state.is_file()
+    resumed = DiscreteSearch(budget=15, seed=4)
+    # A bounded number of epochs: a search that did not stop itself would fail here instead of running forever.
+    _fit(resumed, tmp_path / "resumed", max_epochs=3, logger=False, enable_checkpointing=False, ckpt_path=state)
+    assert len(resumed.history) == 15 and resumed.stop_reason == "budget of 15 distinct architectures spent"
+    full = DiscreteSearch(budget=15, seed=4)
+    _fit(full, tmp_path / "full", logger=False, enable_checkpointing=False)
+    assert [h["arch"] for h in resumed.history] == [h["arch"] for h in full.history]
+
+
+def test_a_darts_space_search_writes_the_space_answer_and_records_the_space_as_plain_data(tmp_path):
+    space = DartsSpace(channels=4, layers=3, nodes=2, multiplier=2)
+    model = DiscreteSearch(space, searcher="regularized_evolution", searcher_args={"population_size": 2},
+                           evaluator="_constant_for_tests", budget=3)
+    assert model.space is space
+    trainer = _fit(model, tmp_path)
+    run_dir = Path(trainer.log_dir)
+    best = space.parse(model.best()["arch"])
+    assert space.read(run_dir / "genotype.json") == best
+    assert (run_dir / "best_arch.txt").read_text().strip() == space.format(best)
+    assert (run_dir / "best_arch.png").is_file()
+    checkpoint = torch.load(run_dir / "checkpoints" / "search_state.ckpt", weights_only=True)
+    assert checkpoint["hyper_parameters"]["space"] == space.config()
+    again = DiscreteSearch(**{k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")})
+    assert again.space.config() == space.config()
+    with pytest.raises(ValueError, match="model.space.channels: checkpoint 4, configured 8"):
+        _fit(DiscreteSearch(DartsSpace(channels=8, layers=3, nodes=2, multiplier=2), evaluator="_constant_for_tests",
+                            budget=4), tmp_path / "other", logger=False, ckpt_path=run_dir / "checkpoints" / "search_state.ckpt")
+
+
+class _Triple(SearchSpace[tuple[int, int, int]]):
+    """A space the package does not know: three decisions of three choices, answers as tuples."""
+
+    name = "triple"
+
+    def build_supernet(self, relaxation, *, in_channels, num_classes, image_size=None, auxiliary_skip=False):
+        raise NotImplementedError("no supernet: only discrete searches with a table-like evaluator")
+
+    def build_network(self, arch, *, num_classes, in_channels=3, image_size=None, channels=None, layers=None):
+        raise NotImplementedError("no network: only discrete searches with a table-like evaluator")
+
+    def parse(self, text):
+        return tuple(int(c) for c in text.split("-"))
+
+    def format(self, arch):
+        return "-".join(map(str, arch))
+
+    def draw(self, arch):
+        from matplotlib.figure import Figure
+
+        return Figure(figsize=(1, 1), dpi=16)
+
+    def ops_of(self, arch):
+        return {"cell": [str(c) for c in arch]}
+
+    def sample(self, generator):
+        return tuple(generator.randrange(3) for _ in range(3))
+
+    def mutate(self, arch, generator):
+        k = generator.randrange(3)
+        return arch[:k] + (generator.choice([c for c in range(3) if c != arch[k]]),) + arch[k + 1:]
+
+    def crossover(self, a, b, generator):
+        return tuple(x if generator.random() < 0.5 else y for x, y in zip(a, b))
+
+    def neighbours(self, arch):
+        return [arch[:k] + (c,) + arch[k + 1:] for k in range(3) for c in range(3) if c != arch[k]]
+
+    def decisions(self):
+        return [3, 3, 3]
+
+    def from_decisions(self, choices):
+        return tuple(int(c) for c in choices)
+
+    def to_decisions(self, arch):
+        return list(arch)
+
+    def key(self, arch):
+        return arch
+
+
+class _Sum(Evaluator):
+    def evaluate(self, arch):
+        return Evaluation(reward=float(sum(arch)))
+
+
+register_evaluator("_sum_for_tests", _Sum)
+
+
+@pytest.mark.parametrize("searcher", ["random", "regularized_evolution", "reinforce", "local_search"])
+def test_every_searcher_runs_on_a_space_the_package_does_not_know(tmp_path, searcher):
+    """Nothing outside a space knows which space it is: a user's space runs with every searcher, and its
+    answer is written and drawn through the contract."""
+    model = DiscreteSearch(_Triple(), searcher=searcher, evaluator="_sum_for_tests", budget=27, seed=1)
+    trainer = _fit(model, tmp_path)
+    assert model.best()["arch"] == "2-2-2"
+    run_dir = Path(trainer.log_dir)
+    assert (run_dir / "arch.txt").read_text().strip() == "2-2-2" and (run_dir / "best_arch.png").is_file()
+
+
+def test_searchers_and_evaluators_register_by_decorator_and_refuse_unknown_names():
+    from darts_lightning.discrete.evaluators import build_evaluator, list_evaluators
+    from darts_lightning.discrete.searchers import RandomSearch, build_searcher, list_searchers
+
+    @register_searcher("_decorated_for_tests")
+    class Decorated(RandomSearch):
+        pass
+
+    @register_evaluator("_decorated_for_tests")
+    class Scored(_Constant):
+        pass
+
+    assert {"random", "regularized_evolution", "reinforce", "local_search", "_decorated_for_tests"} <= set(list_searchers())
+    assert {"lookup", "weight_sharing", "scratch", "_decorated_for_tests"} <= set(list_evaluators())
+    assert isinstance(build_searcher("_decorated_for_tests", _Triple()), Decorated)
+    assert isinstance(build_evaluator("_decorated_for_tests", "nasbench201"), Scored)
+    with pytest.raises(ValueError, match="unknown evaluator 'oracle'; valid evaluators are: .*lookup, scratch"):
+        build_evaluator("oracle", "nasbench201")
+    with pytest.raises(ValueError, match="already registered"):
+        register_searcher("random", RandomSearch)
+    with pytest.raises(ValueError, match="unknown key 'populaton_size'; valid keys are: population_size"):
+        build_searcher("regularized_evolution", "nasbench201", populaton_size=3)

@@ -203,6 +203,8 @@ def test_weight_sharing_evaluator_scores_without_changing_the_supernet(trained):
 
 def test_a_discrete_search_scored_by_a_supernet_checkpoint(trained, tmp_path):
     checkpoint = trained["checkpoint"]
+    recorded = torch.load(checkpoint, weights_only=True)["hyper_parameters"]["space"]
+    assert recorded == TINY_SPACES["nasbench201"].config()  # plain data, from which the supernet is rebuilt
     evaluator = build_evaluator("weight_sharing", "nasbench201", supernet=checkpoint, batches=1, reestimate_bn=False)
     assert evaluator.data.batch_size == 16, "the data module recorded in the checkpoint"
     arch = trained["model"].path_at(0)
@@ -268,3 +270,51 @@ def test_weight_sharing_reward_can_be_any_torchmetrics_metric(trained):
     assert f1.metrics["accuracy"] == accuracy.reward
     with pytest.raises(ValueError, match="importable torchmetrics class path"):
         WeightSharingEvaluator("nasbench201", model, data=data, metric="torchmetrics.NoSuchMetric")
+
+
+def test_a_darts_supernet_whose_cells_concatenate_fewer_nodes_runs_the_sampled_paths():
+    model = tiny_supernet(DartsSpace(channels=4, layers=3, nodes=3, multiplier=2))
+    for step in range(3):
+        assert model(torch.randn(2, 1, 8, 8), model.path_at(step)).shape == (2, 10)
+
+
+def test_a_non_finite_loss_stops_the_supernet_training_naming_its_step(tmp_path):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    images = torch.full((8, 1, 8, 8), float("nan"))
+    loader = DataLoader(TensorDataset(images, torch.zeros(8, dtype=torch.long)), batch_size=4)
+    trainer = quick_trainer(tmp_path, max_epochs=1, log_every_n_steps=50, logger=False, enable_checkpointing=False)
+    with pytest.raises(NonFiniteLossError, match=r"training loss is nan at global step 0 \(epoch 0, batch 0\); .*model\.lr"):
+        trainer.fit(tiny_supernet(), train_dataloaders=loader)
+
+
+def test_scratch_training_of_a_darts_cell_is_the_retraining_without_its_extras(tmp_path):
+    """The generic scratch training computes what the DARTS retraining computes with its auxiliary head and
+    drop-path off: the same weights after the same steps."""
+    from torch.utils.data import DataLoader
+
+    from darts_lightning import ClassificationDataModule, Genotype, GenotypeClassifier
+    from darts_lightning.discrete.scratch import ScratchClassifier
+
+    space = DartsSpace()
+    arch = Genotype.published("DARTS_V2")
+    data = ClassificationDataModule("digits", batch_size=32, cutout_length=0, holdout=True)
+    data.setup("fit")
+
+    def train(build) -> dict[str, torch.Tensor]:
+        torch.manual_seed(3)
+        model = build()
+        trainer = pl.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=3, limit_val_batches=0,
+                             num_sanity_val_steps=0, gradient_clip_val=5.0, logger=False, enable_checkpointing=False,
+                             enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path))
+        trainer.fit(model, train_dataloaders=DataLoader(data.train_set, batch_size=32))
+        return _state(model.network)
+
+    scratch = train(lambda: ScratchClassifier(
+        space.build_network(arch, num_classes=10, in_channels=1, image_size=8, channels=4, layers=3)))
+    retrained = train(lambda: GenotypeClassifier(
+        genotype=space.format(arch), in_channels=1, num_classes=10, image_size=8, channels=4, layers=3,
+        auxiliary_weight=0.0, drop_path_prob=0.0))
+    assert scratch.keys() == retrained.keys()
+    for key, value in scratch.items():
+        assert torch.equal(value, retrained[key]), key

@@ -80,3 +80,18 @@ def test_network_forward_shapes_and_shared_cell_code():
         supernet.alpha.zero_()
         supernet.alpha[:, 3] = 5.0  # nor_conv_3x3 everywhere
     assert str(supernet.derive()) == "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+
+
+@pytest.mark.parametrize("size", [2, 6, 10])
+def test_images_that_do_not_pass_the_two_reduction_blocks_are_a_clear_error(size):
+    from darts_lightning.spaces import NB201Space
+    from darts_lightning.spaces.mixing import SoftmaxRelaxation
+
+    space = NB201Space(channels=4, cells_per_stage=1)
+    with pytest.raises(ValueError, match=rf"{size}x{size} do not pass the two residual reduction blocks .* multiple of 4"):
+        space.build_network(NB201Arch.parse(EXAMPLE), num_classes=10, image_size=size)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        space.build_supernet(SoftmaxRelaxation(), in_channels=1, num_classes=10, image_size=size)
+    for fits in (4, 8, 12):  # and such images do pass
+        network = space.build_network(NB201Arch.parse(EXAMPLE), num_classes=10, in_channels=1, image_size=fits)
+        assert network(torch.randn(2, 1, fits, fits)).shape == (2, 10)

@@ -53,7 +53,6 @@ ROWS: list[tuple[type, str, object, tuple[str, ...]]] = [
     *[(DARTSSearch, name, value, texts) for name, value, texts in [
         ("space", "nb101", ("darts, nasbench201",)),
         ("relaxation", "gumbel", ("darts, drnas, gdas, pcdarts, snas",)),
-        ("relaxation", "single_path", ("SinglePathSupernet",)),
         ("estimator", "third_order", ("first_order, second_order",)),
         ("weight_optimizer", "sgd", ("WeightOptimizer",)),
         ("arch_optimizer", "rmsprop", ("ArchOptimizer",)),
