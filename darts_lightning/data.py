@@ -554,7 +554,7 @@ class SearchDataModule(ImageDataModule):
         if self.search_train is None:
             self.search_train, self.search_val = search_split(self.training_set(), self.train_portion, self.seed)
 
-    def _splits(self) -> tuple[Dataset, Dataset]:
+    def splits(self) -> tuple[Dataset, Dataset]:
         """(search-train, search-val), split on first use."""
         self.setup()
         assert self.search_train is not None and self.search_val is not None  # set by setup
@@ -562,7 +562,7 @@ class SearchDataModule(ImageDataModule):
 
     def train_dataloader(self) -> CombinedLoader:
         """One search-train and one search-val batch per step, both reshuffled each epoch."""
-        search_train, search_val = self._splits()
+        search_train, search_val = self.splits()
         return CombinedLoader(
             {
                 "train": self._loader(search_train, shuffle=True, seed=self.seed),
@@ -573,7 +573,7 @@ class SearchDataModule(ImageDataModule):
 
     def val_dataloader(self) -> DataLoader:
         """The search-val split: the supernet's validation accuracy is measured on it."""
-        return self._loader(self._splits()[1], shuffle=False, seed=self.seed)
+        return self._loader(self.splits()[1], shuffle=False, seed=self.seed)
 
 
 @dataclass(eq=False)
@@ -615,17 +615,17 @@ class ClassificationDataModule(ImageDataModule):
         else:
             self.train_set, self.test_set = self.labelled("train"), self.labelled("test")
 
-    def _splits(self) -> tuple[Dataset, Dataset]:
-        """(training, test) sets, loaded on first use."""
+    def splits(self) -> tuple[Dataset, Dataset]:
+        """(training, test) sets, loaded on first use (search-train and search-val with ``holdout``)."""
         self.setup()
         assert self.train_set is not None and self.test_set is not None  # set by setup
         return self.train_set, self.test_set
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self._splits()[0], shuffle=True, seed=self.seed)
+        return self._loader(self.splits()[0], shuffle=True, seed=self.seed)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self._splits()[1], shuffle=False, seed=self.seed)
+        return self._loader(self.splits()[1], shuffle=False, seed=self.seed)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self._splits()[1], shuffle=False, seed=self.seed)
+        return self._loader(self.splits()[1], shuffle=False, seed=self.seed)

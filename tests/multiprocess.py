@@ -15,8 +15,8 @@ import datetime
 import os
 import socket
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.distributed as dist

@@ -24,8 +24,12 @@ TINY: dict[str, Any] = dict(in_channels=1, num_classes=10, image_size=8, channel
 
 
 def search_parts(**flat: Any) -> tuple[dict[str, Any], list[pl.Callback]]:
-    """``(DARTSSearch arguments, trainer callbacks)`` of the tiny search with the flat settings ``flat``."""
-    return convert_flat_settings({**TINY, **flat})
+    """``(DARTSSearch arguments, trainer callbacks)`` of the tiny search with the flat settings ``flat``
+    (in the NAS-Bench-201 space, without the DARTS cell's nodes)."""
+    tiny = dict(TINY)
+    if flat.get("space") == "nasbench201":
+        del tiny["nodes"], tiny["multiplier"]
+    return convert_flat_settings({**tiny, **flat})
 
 
 def flat_search(**flat: Any) -> tuple[DARTSSearch, list[pl.Callback]]:

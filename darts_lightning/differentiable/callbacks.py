@@ -159,11 +159,12 @@ class SearchSummary(pl.Callback):
         summary = [
             f"derived genotype: {module.space.format(answer)}",
             f"written to: {module.output_dir() / module.space.answer_file}",
-            "how far alpha moved (at initialisation: entropy {:.3f}, margin 0.000):".format(math.log(n_ops)),
+            f"how far alpha moved (at initialisation: entropy {math.log(n_ops):.3f}, margin 0.000):",
         ]
         for cell in module.network.cell_weights():
             summary.append(
-                f"  {cell:6s} entropy {diagnostics[f'arch/{cell}/entropy']:.3f}, margin {diagnostics[f'arch/{cell}/margin']:.3f}, "
+                f"  {cell:6s} entropy {diagnostics[f'arch/{cell}/entropy']:.3f}, "
+                f"margin {diagnostics[f'arch/{cell}/margin']:.3f}, "
                 f"skip_connect in derived cell {int(diagnostics[f'arch/{cell}/skip_connect'])}"
             )
         if val_acc is not None:
@@ -195,7 +196,8 @@ class HessianEigenvalue(pl.Callback):
         check_range("every", every, 1, integer=True, hint="the eigenvalue is measured every `every` epochs (R-DARTS: 2)")
         check_choice("early_stop", early_stop, (True, False))
         self.every = every
-        self.rule = EigenvalueEarlyStop(window, delta, factor, start_epoch, every=every) if early_stop else None
+        rule = EigenvalueEarlyStop(window, delta, factor, start_epoch, every=every)  # checks the settings either way
+        self.rule = rule if early_stop else None
         self.history: list[dict[str, float]] = []
         self.selected_epoch: int | None = None
 

@@ -15,18 +15,19 @@ Both the eigenvalue and the stopping rule follow the authors' released code (aut
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from darts_lightning.spaces.supernet import Supernet
 from darts_lightning.utils.validation import check_range
 
 __all__ = ["architecture_hessian", "dominant_hessian_eigenvalue", "eigenvalue_measured", "EigenvalueEarlyStop"]
 
 
-def architecture_hessian(network: torch.nn.Module, x: Tensor, y: Tensor, weight_decay: float = 0.0) -> Tensor:
+def architecture_hessian(network: Supernet, x: Tensor, y: Tensor, weight_decay: float = 0.0) -> Tensor:
     """The full Hessian of the architecture loss ``L_val(w, α) + weight_decay / 2 · ‖α‖²`` w.r.t. all
     architecture parameters (α, and PC-DARTS's β where present), on one batch, in float64.
 
@@ -72,7 +73,7 @@ def architecture_hessian(network: torch.nn.Module, x: Tensor, y: Tensor, weight_
         network.train(was_training)
 
 
-def dominant_hessian_eigenvalue(network: torch.nn.Module, x: Tensor, y: Tensor, weight_decay: float = 0.0) -> float:
+def dominant_hessian_eigenvalue(network: Supernet, x: Tensor, y: Tensor, weight_decay: float = 0.0) -> float:
     """The largest (algebraic) eigenvalue of :func:`architecture_hessian`, the value R-DARTS tracks.
 
     The released code takes ``max(numpy.linalg.eigvals(H))`` of the full Hessian (``train_search.py``

@@ -22,6 +22,7 @@ No model is rebuilt or deep-copied.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -145,9 +146,10 @@ class SecondOrderGradient(ArchitectureGradient):
 
         # Virtual step: w' = w − ξ (∇w L_train(w, α) + μ v + λ w). The exact Hessian reuses this graph.
         alpha_for_train = alpha_params if exact else {k: a.detach() for k, a in alpha_params.items()}
-        train_loss = F.cross_entropy(self._call(network, {**dict(zip(names, weights)), **alpha_for_train}, buffers, x_train), y_train)
+        train_logits = self._call(network, {**dict(zip(names, weights)), **alpha_for_train}, buffers, x_train)
+        train_loss = F.cross_entropy(train_logits, y_train)
         # A sampling relaxation (GDAS) leaves the ops it did not sample out of the graph: their gradient is 0.
-        train_grads = _grads_or_zeros(train_loss, weights, create_graph=exact)
+        train_grads = _grads_or_zeros(train_loss, list(weights), create_graph=exact)
         unrolled = []
         with torch.no_grad():
             for w, g in zip(weights, train_grads):
@@ -166,7 +168,7 @@ class SecondOrderGradient(ArchitectureGradient):
             return ArchStepResult(alpha_grads, val_loss.detach(), logits.detach())
 
         if exact:
-            dot = sum((g * d).sum() for g, d in zip(train_grads, direction))
+            dot = cast(Tensor, sum((g * d).sum() for g, d in zip(train_grads, direction)))
             hessian_vector = _grads_or_zeros(dot, alphas)
         else:
             hessian_vector = self._finite_difference(network, names, weights, alpha_params, buffers, direction, x_train, y_train)

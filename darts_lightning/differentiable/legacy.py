@@ -53,6 +53,11 @@ DARTS_SPACE_SETTINGS = (
 )
 
 
+def _listed(value: Any) -> Any:
+    """``value`` with tuples as lists (a checkpoint keeps a tuple, YAML gives a list)."""
+    return list(value) if isinstance(value, tuple) else value
+
+
 def is_flat(settings: Mapping[str, Any]) -> bool:
     """Whether model settings (a checkpoint's ``hyper_parameters``) are in the flat form."""
     return isinstance(settings.get("arch_optimizer", "adam"), str) and any(
@@ -70,11 +75,12 @@ def convert_flat_settings(flat: Mapping[str, Any]) -> tuple[dict[str, Any], list
     space: SearchSpace[Any]
     if s["space"] == "nasbench201":
         # Settings of the DARTS cell have no place in the NAS-Bench-201 space: refused, never silently dropped.
-        darts_only = [k for k in DARTS_SPACE_SETTINGS if k in flat and flat[k] != FLAT_DEFAULTS[k]]
+        # (A checkpoint records every flat setting, the DARTS cell's defaults included, its ops as a tuple.)
+        darts_only = [k for k in DARTS_SPACE_SETTINGS if k in flat and _listed(flat[k]) != _listed(FLAT_DEFAULTS[k])]
         if darts_only:
             raise ValueError(
-                f"{', '.join(darts_only)} applies to the DARTS cell, not to the NAS-Bench-201 space: "
-                "remove it or use space='darts'"
+                f"{', '.join(darts_only)} {'apply' if len(darts_only) > 1 else 'applies'} to the DARTS cell, not to "
+                "the NAS-Bench-201 space: remove it or use space='darts'"
             )
         space = NB201Space(channels=s["channels"], cells_per_stage=s["layers"], pool_batch_norm=bool(s["pool_batch_norm"]))
     elif s["space"] == "darts":

@@ -27,7 +27,7 @@ and logs softmax(α) for every edge and op together with collapse diagnostics.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +48,24 @@ from darts_lightning.spaces.darts.space import DartsSpace
 from darts_lightning.spaces.mixing import Relaxation, SoftmaxRelaxation
 from darts_lightning.utils.components import build_component
 from darts_lightning.utils.distributed import (
-    all_reduce_mean_, broadcast_, is_distributed, require_find_unused_parameters, sync_batchnorm_statistics_,
+    all_reduce_mean_,
+    broadcast_,
+    is_distributed,
+    require_find_unused_parameters,
+    sync_batchnorm_statistics_,
 )
 from darts_lightning.utils.files import use_atomic_checkpoints
 from darts_lightning.utils.layout import ChannelsLastMixin
 from darts_lightning.utils.resume import check_resume, record_module
-from darts_lightning.utils.training import BatchMean, NonFiniteLoss, NonFiniteLossError, planned_epochs
+from darts_lightning.utils.training import (
+    BatchMean,
+    NonFiniteLoss,
+    NonFiniteLossError,
+    log_every_n_steps,
+    planned_epochs,
+    trainer_callbacks,
+    trainer_datamodule,
+)
 from darts_lightning.utils.validation import check_choice, check_range
 
 __all__ = ["DARTSSearch", "NonFiniteLossError", "check_precision", "STEP_ORDERS"]
@@ -120,7 +132,7 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
         self.automatic_optimization = False
         # Every part is built and checked before the supernet is, so that a wrong value in a config fails at once.
         self.space: SearchSpace[Any] = build_component(
-            DartsSpace() if space is None else space, SearchSpace, "model.space", SPACES.get)
+            DartsSpace() if space is None else space, SearchSpace, "model.space", SPACES.get)  # type: ignore[type-abstract]
         self.relaxation: Relaxation = build_component(
             SoftmaxRelaxation() if relaxation is None else relaxation, Relaxation, "model.relaxation", RELAXATIONS.get)
         self.estimator: ArchitectureGradient = build_component(
@@ -173,7 +185,9 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
         self.train_loss = BatchMean()
         self.val_accuracy = MulticlassAccuracy(num_classes, average="micro")
         self.nonfinite = NonFiniteLoss(
-            LOSSES, "the search diverged: lower the learning rates (model.weight_optimizer.lr, model.arch_optimizer.lr) or check the data"
+            LOSSES,
+            "the search diverged: lower the learning rates (model.weight_optimizer.lr, model.arch_optimizer.lr) or check "
+            "the data",
         )
         #: the answer of every epoch: ``{"epoch", "step", "genotype"}`` (the answer as the space records it)
         self.genotype_history: list[dict[str, Any]] = []
@@ -225,7 +239,7 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
         """The search's side work: the answer files, TensorBoard figures and the final summary. A trainer
         callback of one of these classes (or a subclass) takes the place of the default: Lightning would
         otherwise let the module's callback replace the trainer's."""
-        given = list(self.trainer.callbacks) if self._trainer is not None else []
+        given = trainer_callbacks(self._trainer) if self._trainer is not None else []
         defaults: list[pl.Callback] = [AnswerFiles(), ArchitectureFigures(), SearchSummary()]
         return [c for c in defaults if not any(isinstance(t, type(c)) for t in given)]
 
@@ -299,7 +313,8 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
         x_train, y_train = batch["train"]
         x_val, y_val = batch["val"]
         x_train, x_val = self._layout(x_train), self._layout(x_val)
-        weight_optimizer, arch_optimizer = self.optimizers()  # type: ignore[misc]
+        optimizers: Any = self.optimizers()  # Lightning's wrappers of the two optimizers
+        weight_optimizer, arch_optimizer = optimizers
         weights, arch = self.weight_optimizer, self.arch_optimizer
         single_level = self.estimator.single_level
         arch_moves = self.arch_moves()
@@ -340,7 +355,7 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
                 result.grads = [g if e is None else g + e for g, e in zip(result.grads, extra)]
                 self.log("train/arch_regularizer", regularizer.detach(), on_step=False, on_epoch=True, sync_dist=True)
             all_reduce_mean_(result.grads)
-            arch_step(result.grads, result.loss, len(y_val))
+            arch_step(result.grads, result.loss, len(arch_batch[1]))
 
         def weight_step() -> tuple[Tensor, Tensor]:
             # w ← w − η_w · ∇w L_train(w, α) on the search-train batch, α held constant. Single level: the
@@ -404,7 +419,7 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
         self.log("train/acc", self.train_accuracy, on_step=False, on_epoch=True)
         # The step's one read from the device, at the steps Lightning logs (and reads the logged values) and at
         # the end of the epoch, before its answer, validation and checkpoint.
-        every = self.trainer.log_every_n_steps
+        every = log_every_n_steps(self.trainer)
         if self.trainer.is_last_batch or (every > 0 and (step + 1) % every == 0):
             self.nonfinite.raise_if_any()
         if self.trainer.is_last_batch:
@@ -413,7 +428,8 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
             self._end_of_epoch()
 
     def _end_of_epoch(self) -> None:
-        weight_optimizer, arch_optimizer = self.optimizers()  # type: ignore[misc]
+        optimizers: Any = self.optimizers()  # Lightning's wrappers of the two optimizers
+        weight_optimizer, arch_optimizer = optimizers
         # The learning rates and α's diagnostics are the same on every rank: sync_dist=True averages equal
         # values, once at epoch end (on_step=False), and keeps every rank's callback_metrics alike.
         self.log_dict(
@@ -478,10 +494,17 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
         checkpoint["genotype_history"] = list(self.genotype_history)
         checkpoint["sample_seed"] = self._sample_seed
 
+    @classmethod
+    def outdated_checkpoint(cls, checkpoint: Mapping[str, Any], path: str | Path | None = None) -> str | None:
+        """The refusal of a checkpoint an earlier version wrote with flat settings, or ``None`` (asked by
+        :func:`darts_lightning.utils.resume.check_resume` before it compares settings)."""
+        settings = checkpoint.get("hyper_parameters")
+        return flat_checkpoint_error(path) if isinstance(settings, Mapping) and is_flat(settings) else None
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if is_flat(checkpoint.get("hyper_parameters") or {}):
             raise ValueError(flat_checkpoint_error())
-        check_resume(self, checkpoint, datamodule=self._trainer.datamodule if self._trainer is not None else None)
+        check_resume(self, checkpoint, datamodule=trainer_datamodule(self._trainer))
         self.genotype_history = list(checkpoint.get("genotype_history", []))
         if checkpoint.get("sample_seed") is not None:
             self._sample_seed = int(checkpoint["sample_seed"])

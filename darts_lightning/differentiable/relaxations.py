@@ -15,7 +15,7 @@ forward pass of one phase (the several passes of a second-order architecture ste
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +26,8 @@ from darts_lightning.utils.registry import Registry
 from darts_lightning.utils.validation import check_choice, check_keywords, check_range
 
 __all__ = [
-    "Relaxation", "SoftmaxRelaxation", "PCDartsRelaxation", "GumbelRelaxation", "GDASRelaxation", "SNASRelaxation", "DirichletRelaxation", "RELAXATIONS",
+    "Relaxation", "SoftmaxRelaxation", "PCDartsRelaxation", "GumbelRelaxation", "GDASRelaxation", "SNASRelaxation",
+    "DirichletRelaxation", "RELAXATIONS",
     "register_relaxation", "list_relaxations", "build_relaxation", "temperature_schedule", "TEMPERATURE_SCHEDULES",
 ]
 

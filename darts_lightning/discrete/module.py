@@ -30,7 +30,7 @@ from typing import Any, Generic
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, TensorDataset
 
 from darts_lightning.discrete.evaluation import Evaluator
 from darts_lightning.discrete.evaluators import build_evaluator
@@ -40,6 +40,7 @@ from darts_lightning.spaces.base import Arch
 from darts_lightning.spaces.drawing import figure_to_array, save_png
 from darts_lightning.utils.files import atomic_write_text, use_atomic_checkpoints
 from darts_lightning.utils.resume import check_resume, record_module
+from darts_lightning.utils.training import trainer_datamodule
 from darts_lightning.utils.validation import check_range
 
 __all__ = ["DiscreteSearch"]
@@ -117,8 +118,8 @@ class DiscreteSearch(pl.LightningModule, Generic[Arch]):
     # ------------------------------------------------------------------ the loop
 
     def train_dataloader(self) -> DataLoader:
-        # One step per evaluation; the loop stops itself when the budget is spent.
-        return DataLoader(range(self.budget), batch_size=1)
+        # One step per evaluation (the batches themselves are not read); the loop stops itself when the budget is spent.
+        return DataLoader(TensorDataset(torch.arange(self.budget)), batch_size=1)
 
     def configure_optimizers(self):
         return None
@@ -133,6 +134,8 @@ class DiscreteSearch(pl.LightningModule, Generic[Arch]):
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.checkpoint_every and self.history and len(self.history) % self.checkpoint_every == 0:
+            if self._state_path is None:
+                raise RuntimeError("the search state is saved during a fit only (its path is set in on_fit_start)")
             self.trainer.save_checkpoint(self._state_path)
 
     def best(self) -> dict[str, Any] | None:
@@ -162,6 +165,7 @@ class DiscreteSearch(pl.LightningModule, Generic[Arch]):
         })
         self.searcher.tell(arch, evaluation.reward)
         best = self.best()
+        assert best is not None, "the history holds the evaluation just made"
         self.log_dict({"search/reward": evaluation.reward, "search/best_reward": best["reward"],
                        "search/evaluated": float(len(self.history))}, on_step=True, on_epoch=False, batch_size=1)
         self._should_stop()
@@ -206,7 +210,7 @@ class DiscreteSearch(pl.LightningModule, Generic[Arch]):
         save_png(drawing, directory / "best_arch.png")
         for logger in self.loggers:
             experiment = getattr(logger, "experiment", None)
-            if hasattr(experiment, "add_text"):
+            if experiment is not None and hasattr(experiment, "add_text"):
                 experiment.add_text("search/best_arch", best["arch"], self.global_step)
                 experiment.add_histogram("search/rewards", torch.tensor([h["reward"] for h in self.history]), self.global_step)
                 experiment.add_image("search/best_arch", figure_to_array(drawing), self.global_step, dataformats="HWC")
@@ -221,7 +225,7 @@ class DiscreteSearch(pl.LightningModule, Generic[Arch]):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        check_resume(self, checkpoint, datamodule=self._trainer.datamodule if self._trainer is not None else None)
+        check_resume(self, checkpoint, datamodule=trainer_datamodule(self._trainer))
         state = checkpoint["discrete_search"]
         if state["space"] != self.space.signature():
             raise ValueError(

@@ -68,10 +68,10 @@ class ScratchClassifier(ChannelsLastMixin, pl.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        optimizer = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov,
-                                    weight_decay=hp.weight_decay)
+        optimizer = torch.optim.SGD(self.parameters(), lr=hp["lr"], momentum=hp["momentum"], nesterov=hp["nesterov"],
+                                    weight_decay=hp["weight_decay"])
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, T_max=planned_epochs(self.trainer, 1), eta_min=hp.lr_min
+            optimizer, T_max=planned_epochs(self.trainer, 1), eta_min=hp["lr_min"]
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
@@ -133,8 +133,8 @@ class ScratchEvaluator(Evaluator[Arch]):
         super().__init__(space)
         for name, value in (("epochs", epochs), ("channels", channels), ("layers", layers)):
             check_range(name, value, 1, integer=True)
-        for name, value in (("lr", lr), ("lr_min", lr_min), ("weight_decay", weight_decay), ("grad_clip", grad_clip)):
-            check_range(name, value, 0)
+        for name, rate in (("lr", lr), ("lr_min", lr_min), ("weight_decay", weight_decay), ("grad_clip", grad_clip)):
+            check_range(name, rate, 0)
         check_range("momentum", momentum, 0, 1, high_open=True)
         check_range("seed", seed, 0, integer=True)
         check_choice("accelerator", accelerator, ["auto", "gpu", *sorted(AcceleratorRegistry.available_accelerators())])
@@ -161,7 +161,9 @@ class ScratchEvaluator(Evaluator[Arch]):
             arch, num_classes=data.num_classes, in_channels=data.in_channels, image_size=data.image_size,
             channels=self.channels, layers=self.layers,
         )
-        return ScratchClassifier(network, **self.optim)
+        optim = self.optim
+        return ScratchClassifier(network, lr=optim["lr"], lr_min=optim["lr_min"], momentum=optim["momentum"],
+                                 weight_decay=optim["weight_decay"])
 
     def evaluate(self, arch: Arch) -> Evaluation:
         start = time.perf_counter()
@@ -175,9 +177,10 @@ class ScratchEvaluator(Evaluator[Arch]):
                 "num_sanity_val_steps": 0, "limit_val_batches": 0, "gradient_clip_val": self.grad_clip,
                 "default_root_dir": root, **self.trainer_args,
             })
-            trainer.fit(model, train_dataloaders=self._loader(self.data.train_set, shuffle=True))
+            train_set, test_set = self.data.splits()
+            trainer.fit(model, train_dataloaders=self._loader(train_set, shuffle=True))
             model.eval()
-            scores = classification_scores(model, self._loader(self.data.test_set, shuffle=False),
+            scores = classification_scores(model, self._loader(test_set, shuffle=False),
                                            next(model.parameters()))
         seconds = time.perf_counter() - start
         parameters = sum(p.numel() for p in model.parameters())

@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import random
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any, Generic
 
 import torch
@@ -197,8 +198,10 @@ class _FactorisedPolicy(nn.Module):
 
     def unroll(self, choices: Sequence[int] | None, generator: torch.Generator | None,
                greedy: bool = False) -> tuple[list[int], Tensor, list[float]]:
-        return _unroll_steps([lambda _prev, t=t: self.logits[t] for t in range(len(self.logits))],
-                             choices, generator, greedy)
+        def step(_previous: int | None, t: int) -> Tensor:
+            return self.logits[t]
+
+        return _unroll_steps([partial(step, t=t) for t in range(len(self.logits))], choices, generator, greedy)
 
 
 class _LSTMPolicy(nn.Module):
@@ -239,8 +242,7 @@ class _LSTMPolicy(nn.Module):
             state["h"], state["c"] = self.cell(x, (state["h"], state["c"]))
             return self.heads[t](state["h"])[0]
 
-        return _unroll_steps([lambda prev, t=t: step(prev, t) for t in range(len(self.sizes))],
-                             choices, generator, greedy)
+        return _unroll_steps([partial(step, t=t) for t in range(len(self.sizes))], choices, generator, greedy)
 
 
 def _unroll_steps(steps: Sequence[Callable[[int | None], Tensor]], choices: Sequence[int] | None,
@@ -322,7 +324,7 @@ class Reinforce(Searcher[Arch]):
         self.torch_generator = torch.Generator().manual_seed(seed)
         sizes = self.space.decisions()
         if controller == "lstm":
-            self.policy: nn.Module = _LSTMPolicy(sizes, hidden_size, self.torch_generator)
+            self.policy: _FactorisedPolicy | _LSTMPolicy = _LSTMPolicy(sizes, hidden_size, self.torch_generator)
         else:
             self.policy = _FactorisedPolicy(sizes)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=learning_rate)
@@ -484,12 +486,14 @@ class LocalSearch(Searcher[Arch]):
                 self.current = max(self.starts, key=lambda s: s[1])
                 self.starts = []
                 self.phase = "climb"
-            elif self.improvement == "best" and self.best_neighbour is not None and self.best_neighbour[1] > self.current[1]:
-                self.current = self.best_neighbour
             else:
-                self.climbs += 1
-                self.current = None
-                self.phase = "start"
+                assert self.current is not None, "a climb always has a current cell"
+                if self.improvement == "best" and self.best_neighbour is not None and self.best_neighbour[1] > self.current[1]:
+                    self.current = self.best_neighbour
+                else:
+                    self.climbs += 1
+                    self.current = None
+                    self.phase = "start"
             self._refill()
 
     def ask(self) -> Arch:
@@ -548,8 +552,11 @@ class LocalSearch(Searcher[Arch]):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         parse = self.space.parse
 
-        def pair(entry: list | None) -> tuple[Arch, float] | None:
-            return None if entry is None else (parse(entry[0]), float(entry[1]))
+        def pair(entry: list) -> tuple[Arch, float]:
+            return parse(entry[0]), float(entry[1])
+
+        def optional_pair(entry: list | None) -> tuple[Arch, float] | None:
+            return None if entry is None else pair(entry)
 
         if "proposed" not in state:
             raise ValueError(
@@ -561,7 +568,7 @@ class LocalSearch(Searcher[Arch]):
         self.queue = [parse(text) for text in state["queue"]]
         self.outstanding = int(state["outstanding"])
         self.starts = [pair(s) for s in state["starts"]]
-        self.current = pair(state["current"])
-        self.best_neighbour = pair(state["best_neighbour"])
+        self.current = optional_pair(state["current"])
+        self.best_neighbour = optional_pair(state["best_neighbour"])
         self.climbs = int(state["climbs"])
         self.proposed = {tuple(int(c) for c in identity): None for identity in state["proposed"]}

@@ -93,7 +93,7 @@ from darts_lightning.spaces.mixing import EdgeOps, Mixing, Relaxation
 from darts_lightning.spaces.supernet import Supernet
 from darts_lightning.utils.distributed import is_distributed, require_find_unused_parameters, sync_batchnorm_statistics_
 from darts_lightning.utils.layout import ChannelsLastMixin
-from darts_lightning.utils.training import BatchMean, NonFiniteLoss, planned_epochs
+from darts_lightning.utils.training import BatchMean, NonFiniteLoss, log_every_n_steps, planned_epochs
 from darts_lightning.utils.validation import check_choice, check_keywords, check_range
 
 # The scratch evaluator lives in darts_lightning.discrete.scratch; the package's top level still imports it
@@ -205,8 +205,8 @@ class SinglePathSupernet(ChannelsLastMixin, pl.LightningModule, Generic[Arch]):
             check_range(name, value, 1, integer=True)
         check_range("num_classes", num_classes, 2, integer=True)
         check_range("seed", seed, 0, integer=True)
-        for name, value in (("lr", lr), ("lr_min", lr_min), ("weight_decay", weight_decay), ("grad_clip", grad_clip)):
-            check_range(name, value, 0)
+        for name, rate in (("lr", lr), ("lr_min", lr_min), ("weight_decay", weight_decay), ("grad_clip", grad_clip)):
+            check_range(name, rate, 0)
         check_range("momentum", momentum, 0, 1, high_open=True)
         check_choice("nesterov", nesterov, (True, False))
         if nesterov and momentum == 0:
@@ -241,12 +241,12 @@ class SinglePathSupernet(ChannelsLastMixin, pl.LightningModule, Generic[Arch]):
 
     def path_at(self, step: int) -> Arch:
         """The cell trained at global step ``step``."""
-        return sample_path(self.space, self.hparams.seed, step)
+        return sample_path(self.space, self.hparams["seed"], step)
 
     def validation_path(self, batch_idx: int) -> Arch:
         """The cell scored on validation batch ``batch_idx``: the same cells every epoch, so that
         ``val/acc`` is comparable across epochs."""
-        return sample_path(self.space, self.hparams.seed, f"validation/{batch_idx}")
+        return sample_path(self.space, self.hparams["seed"], f"validation/{batch_idx}")
 
     def forward(self, x: Tensor, arch: Arch) -> Tensor:
         """Logits of the cell ``arch`` with the shared weights; only the ops of its path run."""
@@ -271,10 +271,11 @@ class SinglePathSupernet(ChannelsLastMixin, pl.LightningModule, Generic[Arch]):
     def configure_optimizers(self):
         hp = self.hparams
         optimizer = torch.optim.SGD(
-            self.weight_parameters(), lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov, weight_decay=hp.weight_decay
+            self.weight_parameters(), lr=hp["lr"], momentum=hp["momentum"], nesterov=hp["nesterov"],
+            weight_decay=hp["weight_decay"],
         )
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, T_max=planned_epochs(self.trainer, 250), eta_min=hp.lr_min
+            optimizer, T_max=planned_epochs(self.trainer, 250), eta_min=hp["lr_min"]
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
@@ -282,7 +283,7 @@ class SinglePathSupernet(ChannelsLastMixin, pl.LightningModule, Generic[Arch]):
         self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
         gradient_clip_algorithm: str | None = None,
     ) -> None:
-        clip = self.hparams.grad_clip if gradient_clip_val is None else gradient_clip_val
+        clip = self.hparams["grad_clip"] if gradient_clip_val is None else gradient_clip_val
         if clip and clip > 0:
             # Parameters off the path have no gradient and are left out of the norm.
             self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm=gradient_clip_algorithm or "norm")
@@ -302,7 +303,7 @@ class SinglePathSupernet(ChannelsLastMixin, pl.LightningModule, Generic[Arch]):
         self.log("train/acc", (logits.detach().argmax(-1) == y).float().mean(), on_step=False, on_epoch=True,
                  batch_size=len(y), sync_dist=True)
         # The one read from the device: at the steps Lightning logs (and reads anyway) and at the end of the epoch.
-        every = self.trainer.log_every_n_steps
+        every = log_every_n_steps(self.trainer)
         if self.trainer.is_last_batch or (every > 0 and (step + 1) % every == 0):
             self.nonfinite.raise_if_any()
         return loss
@@ -333,7 +334,7 @@ def _batchnorms(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
 
 
-def _accepted(cls: type, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+def _accepted(cls: type[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
     names = set(inspect.signature(cls.__init__).parameters) - {"self"}
     return {k: v for k, v in kwargs.items() if k in names}
 
@@ -342,7 +343,9 @@ def _torchmetrics_metric(metric: str, metric_args: Mapping[str, Any] | None) -> 
     """``None`` for ``accuracy``, else the torchmetrics metric at the import path ``metric``."""
     if metric == "accuracy":
         if metric_args:
-            raise ValueError(f"metric_args are a torchmetrics metric's arguments; metric 'accuracy' takes none, got {dict(metric_args)}")
+            raise ValueError(
+                f"metric_args are a torchmetrics metric's arguments; metric 'accuracy' takes none, got {dict(metric_args)}"
+            )
         return None
     module_name, _, class_name = metric.rpartition(".")
     try:
@@ -395,7 +398,9 @@ class WeightSharingEvaluator(Evaluator[Arch]):
     ) -> None:
         super().__init__(space)
         check_range("batches", batches, 1, integer=True)
-        check_range("bn_batches", bn_batches, 1, integer=True, hint="search-train batches that re-estimate the batch-norm statistics")
+        check_range(
+            "bn_batches", bn_batches, 1, integer=True, hint="search-train batches that re-estimate the batch-norm statistics"
+        )
         check_choice("reestimate_bn", reestimate_bn, (True, False))
         try:
             torch.device(device)
@@ -426,10 +431,11 @@ class WeightSharingEvaluator(Evaluator[Arch]):
         data.setup("fit")
         self.data = data
         self.reestimate_bn = reestimate_bn
+        search_train, search_val = data.splits()
         # Fixed once: every cell is scored on the same batches.
-        self.val_batches = list(islice(DataLoader(data.search_val, batch_size=data.batch_size, shuffle=False), batches))
+        self.val_batches = list(islice(DataLoader(search_val, batch_size=data.batch_size, shuffle=False), batches))
         self.bn_batches = (
-            list(islice(DataLoader(data.search_train, batch_size=data.batch_size, shuffle=False), bn_batches))
+            list(islice(DataLoader(search_train, batch_size=data.batch_size, shuffle=False), bn_batches))
             if reestimate_bn else []
         )
 

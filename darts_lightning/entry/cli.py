@@ -26,7 +26,7 @@ import os
 import re
 import sys
 import traceback
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from darts_lightning.entry.convert import convert_main
 from darts_lightning.entry.export import export_main
@@ -66,7 +66,7 @@ def _report_errors(command: Callable[[], None], verbose: bool, subcommand: str) 
         command()
     except SystemExit:
         raise
-    except Exception as error:  # noqa: BLE001: sorted into the user's mistakes and bugs below
+    except Exception as error:  # sorted into the user's mistakes and bugs below
         line = error_line(error, subcommand)
         if line is None:
             raise

@@ -13,8 +13,9 @@ today's form, and the trainer callbacks the run used, for the configuration that
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from darts_lightning.utils.resume import read_checkpoint
 

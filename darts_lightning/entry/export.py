@@ -15,9 +15,9 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from darts_lightning.utils.resume import MODULE_KEY, check_checkpoint_format, read_checkpoint
 
@@ -94,7 +94,13 @@ def search_from_checkpoint(path: str | Path, *, allow_import_paths: bool = False
             "it would import their modules: pass --allow-import-paths (allow_import_paths=True) only if you trust "
             "the file"
         )
-    model = DARTSSearch(**dict(settings))
+    try:
+        model = DARTSSearch(**dict(settings))
+    except TypeError as error:  # settings of another version or program; their own errors are ValueErrors
+        raise ValueError(
+            f"the saved settings in {str(path)!r} are not those of today's DARTSSearch ({error}); give a checkpoint "
+            "written by 'darts-lightning fit' with a DARTSSearch model"
+        ) from error
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as error:

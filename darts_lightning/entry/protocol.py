@@ -30,8 +30,9 @@ import argparse
 import json
 import shlex
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from darts_lightning.entry.runner import run_cli
 from darts_lightning.spaces.darts.genotype import Genotype
@@ -208,15 +209,24 @@ def protocol_main(argv: Sequence[str] | None = None) -> int:
         ),
         epilog="An override string without spaces that starts with '-' needs the '=' form: --search-args=--x.",
     )
-    parser.add_argument("--search-config", default="configs/darts_digits.yaml", help="search config (default: %(default)s)")
-    parser.add_argument("--retrain-config", default="configs/retrain_digits.yaml", help="retraining config (default: %(default)s)")
-    parser.add_argument("--search-seeds", type=int, nargs="+", default=[0, 1, 2, 3], help="one search per seed (default: 0 1 2 3)")
-    parser.add_argument("--selection-epochs", type=int, default=10, help="epochs of each selection training (default: %(default)s)")
-    parser.add_argument("--final-seeds", type=int, nargs="+", default=[0, 1, 2], help="final trainings of the chosen genotype (default: 0 1 2)")
-    parser.add_argument("--output", default="runs/protocol", help="directory of all runs and protocol.json (default: %(default)s)")
-    parser.add_argument("--search-args", default="", help='overrides appended to every search command, one string split like a shell line, e.g. '
+    parser.add_argument("--search-config", default="configs/darts_digits.yaml",
+                        help="search config (default: %(default)s)")
+    parser.add_argument("--retrain-config", default="configs/retrain_digits.yaml",
+                        help="retraining config (default: %(default)s)")
+    parser.add_argument("--search-seeds", type=int, nargs="+", default=[0, 1, 2, 3],
+                        help="one search per seed (default: 0 1 2 3)")
+    parser.add_argument("--selection-epochs", type=int, default=10,
+                        help="epochs of each selection training (default: %(default)s)")
+    parser.add_argument("--final-seeds", type=int, nargs="+", default=[0, 1, 2],
+                        help="final trainings of the chosen genotype (default: 0 1 2)")
+    parser.add_argument("--output", default="runs/protocol",
+                        help="directory of all runs and protocol.json (default: %(default)s)")
+    parser.add_argument("--search-args", default="",
+                        help='overrides appended to every search command, one string split like a shell line, e.g. '
                         '"--model.init_args.space.init_args.channels 4 --trainer.max_epochs 2" (short: --model.space.channels 4)')
-    parser.add_argument("--retrain-args", default="", help='overrides appended to every retraining command (selection and final), e.g. "--model.init_args.layers 5"')
+    parser.add_argument("--retrain-args", default="",
+                        help='overrides appended to every retraining command (selection and final), e.g. '
+                        '"--model.init_args.layers 5"')
     args = parser.parse_args(argv)
     record = run_protocol(
         search_config=args.search_config,

@@ -5,19 +5,16 @@ protocol (:mod:`darts_lightning.entry.protocol`), which runs many of them."""
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import pytorch_lightning as pl
-from pytorch_lightning.cli import (
-    LightningArgumentParser,
-    LightningCLI,
-    SaveConfigCallback,
-)
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from darts_lightning.utils.files import atomic_write_text
 from darts_lightning.utils.resume import check_resume, read_checkpoint
 from darts_lightning.utils.threads import TorchThreads
+from darts_lightning.utils.training import trainer_callbacks
 
 __all__ = ["DartsLightningCLI", "AtomicSaveConfigCallback", "run_cli", "PROGRAM"]
 
@@ -38,7 +35,7 @@ class DartsLightningCLI(LightningCLI):
         for attribute in ("in_channels", "num_classes", "image_size"):
             parser.link_arguments(f"data.{attribute}", f"model.init_args.{attribute}", apply_on="instantiate")
         parser.add_argument(
-            "--threads", type=Optional[int], default=None,
+            "--threads", type=int | None, default=None,
             help="torch's intra-op threads per process (default: torch's, one per core; under CPU DDP the cores "
             "divided by the processes per node). Set it when several runs share a machine.",
         )
@@ -60,7 +57,7 @@ class DartsLightningCLI(LightningCLI):
             TorchThreads.apply(threads)
 
     def after_instantiate_classes(self) -> None:
-        self.trainer.callbacks.append(TorchThreads(self._get(self.config, "threads")))
+        trainer_callbacks(self.trainer).append(TorchThreads(self._get(self.config, "threads")))
         if self._checkpoint is not None:
             check_resume(
                 self.model, self._checkpoint, path=self.config[self.subcommand]["ckpt_path"], datamodule=self.datamodule

@@ -27,7 +27,7 @@ from darts_lightning.utils.distributed import broadcast_
 from darts_lightning.utils.files import atomic_open, atomic_torch_save, atomic_write_text, use_atomic_checkpoints
 from darts_lightning.utils.layout import ChannelsLastMixin
 from darts_lightning.utils.resume import check_resume, record_module
-from darts_lightning.utils.training import BatchMean, NonFiniteLoss, planned_epochs
+from darts_lightning.utils.training import BatchMean, NonFiniteLoss, log_every_n_steps, planned_epochs, trainer_datamodule
 from darts_lightning.utils.validation import check_choice, check_range
 
 __all__ = ["GenotypeClassifier", "export_network"]
@@ -167,7 +167,7 @@ class GenotypeClassifier(ChannelsLastMixin, pl.LightningModule):
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True, sync_dist=True)
         # The steps Lightning logs read the logged values from the device; the last batch precedes the epoch's
         # validation and checkpoint.
-        every: int = self.trainer.log_every_n_steps  # type: ignore[attr-defined]  # set by Lightning's logger connector
+        every = log_every_n_steps(self.trainer)
         if self.trainer.is_last_batch or (every > 0 and (self.global_step + 1) % every == 0):
             self.nonfinite.raise_if_any()
         return loss
@@ -223,8 +223,7 @@ class GenotypeClassifier(ChannelsLastMixin, pl.LightningModule):
         return {"genotype": (saved.get("repr"), repr(self.genotype))} if saved is not None else {}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Lightning's data connector sets ``trainer.datamodule`` at run time; the Trainer class does not declare it.
-        check_resume(self, checkpoint, datamodule=getattr(self._trainer, "datamodule", None))
+        check_resume(self, checkpoint, datamodule=trainer_datamodule(self._trainer))
         if checkpoint.get("drop_path_seed") is not None:
             self._drop_path_seed = int(checkpoint["drop_path_seed"])
 

@@ -13,14 +13,14 @@ An edge is a :class:`~darts_lightning.spaces.edges.MixedEdge` in the supernet an
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from darts_lightning.spaces.edges import FixedEdge, MixedEdge, drop_path
-from darts_lightning.spaces.ops import FactorizedReduce, ReLUConvBN
 from darts_lightning.spaces.mixing import Relaxation
+from darts_lightning.spaces.ops import FactorizedReduce, ReLUConvBN
 
 __all__ = ["Cell", "SearchCell", "GenotypeCell", "dense_edges", "edge_labels", "darts_preprocess"]
 
@@ -67,7 +67,8 @@ class Cell(nn.Module):
                 raise ValueError(f"edge {src}->{dst} does not fit a cell with {self.num_inputs} inputs")
         for state in concat:
             if not 0 <= state < self.num_inputs + self.nodes:
-                raise ValueError(f"concat state {state} does not exist (the cell has states 0..{self.num_inputs + self.nodes - 1})")
+                last = self.num_inputs + self.nodes - 1
+                raise ValueError(f"concat state {state} does not exist (the cell has states 0..{last})")
         self.concat = tuple(int(s) for s in concat)
         self.reduction = reduction
         self._incoming: list[list[int]] = [

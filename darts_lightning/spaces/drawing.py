@@ -24,14 +24,15 @@ before it, and its label avoids nodes, labels and arrows (see :func:`_choose_cur
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+from matplotlib.figure import Figure, SubFigure
 from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch, Patch
 
 from darts_lightning.utils.files import atomic_write_bytes
@@ -98,6 +99,16 @@ def _node_box(centre: tuple[float, float], is_circle: bool, grow: float = 0.0) -
     """The node as an axis-aligned box ``(cx, cy, half_w, half_h)``, enlarged by ``grow`` on each side."""
     hw, hh = (_NODE_RADIUS, _NODE_RADIUS) if is_circle else _BOX_HALF
     return (centre[0], centre[1], hw + grow, hh + grow)
+
+
+def _figure_of(ax: Axes) -> Figure:
+    """The figure ``ax`` draws into: the top-level one when ``ax`` sits in a subfigure."""
+    figure = ax.get_figure()
+    if isinstance(figure, SubFigure):
+        return figure.figure
+    if figure is None:
+        raise ValueError("ax belongs to no figure: pass axes of a matplotlib Figure (fig.add_subplot)")
+    return figure
 
 
 def _stack_cells(fig: Figure, axes: Sequence[Axes], title_height: float = 0.4) -> None:
@@ -182,8 +193,8 @@ def _choose_curve(
         for k, (cx, cy, hw, hh) in enumerate(node_boxes):
             if k not in (src, dst):
                 cost += 10.0 * _inside_box(points, (cx, cy, hw + 0.3, hh + 0.3))
-        for box in placed_labels:
-            cost += 3.0 * _inside_box(points, box)
+        for placed in placed_labels:
+            cost += 3.0 * _inside_box(points, placed)
         box = None
         if label is not None:
             middle = _curve_points(a, b, rad, np.array([0.5]))[0]
@@ -257,7 +268,7 @@ def draw_cell(
         fig = _new_figure(8.0, 3.0)  # resized to the drawing at the end
         ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
     else:
-        fig = ax.get_figure()
+        fig = _figure_of(ax)
 
     positions = _node_positions(num_nodes)  # states 0 .. num_nodes + 1, then the output node
     output = len(positions) - 1
@@ -271,12 +282,12 @@ def draw_cell(
         ax.text(*centre, name, ha="center", va="center", fontsize=_NODE_FONTSIZE, fontweight="bold", zorder=4)
 
     # Arrows: the labelled genotype edges first, then the unlabelled concat edges into the output.
-    arrows = [(src, k // 2 + 2, op) for k, (op, src) in enumerate(edges)]
+    arrows: list[tuple[int, int, str | None]] = [(src, k // 2 + 2, op) for k, (op, src) in enumerate(edges)]
     arrows += [(state, output, None) for state in concat]
     placed_labels: list[tuple[float, float, float, float]] = []
     placed_curves: list[np.ndarray] = []
-    for src, dst, op in arrows:
-        rad, box, points = _choose_curve(src, dst, positions, node_boxes, op, placed_labels, placed_curves)
+    for src, dst, label in arrows:
+        rad, box, points = _choose_curve(src, dst, positions, node_boxes, label, placed_labels, placed_curves)
         ax.add_patch(
             FancyArrowPatch(
                 positions[src],
@@ -284,21 +295,21 @@ def draw_cell(
                 connectionstyle=f"arc3,rad={rad}",
                 arrowstyle="-|>",
                 mutation_scale=11,
-                linewidth=1.2 if op is not None else 1.0,
-                linestyle="-" if op is not None else (0, (4, 2)),
-                color=_OP_EDGE_COLOR if op is not None else _CONCAT_EDGE_COLOR,
+                linewidth=1.2 if label is not None else 1.0,
+                linestyle="-" if label is not None else (0, (4, 2)),
+                color=_OP_EDGE_COLOR if label is not None else _CONCAT_EDGE_COLOR,
                 patchA=patches[src],  # clip the arrow at the node outlines
                 patchB=patches[dst],
                 zorder=1,
             )
         )
         placed_curves.append(points)
-        if op is not None and box is not None:
+        if label is not None and box is not None:
             placed_labels.append(box)
             ax.text(
                 box[0],
                 box[1],
-                op,
+                label,
                 ha="center",
                 va="center",
                 fontsize=_OP_FONTSIZE,
@@ -322,7 +333,7 @@ def draw_cell(
     return fig
 
 
-def draw_genotype(genotype: "Genotype", path: str | Path | None = None, dpi: int = 120) -> Figure:
+def draw_genotype(genotype: Genotype, path: str | Path | None = None, dpi: int = 120) -> Figure:
     """Draw the normal and the reduction cell of a genotype, one above the other.
 
     ``genotype`` is duck-typed: anything with ``normal``, ``normal_concat``, ``reduce`` and
@@ -352,7 +363,9 @@ def save_png(fig: Figure, path: str | Path) -> Path:
 # ----------------------------------------------------------------------------- architecture weights
 
 
-def draw_nb201_cell(ops: Sequence[str], path: str | Path | None = None, title: str = "NAS-Bench-201 cell", dpi: int = 120) -> Figure:
+def draw_nb201_cell(
+    ops: Sequence[str], path: str | Path | None = None, title: str = "NAS-Bench-201 cell", dpi: int = 120
+) -> Figure:
     """A NAS-Bench-201 cell: states 0 (input) to 3 (output) on a line, an arc labelled with its op for every
     edge ``j → i`` (edge order ``0→1, 0→2, 1→2, 0→3, 1→3, 2→3``); ``none`` edges are left out."""
     fig = _new_figure(7.0, 3.6, dpi=dpi)
@@ -417,7 +430,7 @@ def alpha_heatmap(
         fig = _new_figure(2.5 + 0.75 * cols, 1.6 + 0.32 * rows)
         ax = fig.add_subplot(1, 1, 1)
     else:
-        fig = ax.get_figure()
+        fig = _figure_of(ax)
 
     image = ax.imshow(matrix, cmap="viridis", aspect="auto", interpolation="nearest")
     ax.set_xticks(range(cols), labels=list(op_names), rotation=45, ha="right", rotation_mode="anchor", fontsize=8)

@@ -3,15 +3,15 @@ and a *fixed* edge (one op) for the network a genotype describes."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from itertools import islice
-from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from darts_lightning.spaces.ops import FactorizedReduce, Identity, Zero, build_op, get_op
 from darts_lightning.spaces.mixing import Relaxation, channel_shuffle
+from darts_lightning.spaces.ops import FactorizedReduce, Identity, Zero, build_op, get_op
 
 __all__ = ["MixedEdge", "FixedEdge", "drop_path"]
 
@@ -96,6 +96,7 @@ class MixedEdge(nn.Module):
             if not relu_first and not bn_last:
                 yield index, weights[index] * op(x)
                 continue
+            assert isinstance(op, nn.Sequential), "only sequences are marked as starting with a ReLU or ending in a batch norm"
             if relu_first:
                 if activated is None:
                     activated = F.relu(x)
@@ -104,7 +105,12 @@ class MixedEdge(nn.Module):
                 out, first = x, 0
             for layer in islice(op, first, len(op) - 1 if bn_last else len(op)):
                 out = layer(out)
-            yield index, _scaled_batch_norm(op[-1], out, weights[index]) if bn_last else weights[index] * out
+            if bn_last:
+                bn = op[-1]
+                assert isinstance(bn, nn.BatchNorm2d), "only ops whose last layer is a BatchNorm2d are marked so"
+                yield index, _scaled_batch_norm(bn, out, weights[index])
+            else:
+                yield index, weights[index] * out
 
     def op_output(self, column: int, x: Tensor) -> Tensor:
         """The output of the op in α's column ``column`` alone (zeros for a zero op)."""
@@ -113,6 +119,7 @@ class MixedEdge(nn.Module):
         position = self.op_indices.index(column)
         op = self.ops[position]
         if self._starts_with_relu[position]:
+            assert isinstance(op, nn.Sequential), "only sequences are marked as starting with a ReLU"
             # A fresh F.relu of the input: an in-place ReLU of a registered op must not overwrite the
             # state other edges read.
             out = F.relu(x)

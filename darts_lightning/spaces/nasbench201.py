@@ -59,7 +59,7 @@ class NB201Arch:
     # ------------------------------------------------------------------ string format
 
     @classmethod
-    def parse(cls, text: str) -> "NB201Arch":
+    def parse(cls, text: str) -> NB201Arch:
         """Read ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|``; a clear error names what does not fit."""
         text = text.strip()
         nodes = text.split("+")
@@ -87,31 +87,31 @@ class NB201Arch:
         return "+".join(parts)
 
     @classmethod
-    def from_alpha(cls, alpha: Tensor) -> "NB201Arch":
+    def from_alpha(cls, alpha: Tensor) -> NB201Arch:
         """The strongest op of every edge (``none`` included, as in NAS-Bench-201's DARTS baselines)."""
         return cls(tuple(NB201_OPS[i] for i in alpha.detach().argmax(dim=-1).tolist()))
 
     # ------------------------------------------------------------------ sampling and variation
 
     @classmethod
-    def sample(cls, generator: random.Random) -> "NB201Arch":
+    def sample(cls, generator: random.Random) -> NB201Arch:
         """A cell drawn uniformly from the 15,625."""
         return cls(tuple(generator.choice(NB201_OPS) for _ in NB201_EDGES))
 
-    def neighbours(self) -> Iterator["NB201Arch"]:
+    def neighbours(self) -> Iterator[NB201Arch]:
         """Every cell that differs in exactly one edge's op (24 of them)."""
         for k, current in enumerate(self.ops):
             for op in NB201_OPS:
                 if op != current:
                     yield NB201Arch(self.ops[:k] + (op,) + self.ops[k + 1 :])
 
-    def mutate(self, generator: random.Random) -> "NB201Arch":
+    def mutate(self, generator: random.Random) -> NB201Arch:
         """Change the op of one uniformly chosen edge to a different op."""
         k = generator.randrange(len(self.ops))
         op = generator.choice([o for o in NB201_OPS if o != self.ops[k]])
         return NB201Arch(self.ops[:k] + (op,) + self.ops[k + 1 :])
 
-    def crossover(self, other: "NB201Arch", generator: random.Random) -> "NB201Arch":
+    def crossover(self, other: NB201Arch, generator: random.Random) -> NB201Arch:
         """Uniform crossover: each edge's op from one of the two parents."""
         return NB201Arch(tuple(a if generator.random() < 0.5 else b for a, b in zip(self.ops, other.ops)))
 
@@ -211,6 +211,13 @@ def _skeleton(
 class NB201Network(nn.Module):
     """The NAS-Bench-201 network of one cell ``arch`` (its text form or an :class:`NB201Arch`)."""
 
+    # built by _skeleton
+    stem: nn.Sequential
+    layers: nn.ModuleList
+    last: nn.Sequential
+    global_pooling: nn.AdaptiveAvgPool2d
+    classifier: nn.Linear
+
     def __init__(
         self,
         arch: NB201Arch | str,
@@ -238,6 +245,12 @@ class NB201Supernet(Supernet[NB201Arch]):
     shape [6, 5] shared by every cell (``pool_batch_norm``: see :func:`nb201_cell`)."""
 
     op_names = NB201_OPS
+    # built by _skeleton
+    stem: nn.Sequential
+    layers: nn.ModuleList
+    last: nn.Sequential
+    global_pooling: nn.AdaptiveAvgPool2d
+    classifier: nn.Linear
 
     def __init__(
         self,

@@ -13,17 +13,20 @@ name a factory by import path (``"my_package.my_module:my_factory"``) wherever a
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
+
+from darts_lightning.utils.registry import Registry
 
 OpFactory = Callable[[int, int, bool], nn.Module]
 
 __all__ = [
     "OpFactory",
     "OpSpec",
+    "OPS",
     "register_op",
     "list_ops",
     "get_op",
@@ -54,8 +57,14 @@ class OpSpec:
     is_zero: bool = False
     bn_in_search: bool = False
 
+    def __call__(self, channels: int, stride: int, affine: bool) -> nn.Module:
+        return self.factory(channels, stride, affine)
 
-_REGISTRY: dict[str, OpSpec] = {}
+
+#: The registered ops (each an :class:`OpSpec`, called like its factory).
+OPS: Registry[nn.Module] = Registry(
+    "op", hint="or an import path 'package.module:factory', or register one with darts_lightning.register_op"
+)
 
 
 def register_op(
@@ -74,11 +83,9 @@ def register_op(
     """
 
     def _register(fn: OpFactory) -> OpFactory:
-        if not overwrite and name in _REGISTRY:
-            raise ValueError(f"op {name!r} is already registered; pass overwrite=True to replace it")
         if not callable(fn):
             raise TypeError(f"op {name!r}: the factory must be callable, got {type(fn).__name__}")
-        _REGISTRY[name] = OpSpec(name, fn, is_zero=is_zero, bn_in_search=bn_in_search)
+        OPS.register(name, OpSpec(name, fn, is_zero=is_zero, bn_in_search=bn_in_search), overwrite=overwrite)
         return fn
 
     return _register(factory) if factory is not None else _register
@@ -86,13 +93,13 @@ def register_op(
 
 def list_ops() -> list[str]:
     """Names of all registered ops, sorted."""
-    return sorted(_REGISTRY)
+    return OPS.names()
 
 
 def import_path_ops(names: Iterable[str]) -> list[str]:
     """The names among ``names`` that :func:`get_op` would resolve by importing a module (unregistered names
     with a ``:`` or a ``.``), sorted: a file that names them runs code when it is built."""
-    return sorted({name for name in names if name not in _REGISTRY and (":" in name or "." in name)})
+    return sorted({name for name in names if name not in OPS and (":" in name or "." in name)})
 
 
 def _import_factory(path: str) -> OpFactory:
@@ -111,9 +118,7 @@ def _import_factory(path: str) -> OpFactory:
 
 def get_op(name: str) -> OpSpec:
     """The :class:`OpSpec` of a registered name or of an import path ``package.module:factory``."""
-    if name in _REGISTRY:
-        return _REGISTRY[name]
-    if ":" in name or "." in name:
+    if name not in OPS and (":" in name or "." in name):
         factory = _import_factory(name)
         if not callable(factory):
             raise ValueError(f"op {name!r} resolves to a non-callable {type(factory).__name__}")
@@ -123,10 +128,9 @@ def get_op(name: str) -> OpSpec:
             is_zero=bool(getattr(factory, "is_zero", False)),
             bn_in_search=bool(getattr(factory, "bn_in_search", False)),
         )
-    raise ValueError(
-        f"unknown op {name!r}; valid ops are: {', '.join(list_ops())} "
-        "(or an import path 'package.module:factory', or register one with darts_lightning.register_op)"
-    )
+    spec = OPS.get(name)  # an unknown name: the error lists the valid ones
+    assert isinstance(spec, OpSpec), f"op {name!r} is registered as {spec!r}, not as an OpSpec"
+    return spec
 
 
 def build_op(name: str, channels: int, stride: int, affine: bool) -> nn.Module:

@@ -28,9 +28,9 @@ Arch = TypeVar("Arch")
 """The answer type of a space (a DARTS :class:`~darts_lightning.Genotype`, an :class:`~darts_lightning.NB201Arch`)."""
 
 
-def named_weight_parameters(network: nn.Module) -> Iterator[tuple[str, nn.Parameter]]:
+def named_weight_parameters(network: Supernet[Any]) -> Iterator[tuple[str, nn.Parameter]]:
     """``(name, parameter)`` of every parameter of ``network`` except its ``arch_parameters()``."""
-    arch = {id(p) for p in network.arch_parameters()}  # type: ignore[operator]
+    arch = {id(p) for p in network.arch_parameters()}
     return ((n, p) for n, p in network.named_parameters() if id(p) not in arch)
 
 

@@ -9,7 +9,8 @@ that lists the valid ones. Each kind exposes the three usual functions (``regist
 
 from __future__ import annotations
 
-from typing import Any, Callable, Generic, TypeVar, overload
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar, overload
 
 __all__ = ["Registry"]
 
@@ -20,23 +21,27 @@ F = TypeVar("F", bound=Callable[..., Any])
 class Registry(Generic[T]):
     """Factories of ``T`` by name, with errors that name the valid choices."""
 
-    def __init__(self, kind: str, plural: str | None = None) -> None:
+    def __init__(self, kind: str, plural: str | None = None, hint: str | None = None) -> None:
         self.kind = kind
         self.plural = plural or f"{kind}s"
+        self.hint = hint  # what else the unknown-name error suggests
         self._factories: dict[str, Callable[..., T]] = {}
 
     @overload
-    def register(self, name: str) -> Callable[[F], F]: ...
+    def register(self, name: str, *, overwrite: bool = False) -> Callable[[F], F]: ...
 
     @overload
-    def register(self, name: str, factory: F) -> F: ...
+    def register(self, name: str, factory: F, *, overwrite: bool = False) -> F: ...
 
-    def register(self, name: str, factory: F | None = None) -> F | Callable[[F], F]:
-        """Register ``factory`` as ``name``; without a factory, a decorator that registers what it decorates."""
+    def register(self, name: str, factory: F | None = None, *, overwrite: bool = False) -> F | Callable[[F], F]:
+        """Register ``factory`` as ``name``; without a factory, a decorator that registers what it decorates.
+        A name is registered once, unless ``overwrite`` replaces it."""
 
         def add(item: F) -> F:
-            if name in self._factories:
-                raise ValueError(f"{self.kind} {name!r} is already registered")
+            if not callable(item):
+                raise TypeError(f"{self.kind} {name!r}: the factory must be callable, got {type(item).__name__}")
+            if name in self._factories and not overwrite:
+                raise ValueError(f"{self.kind} {name!r} is already registered; pass overwrite=True to replace it")
             self._factories[name] = item
             return item
 
@@ -51,7 +56,8 @@ class Registry(Generic[T]):
     def get(self, name: str) -> Callable[..., T]:
         """The factory registered as ``name``."""
         if name not in self._factories:
-            raise ValueError(f"unknown {self.kind} {name!r}; valid {self.plural} are: {', '.join(self.names())}")
+            hint = f" ({self.hint})" if self.hint else ""
+            raise ValueError(f"unknown {self.kind} {name!r}; valid {self.plural} are: {', '.join(self.names())}{hint}")
         return self._factories[name]
 
     def build(self, name: str, *args: Any, **kwargs: Any) -> T:

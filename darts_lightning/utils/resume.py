@@ -22,8 +22,9 @@ the file) or ``None``; :func:`check_checkpoint_format` asks it, before anything 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -55,7 +56,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001: torch raises several types for a damaged file
+    except Exception as error:  # torch raises several types for a damaged file
         reason = " ".join(str(error).split())[:200]
         raise ValueError(
             f"cannot read the checkpoint {path} ({type(error).__name__}: {reason}): the file is truncated or not a "
@@ -131,7 +132,7 @@ def check_resume(
 
 
 def _differences(
-    prefix: str, saved: Mapping[str, Any], current: Mapping[str, Any], may_change: frozenset[str], cls: type
+    prefix: str, saved: Mapping[str, Any], current: Mapping[str, Any], may_change: frozenset[str], cls: type[Any]
 ) -> list[tuple[str, Any, Any]]:
     defaults = {
         name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()

@@ -1,20 +1,46 @@
-"""Small pieces every training module of the package shares: the planned number of epochs, a batch-size
-weighted mean without host synchronisation, and the record of the first non-finite loss."""
+"""Small pieces every training module of the package shares: the planned number of epochs, the Trainer
+attributes Lightning sets at run time, a batch-size weighted mean without host synchronisation, and the record
+of the first non-finite loss."""
 
 from __future__ import annotations
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import Callback
 from torch import Tensor
 from torchmetrics import Metric
 
-__all__ = ["planned_epochs", "BatchMean", "NonFiniteLossError", "NonFiniteLoss"]
+__all__ = [
+    "planned_epochs", "log_every_n_steps", "trainer_datamodule", "trainer_callbacks", "BatchMean", "NonFiniteLossError",
+    "NonFiniteLoss",
+]
 
 
 def planned_epochs(trainer: pl.Trainer, default: int) -> int:
     """The trainer's ``max_epochs``, or ``default`` when it sets none (``None`` or ``-1``): the length the
     schedules (cosine learning rate, temperature, drop-path, remedies) are planned over."""
     return trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else default
+
+
+# Lightning's connectors set the next three attributes on the Trainer when it is built or fitted; the Trainer
+# class does not declare them, so a type checker cannot see them. They are read here, in one place.
+
+
+def log_every_n_steps(trainer: pl.Trainer) -> int:
+    """How often the trainer logs (0: never), set by Lightning's logger connector: the steps at which Lightning
+    reads the logged values from the device anyway."""
+    return int(trainer.log_every_n_steps)  # type: ignore[attr-defined]
+
+
+def trainer_datamodule(trainer: pl.Trainer | None) -> pl.LightningDataModule | None:
+    """The data module of the trainer's current run, set by Lightning's data connector (``None`` without a
+    trainer, or when the run was given loaders instead)."""
+    return getattr(trainer, "datamodule", None) if trainer is not None else None
+
+
+def trainer_callbacks(trainer: pl.Trainer) -> list[Callback]:
+    """The trainer's callbacks (the list itself: appending adds one), set by Lightning's callback connector."""
+    return trainer.callbacks  # type: ignore[attr-defined]
 
 
 class BatchMean(Metric):

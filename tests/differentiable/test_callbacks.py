@@ -12,13 +12,16 @@ import torch
 
 from darts_lightning import DARTSSearch, Genotype
 from darts_lightning.differentiable.callbacks import (
-    AnswerFiles, ArchitectureFigures, CompileSupernet, HessianEigenvalue, SearchSummary,
+    AnswerFiles,
+    ArchitectureFigures,
+    CompileSupernet,
+    HessianEigenvalue,
+    SearchSummary,
 )
 from darts_lightning.differentiable.optimizers import ArchOptimizer
 from darts_lightning.differentiable.relaxations import GDASRelaxation
 from darts_lightning.spaces.darts.space import DartsSpace
 from darts_lightning.spaces.nasbench201 import NB201Arch, NB201Space
-
 from tests.conftest import quick_trainer
 from tests.searches import checkpointing, last_ckpt
 

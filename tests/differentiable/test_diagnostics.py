@@ -14,12 +14,14 @@ from torch.func import functional_call
 from darts_lightning import DARTSSearch, SearchNetwork
 from darts_lightning.differentiable.callbacks import HessianEigenvalue
 from darts_lightning.differentiable.diagnostics import (
-    EigenvalueEarlyStop, architecture_hessian, dominant_hessian_eigenvalue, eigenvalue_measured,
+    EigenvalueEarlyStop,
+    architecture_hessian,
+    dominant_hessian_eigenvalue,
+    eigenvalue_measured,
 )
 from darts_lightning.differentiable.optimizers import ArchOptimizer
 from darts_lightning.differentiable.remedies import ArchWarmup
 from darts_lightning.spaces.darts.space import DartsSpace
-
 from tests.conftest import quick_trainer
 from tests.searches import flat_search
 
@@ -168,7 +170,7 @@ def test_search_stops_early_and_returns_the_earlier_genotype(tmp_path):
     model = _small_search()
     eigenvalue = HessianEigenvalue(every=2, early_stop=True, window=1, delta=1, factor=1e-9, start_epoch=2)
     trainer = quick_trainer(tmp_path, max_epochs=8, callbacks=[eigenvalue])
-    from darts_lightning import SearchDataModule, Genotype
+    from darts_lightning import Genotype, SearchDataModule
 
     trainer.fit(model, SearchDataModule("digits", batch_size=16))
     assert [h["epoch"] for h in eigenvalue.history] == [0, 2, 4]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import pytorch_lightning as pl
@@ -18,7 +19,6 @@ from darts_lightning.differentiable.remedies import ArchWarmup, AuxiliarySkip, B
 from darts_lightning.spaces.darts.space import DartsSpace
 from darts_lightning.spaces.mixing import SoftmaxRelaxation
 from darts_lightning.spaces.nasbench201 import NB201Space
-
 from tests.conftest import quick_trainer
 from tests.searches import TINY, checkpointing, last_ckpt
 
@@ -131,6 +131,16 @@ def test_the_flat_defaults_are_the_defaults_of_the_parts():
     assert model["weight_optimizer"].config() == WeightOptimizer().config()
     assert model["arch_optimizer"].config() == ArchOptimizer().config()
     assert model["remedies"] == [] and model["step_order"] == "arch_first"
+
+
+def test_a_nasbench201_checkpoint_with_every_flat_setting_recorded_converts():
+    """A flat checkpoint records every setting, the DARTS cell's defaults included (its ops as a tuple):
+    only settings that differ from them are refused in the NAS-Bench-201 space."""
+    recorded = {**FLAT_DEFAULTS, "ops": tuple(FLAT_DEFAULTS["ops"]), "space": "nasbench201", "channels": 4, "layers": 1}
+    model, _ = convert_flat_settings(recorded)
+    assert model["space"].config() == NB201Space(channels=4, cells_per_stage=1).config()
+    with pytest.raises(ValueError, match="nodes, ops apply to the DARTS cell, not to the NAS-Bench-201 space"):
+        convert_flat_settings({**recorded, "nodes": 3, "ops": ["none", "skip_connect"]})
 
 
 def test_flat_settings_that_do_not_fit_are_refused():

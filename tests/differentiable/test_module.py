@@ -14,7 +14,6 @@ from torch.overrides import TorchFunctionMode
 from torch.utils.data import TensorDataset
 
 from darts_lightning import DARTSSearch, Genotype, NonFiniteLossError, SearchDataModule
-
 from tests.conftest import quick_trainer
 from tests.searches import checkpointing, flat_search, last_ckpt, tiny_search
 
@@ -418,7 +417,8 @@ def test_second_order_differs_from_first_order(tmp_path, digits):
     def alpha_after(order):
         pl.seed_everything(0)
         model = tiny_search(order=order)
-        quick_trainer(tmp_path / str(order), max_epochs=1, limit_val_batches=0).fit(model, SearchDataModule("digits", batch_size=16))
+        trainer = quick_trainer(tmp_path / str(order), max_epochs=1, limit_val_batches=0)
+        trainer.fit(model, SearchDataModule("digits", batch_size=16))
         return model.network.alpha_normal.detach()
 
     assert not torch.allclose(alpha_after(1), alpha_after(2))

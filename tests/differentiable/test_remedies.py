@@ -15,7 +15,6 @@ from darts_lightning.differentiable.remedies import REMEDIES, ArchWarmup, Auxili
 from darts_lightning.spaces.darts.space import DartsSpace
 from darts_lightning.spaces.edges import MixedEdge
 from darts_lightning.spaces.nasbench201 import NB201Space
-
 from tests.conftest import quick_trainer
 
 
@@ -134,7 +133,8 @@ def test_remedies_are_registered_by_name_and_recorded_as_plain_configs():
     assert [r.config() for r in rebuilt.remedies] == model.hparams["remedies"]
     with pytest.raises(ValueError, match="unknown remedy 'warmup'; valid remedies are: arch_warmup, auxiliary_skip, beta_decay"):
         _search("warmup")
-    with pytest.raises(ValueError, match=r"model\.remedies\[0\]: darts_lightning\.spaces\.darts\.space\.DartsSpace is not a Remedy"):
+    with pytest.raises(ValueError, match=r"model\.remedies\[0\]: darts_lightning\.spaces\.darts\.space\.DartsSpace is not "
+                                         r"a Remedy"):
         _search({"class_path": "darts_lightning.spaces.darts.space.DartsSpace"})
     with pytest.raises(ValueError, match="epochs must be a non-negative integer"):
         ArchWarmup(epochs=-1)

@@ -19,7 +19,6 @@ from darts_lightning.differentiable.relaxations import build_relaxation
 from darts_lightning.differentiable.remedies import AuxiliarySkip, BetaDecay
 from darts_lightning.spaces.darts.space import DartsSpace
 from darts_lightning.spaces.nasbench201 import NB201Space
-
 from tests.conftest import quick_trainer
 from tests.searches import checkpointing, last_ckpt, tiny_search
 
@@ -258,7 +257,7 @@ def test_weight_step_first_runs_the_weight_step_before_the_architecture_step(tmp
         torch.manual_seed(0)
         model = tiny_search(layers=2, relaxation="gdas", weight_step_first=weight_step_first)
         estimate = model.estimator.estimate
-        model.estimator.estimate = lambda *a, **k: order.append("arch") or estimate(*a, **k)
+        model.estimator.estimate = lambda *a, estimate=estimate, **k: order.append("arch") or estimate(*a, **k)
         model.configure_optimizers = _recording(model.configure_optimizers, order)
         _fit_on(model, gdas_batches()[:1], tmp_path / str(weight_step_first))
         order.append("|")
@@ -313,7 +312,7 @@ def test_joint_step_takes_both_gradients_from_one_pass_and_steps_alpha_by_sgd(tm
     backward on the batch; the weights are clipped and stepped, α is clipped to norm 10 and stepped by plain
     SGD at the architecture rate."""
     torch.manual_seed(0)
-    model = tiny_search(layers=2, arch_lr=0.5, sample_seed=0, channels_last=False,
+    model = tiny_search(layers=2, nodes=4, multiplier=4, arch_lr=0.5, sample_seed=0, channels_last=False,
                         **{**SNAS_OPTIONS, "arch_grad_clip": 1e-3})
     batches = gdas_batches()[:1]
     reference = copy.deepcopy(model.network).train()
@@ -337,7 +336,8 @@ def test_joint_step_takes_both_gradients_from_one_pass_and_steps_alpha_by_sgd(tm
 def test_arch_grad_clip_bounds_the_architecture_step(tmp_path):
     torch.manual_seed(0)
     model = DARTSSearch(
-        space=DartsSpace(channels=4, layers=2, nodes=2, multiplier=2), arch_optimizer=ArchOptimizer(name="sgd", lr=1.0, weight_decay=0.0, grad_clip=1e-4),
+        space=DartsSpace(channels=4, layers=2, nodes=2, multiplier=2),
+        arch_optimizer=ArchOptimizer(name="sgd", lr=1.0, weight_decay=0.0, grad_clip=1e-4),
         in_channels=1, image_size=8, channels_last=False,
     )
     before = [a.detach().clone() for a in model.network.arch_parameters()]

@@ -24,10 +24,10 @@ import torch
 
 from darts_lightning import DiscreteSearch
 from darts_lightning.discrete.evaluators import Evaluation, Evaluator, list_evaluators, register_evaluator
-from darts_lightning.spaces.nasbench201 import NB201Arch
-from darts_lightning.spaces.ops import NB201_OPS
 from darts_lightning.discrete.searchers import LocalSearch, Reinforce, Searcher, build_searcher, list_searchers
 from darts_lightning.spaces import get_space
+from darts_lightning.spaces.nasbench201 import NB201Arch
+from darts_lightning.spaces.ops import NB201_OPS
 
 SPACE = get_space("nasbench201")
 TARGET = NB201Arch(("nor_conv_3x3", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3", "nor_conv_1x1", "nor_conv_3x3"))
@@ -154,12 +154,12 @@ NASZILLA_LOCAL_SEARCH = {
 @pytest.mark.parametrize("problem, improvement, seed", list(NASZILLA_LOCAL_SEARCH),
                          ids=["-".join(map(str, case)) for case in NASZILLA_LOCAL_SEARCH])
 def test_local_search_proposes_what_naszilla_queries(problem: str, improvement: str, seed: int) -> None:
-    """Golden sequences from naszilla/naszilla at commit 7e6549146120687615d7cbb8d1a08ef234d52083:
-    ``python /tmp/h1/golden/naszilla_ls_golden.py``, a script that runs ``local_search`` of that commit's
-    ``naszilla/nas_algorithms.py`` (the function's code, extracted from the file) with naszilla's
-    ``Nasbench201`` space class and ``Cell201`` (ops relabelled to NB201_OPS's order) on a stub
-    NAS-Bench-201 API serving ``synthetic_accuracy`` as the validation accuracy, after ``random.seed(seed)``,
-    for 150 queries, ``query_full_nbhd`` False ("first") or True ("best"), other arguments at their defaults.
+    """Golden sequences from naszilla/naszilla at commit 7e6549146120687615d7cbb8d1a08ef234d52083: the cells
+    that ``local_search`` of that commit's ``naszilla/nas_algorithms.py`` (the function's code, extracted from
+    the file) queries with naszilla's ``Nasbench201`` space class and ``Cell201`` (ops relabelled to
+    NB201_OPS's order) on a stub NAS-Bench-201 API serving ``synthetic_accuracy`` as the validation accuracy,
+    after ``random.seed(seed)``, for 150 queries, ``query_full_nbhd`` False ("first") or True ("best"), other
+    arguments at their defaults.
     Every proposal is one query here (no deduplicating driver), and no cell is proposed twice."""
     searcher = LocalSearch(SPACE, seed=seed, improvement=improvement)
     proposals = []

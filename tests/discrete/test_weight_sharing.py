@@ -17,7 +17,6 @@ from darts_lightning.spaces import DartsSpace, NB201Space, SearchSpace, get_spac
 from darts_lightning.spaces.cell import Cell
 from darts_lightning.spaces.ops import NB201_OPS
 from darts_lightning.utils.training import NonFiniteLossError
-
 from tests.conftest import quick_trainer
 
 #: the smallest spaces for the 8×8 one-channel digits: 4 channels, 1 cell per stage (NB201) or 3 cells (DARTS)
@@ -241,7 +240,8 @@ def test_scratch_evaluator_trains_a_tiny_network_on_the_holdout_split(space, lay
 
 def test_edge_normalization_on_a_single_path_is_a_clear_error():
     """A path runs its ops unscaled; β would only multiply the host-side path rows by device-side weights."""
-    with pytest.raises(ValueError, match="edge_normalization .* single path does not use .*: set the space's edge_normalization to false"):
+    message = "edge_normalization .* single path does not use .*: set the space's edge_normalization to false"
+    with pytest.raises(ValueError, match=message):
         tiny_supernet(DartsSpace(channels=4, layers=3, edge_normalization=True))
 
 

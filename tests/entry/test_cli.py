@@ -65,7 +65,8 @@ def test_op_given_by_import_path_in_yaml(tmp_path):
     assert state["network.alpha_normal"].shape == (14, 3)
     # Exporting rebuilds the search, which would import the op's module: only when asked to.
     checkpoint, out = str(run_dir / "checkpoints" / "last.ckpt"), str(tmp_path / "exported.json")
-    with pytest.raises(ValueError, match=r"names ops or classes by import path \(tests\.custom_ops:conv_1x1\).*--allow-import-paths"):
+    refusal = r"names ops or classes by import path \(tests\.custom_ops:conv_1x1\).*--allow-import-paths"
+    with pytest.raises(ValueError, match=refusal):
         run_command(["export-genotype", checkpoint, "--out", out])
     with pytest.raises(SystemExit) as exit_info:
         run_command(["export-genotype", checkpoint, "--out", out, "--allow-import-paths"])
@@ -128,15 +129,25 @@ def test_verbose_adds_the_traceback(capsys):
     assert last.startswith("darts-lightning: error: batch_size must be") and last.endswith("got -1")
 
 
+ERROR = "darts-lightning: error: "
+HELP = " (see darts-lightning fit --help)"
+TRACEBACK = " (--verbose shows the traceback)"
+
+
 @pytest.mark.parametrize(
     "args, expected",
     [
-        (["--model.chanels", "4"], re.escape("darts-lightning: error: model: Option 'chanels' is not accepted (see darts-lightning fit --help)")),
-        (["--trainer.max_epochs", "x"], re.escape("darts-lightning: error: trainer.max_epochs: expected int, got 'x' (see darts-lightning fit --help)")),
-        ([SPACE + "chanels", "4"], re.escape("darts-lightning: error: model.space: Option 'chanels' is not accepted (see darts-lightning fit --help)")),
-        (["--model.init_args.arch_optimizer.init_args.name", "rmsprop"], re.escape("darts-lightning: error: name must be one of adam, sgd, got 'rmsprop' (--verbose shows the traceback)")),
-        (["--model.init_args.step_order", "sideways"], "darts-lightning: error: step_order must be one of arch_first, weight_first, joint, got 'sideways'.* \\(--verbose shows the traceback\\)"),
-        (["--ckpt_path", "missing.ckpt"], re.escape("darts-lightning: error: no checkpoint at this path (a run keeps its checkpoints in <run folder>/checkpoints/): missing.ckpt (--verbose shows the traceback)")),
+        (["--model.chanels", "4"], re.escape(ERROR + "model: Option 'chanels' is not accepted" + HELP)),
+        (["--trainer.max_epochs", "x"], re.escape(ERROR + "trainer.max_epochs: expected int, got 'x'" + HELP)),
+        ([SPACE + "chanels", "4"], re.escape(ERROR + "model.space: Option 'chanels' is not accepted" + HELP)),
+        (["--model.init_args.arch_optimizer.init_args.name", "rmsprop"],
+         re.escape(ERROR + "name must be one of adam, sgd, got 'rmsprop'" + TRACEBACK)),
+        (["--model.init_args.step_order", "sideways"],
+         re.escape(ERROR + "step_order must be one of arch_first, weight_first, joint, got 'sideways'") + ".*"
+         + re.escape(TRACEBACK)),
+        (["--ckpt_path", "missing.ckpt"], re.escape(
+            ERROR + "no checkpoint at this path (a run keeps its checkpoints in <run folder>/checkpoints/): missing.ckpt"
+            + TRACEBACK)),
     ],
 )
 def test_mistakes_on_the_command_line_are_one_line(args, expected, capsys, tmp_path, monkeypatch):

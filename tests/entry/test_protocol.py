@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from darts_lightning import Genotype
-from darts_lightning.entry.cli import main
 from darts_lightning.data import DIGITS_TEST_SIZE
+from darts_lightning.entry.cli import main
 from darts_lightning.entry.protocol import choose, run_protocol
 
 REPO = Path(__file__).resolve().parents[2]

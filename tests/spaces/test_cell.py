@@ -8,11 +8,11 @@ from torch import nn
 
 from darts_lightning.spaces import ops
 from darts_lightning.spaces.cell import Cell, GenotypeCell, SearchCell, dense_edges
-from darts_lightning.spaces.edges import FixedEdge, MixedEdge
 from darts_lightning.spaces.darts.genotype import Genotype
 from darts_lightning.spaces.darts.supernet import SearchNetwork
-from darts_lightning.spaces.ops import DARTS_OPS, FactorizedReduce, Identity, ReLUConvBN, Zero
+from darts_lightning.spaces.edges import FixedEdge, MixedEdge
 from darts_lightning.spaces.mixing import SoftmaxRelaxation
+from darts_lightning.spaces.ops import DARTS_OPS, FactorizedReduce, Identity, ReLUConvBN, Zero
 
 C = 8
 # a cheaper candidate list for the cell-shape tests: a pool, skip (FactorizedReduce at stride 2), a conv
@@ -285,7 +285,9 @@ def test_genotype_cell_rejects_missing_concat_state():
 def test_ops_starting_with_relu_share_one_relu_of_the_edge_input(x):
     edge = MixedEdge(DARTS_OPS, C, 1, SoftmaxRelaxation())
     relu_calls = []
-    handles = [m.register_forward_hook(lambda mod, i, o: relu_calls.append(mod)) for m in edge.modules() if isinstance(m, nn.ReLU)]
+    handles = [
+        m.register_forward_hook(lambda mod, i, o: relu_calls.append(mod)) for m in edge.modules() if isinstance(m, nn.ReLU)
+    ]
     outputs = dict(edge.weighted_outputs(x, torch.ones(len(DARTS_OPS))))
     for h in handles:
         h.remove()
@@ -305,8 +307,8 @@ def test_mixed_edge_folds_the_weight_into_the_last_batch_norm_exactly_and_keeps_
     scaling each op's output, with fewer bytes kept for the backward pass."""
     from torch.autograd.graph import saved_tensors_hooks
 
-    from darts_lightning.spaces.ops import DARTS_OPS
     from darts_lightning.differentiable.relaxations import build_relaxation
+    from darts_lightning.spaces.ops import DARTS_OPS
 
     torch.manual_seed(0)
     relaxation = build_relaxation("darts")

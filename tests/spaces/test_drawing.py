@@ -5,20 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from darts_lightning.spaces.cell import edge_labels
 from matplotlib.figure import Figure
 
+from darts_lightning.spaces.cell import edge_labels
 from darts_lightning.spaces.darts.genotype import Genotype
-pytestmark = pytest.mark.real_figures  # these tests check the figures themselves
+from darts_lightning.spaces.drawing import alpha_heatmap, alpha_heatmaps, draw_cell, draw_genotype, figure_to_array
 
-from darts_lightning.spaces.drawing import (
-    alpha_heatmap,
-    alpha_heatmaps,
-    draw_cell,
-    draw_genotype,
-    figure_to_array,
-)
+pytestmark = pytest.mark.real_figures  # these tests check the figures themselves
 
 NORMAL = [
     ("sep_conv_3x3", 0),
@@ -76,6 +69,14 @@ def test_draw_cell_into_given_axes_and_counts_arrows():
     arrows = [p for p in ax.patches if type(p).__name__ == "FancyArrowPatch"]
     assert len(arrows) == len(NORMAL) + 4  # genotype edges + one per concat state
     assert ax.get_title() == "cell"
+
+
+def test_drawing_into_the_axes_of_a_subfigure_returns_the_top_figure():
+    fig = Figure()
+    left, right = fig.subfigures(1, 2)
+    assert draw_cell(NORMAL, [2, 3, 4, 5], ax=left.add_subplot(1, 1, 1)) is fig
+    assert alpha_heatmap(np.eye(3), ["a", "b", "c"], ["x", "y", "z"], ax=right.add_subplot(1, 1, 1)) is fig
+    assert figure_to_array(fig).ndim == 3
 
 
 def test_draw_cell_own_figure_renders_the_cell():

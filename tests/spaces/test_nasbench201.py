@@ -8,9 +8,9 @@ import random
 import pytest
 import torch
 
+from darts_lightning.discrete.evaluators import NB201_TABLE
 from darts_lightning.spaces.cell import Cell
 from darts_lightning.spaces.edges import FixedEdge, MixedEdge
-from darts_lightning.discrete.evaluators import NB201_TABLE
 from darts_lightning.spaces.nasbench201 import NB201Arch, NB201Network, NB201Supernet
 
 EXAMPLE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
@@ -79,7 +79,9 @@ def test_network_forward_shapes_and_shared_cell_code():
     with torch.no_grad():
         supernet.alpha.zero_()
         supernet.alpha[:, 3] = 5.0  # nor_conv_3x3 everywhere
-    assert str(supernet.derive()) == "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+    assert str(supernet.derive()) == (
+        "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+    )
 
 
 @pytest.mark.parametrize("size", [2, 6, 10])

@@ -14,9 +14,7 @@ import torch
 
 from darts_lightning import ArchOptimizer, DARTSSearch, DartsSpace, Genotype, SearchDataModule
 from darts_lightning.entry.cli import run_command
-from darts_lightning.utils.resume import (
-    MODULE_KEY, OutdatedCheckpointError, ResumeMismatchError, check_resume, read_checkpoint,
-)
+from darts_lightning.utils.resume import MODULE_KEY, OutdatedCheckpointError, ResumeMismatchError, check_resume, read_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"

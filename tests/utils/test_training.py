@@ -1,5 +1,6 @@
-"""The pieces the training modules share: the planned epochs, the batch-weighted mean and the record of the
-first non-finite loss (neither of the last two reads anything back from the device while a step runs)."""
+"""The pieces the training modules share: the planned epochs, the Trainer attributes Lightning sets at run time,
+the batch-weighted mean and the record of the first non-finite loss (neither of the last two reads anything back
+from the device while a step runs)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,16 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from darts_lightning.utils.training import BatchMean, NonFiniteLoss, NonFiniteLossError, planned_epochs
+from darts_lightning.data import SearchDataModule
+from darts_lightning.utils.training import (
+    BatchMean,
+    NonFiniteLoss,
+    NonFiniteLossError,
+    log_every_n_steps,
+    planned_epochs,
+    trainer_callbacks,
+    trainer_datamodule,
+)
 
 
 @pytest.fixture
@@ -43,6 +53,49 @@ def test_a_run_limited_by_steps_plans_the_default_epochs():
     trainer = pl.Trainer(accelerator="cpu", max_steps=10, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False)
     assert planned_epochs(trainer, 50) == 50
+
+
+# --------------------------------------------------------------------------- Trainer attributes set at run time
+
+
+def _trainer(**kwargs) -> pl.Trainer:
+    return pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False, **kwargs)
+
+
+def test_log_every_n_steps_is_the_trainers_setting():
+    assert log_every_n_steps(_trainer(log_every_n_steps=7)) == 7
+    assert log_every_n_steps(_trainer()) == 50  # Lightning's default
+
+
+def test_trainer_callbacks_is_the_trainers_own_list():
+    trainer = _trainer()
+    callback = pl.Callback()
+    trainer_callbacks(trainer).append(callback)
+    assert trainer.callbacks[-1] is callback
+
+
+def test_trainer_datamodule_is_the_runs_data_module():
+    trainer = _trainer(max_steps=1, limit_val_batches=0)
+    assert trainer_datamodule(None) is None
+    assert trainer_datamodule(trainer) is None  # nothing fitted yet
+    data = SearchDataModule("digits", batch_size=64)
+    trainer.fit(_OneStep(), datamodule=data)
+    assert trainer_datamodule(trainer) is data
+
+
+class _OneStep(pl.LightningModule):
+    """The smallest module that fits: one parameter, one step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(()))
+
+    def training_step(self, batch, batch_idx):
+        return self.weight.square()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
 # --------------------------------------------------------------------------- BatchMean

@@ -10,15 +10,16 @@ from __future__ import annotations
 import ast
 import json
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from darts_lightning.utils.files import atomic_write_text
 from darts_lightning.spaces.ops import DARTS_OPS, get_op, import_path_ops
+from darts_lightning.utils.files import atomic_write_text
 
 __all__ = ["Genotype", "GenotypeError", "SCHEMA_VERSION"]
 
@@ -40,7 +41,7 @@ def _edges(value: Any, field: str) -> Edges:
     except TypeError as error:
         raise GenotypeError(f"genotype field {field!r} must be a list of (op, input) pairs, got {value!r}") from error
     for pair in pairs:
-        ok = len(pair) == 2 and isinstance(pair[0], str) and pair[0]
+        ok = len(pair) == 2 and isinstance(pair[0], str) and pair[0] != ""
         ok = ok and isinstance(pair[1], int) and not isinstance(pair[1], bool) and pair[1] >= 0
         if not ok:
             raise GenotypeError(f"genotype field {field!r} holds an invalid edge {pair!r}: expected (op name, input index >= 0)")
@@ -86,7 +87,7 @@ class Genotype:
 
     def validate(
         self, nodes: int | None = None, *, allow_import_paths: bool = False, source: str = "the genotype"
-    ) -> "Genotype":
+    ) -> Genotype:
         """Check that every op is known and every edge fits a cell of ``nodes`` nodes; returns ``self``.
 
         Ops must be registered names. An op given as an import path (``package.module:factory``) would
@@ -137,7 +138,7 @@ class Genotype:
         edge_weights_reduce: Tensor | None = None,
         already_normalized: bool = False,
         rule: str = "darts",
-    ) -> "Genotype":
+    ) -> Genotype:
         """Derive the discrete cells from architecture parameters by the DARTS rule (Liu et al., sec. 2.4).
 
         Per node keep the ``k`` incoming edges whose strongest non-``none`` op weight is largest; per kept
@@ -160,7 +161,8 @@ class Genotype:
             expected = sum(2 + i for i in range(nodes))
             if alpha.shape != (expected, len(op_names)):
                 raise GenotypeError(
-                    f"alpha has shape {tuple(alpha.shape)}; a cell of {nodes} nodes and {len(op_names)} ops needs ({expected}, {len(op_names)})"
+                    f"alpha has shape {tuple(alpha.shape)}; a cell of {nodes} nodes and {len(op_names)} ops needs "
+                    f"({expected}, {len(op_names)})"
                 )
             weights = alpha if already_normalized else torch.softmax(alpha, dim=-1)
             if edge_weights is not None:
@@ -195,7 +197,7 @@ class Genotype:
         generator: random.Random,
         op_names: Sequence[str] = _DARTS_OPS_WITHOUT_NONE,
         nodes: int = 4,
-    ) -> "Genotype":
+    ) -> Genotype:
         """A genotype drawn uniformly from the DARTS cell space: the baseline a search has to beat.
 
         For every node ``i`` of both cells, two distinct inputs among states ``0..i+1`` (without
@@ -236,7 +238,7 @@ class Genotype:
     __str__ = __repr__
 
     @classmethod
-    def parse(cls, text: str, *, allow_import_paths: bool = False) -> "Genotype":
+    def parse(cls, text: str, *, allow_import_paths: bool = False) -> Genotype:
         """Read the DARTS repr (``Genotype(normal=[...], normal_concat=..., ...)``) without ``eval``.
 
         Concats may be lists or ``range(a, b)`` as in the DARTS code's published genotypes. Unknown ops are
@@ -248,11 +250,15 @@ class Genotype:
             raise GenotypeError(f"not a genotype repr (syntax error: {error.msg}): {text[:120]!r}") from error
         call = tree.body
         if not (isinstance(call, ast.Call) and getattr(call.func, "id", getattr(call.func, "attr", None)) == "Genotype"):
-            raise GenotypeError(f"expected 'Genotype(normal=..., normal_concat=..., reduce=..., reduce_concat=...)', got {text[:120]!r}")
+            raise GenotypeError(
+                f"expected 'Genotype(normal=..., normal_concat=..., reduce=..., reduce_concat=...)', got {text[:120]!r}"
+            )
         if call.args:
             raise GenotypeError("Genotype(...) fields must be given by keyword")
-        fields = {}
+        fields: dict[str, Any] = {}
         for keyword in call.keywords:
+            if keyword.arg is None:
+                raise GenotypeError("Genotype(...) fields must be given by keyword, not unpacked with **")
             fields[keyword.arg] = _literal(keyword.value, keyword.arg)
         missing = {"normal", "normal_concat", "reduce", "reduce_concat"} - set(fields)
         extra = set(fields) - {"normal", "normal_concat", "reduce", "reduce_concat"}
@@ -270,7 +276,7 @@ class Genotype:
         return sorted(PUBLISHED)
 
     @classmethod
-    def published(cls, name: str) -> "Genotype":
+    def published(cls, name: str) -> Genotype:
         """A published genotype by name, e.g. ``Genotype.published("DARTS_V2")``."""
         from darts_lightning.spaces.darts.published import PUBLISHED
 
@@ -279,7 +285,7 @@ class Genotype:
         return cls.parse(PUBLISHED[name])
 
     @classmethod
-    def resolve(cls, spec: "Genotype | str | Path", *, allow_import_paths: bool = False) -> "Genotype":
+    def resolve(cls, spec: Genotype | str | Path, *, allow_import_paths: bool = False) -> Genotype:
         """A genotype from a :class:`Genotype`, a published name, a DARTS repr string or a JSON file path."""
         if isinstance(spec, Genotype):
             return spec
@@ -312,7 +318,7 @@ class Genotype:
     @classmethod
     def from_dict(
         cls, data: dict[str, Any], *, allow_import_paths: bool = False, source: str = "the genotype dict"
-    ) -> "Genotype":
+    ) -> Genotype:
         """Read :meth:`to_dict`'s format; ``source`` names where ``data`` came from in errors (see :meth:`validate`)."""
         if not isinstance(data, dict) or data.get("format") != _FORMAT:
             raise GenotypeError(f"not a darts_lightning genotype (expected \"format\": {_FORMAT!r})")
@@ -332,7 +338,7 @@ class Genotype:
         return path
 
     @classmethod
-    def load(cls, path: str | Path, *, allow_import_paths: bool = False) -> "Genotype":
+    def load(cls, path: str | Path, *, allow_import_paths: bool = False) -> Genotype:
         """Read a genotype written by :meth:`save` (see :meth:`validate` for ``allow_import_paths``)."""
         path = Path(path)
         if not path.is_file():

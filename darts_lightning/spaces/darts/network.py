@@ -18,9 +18,9 @@ import torch
 from torch import Tensor, nn
 
 from darts_lightning.spaces.cell import GenotypeCell
-from darts_lightning.spaces.edges import FixedEdge
 from darts_lightning.spaces.darts.genotype import Genotype
 from darts_lightning.spaces.darts.supernet import cell_plan, check_image_size
+from darts_lightning.spaces.edges import FixedEdge
 
 __all__ = ["EvalNetwork", "AuxiliaryHead", "build_eval_network"]
 

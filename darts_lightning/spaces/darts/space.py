@@ -66,7 +66,8 @@ class DartsSpace(SearchSpace[Genotype]):
         self.ops = resolve_op_names(ops)
         for name, value in (("nodes", nodes), ("channels", channels), ("layers", layers), ("stem_multiplier", stem_multiplier)):
             check_range(name, value, 1, integer=True)
-        check_range("multiplier", multiplier, 1, nodes, integer=True, hint="a cell concatenates the last `multiplier` of its `nodes` nodes")
+        check_range("multiplier", multiplier, 1, nodes, integer=True,
+                    hint="a cell concatenates the last `multiplier` of its `nodes` nodes")
         check_choice("genotype_rule", genotype_rule, GENOTYPE_RULES)
         for name, flag in (("edge_normalization", edge_normalization), ("pool_batch_norm", pool_batch_norm),
                            ("last_activation", last_activation)):

@@ -39,7 +39,8 @@ def snas_genes(weights: Tensor, op_names: Sequence[str], nodes: int, k: int = 2)
     expected = sum(2 + i for i in range(nodes))
     if rows.shape != (expected, len(op_names)):
         raise ValueError(
-            f"weights have shape {tuple(rows.shape)}; a cell of {nodes} nodes and {len(op_names)} ops needs ({expected}, {len(op_names)})"
+            f"weights have shape {tuple(rows.shape)}; a cell of {nodes} nodes and {len(op_names)} ops needs "
+            f"({expected}, {len(op_names)})"
         )
     genes: list[tuple[str, int]] = []
     start = 0
@@ -172,7 +173,9 @@ class SearchNetwork(Supernet[Genotype]):
         image_size: int | None = None,
     ) -> None:
         super().__init__(SoftmaxRelaxation() if relaxation is None else relaxation)
-        for name, value in (("in_channels", in_channels), ("num_classes", num_classes), ("channels", channels), ("layers", layers), ("nodes", nodes)):
+        sizes = (("in_channels", in_channels), ("num_classes", num_classes), ("channels", channels), ("layers", layers),
+                 ("nodes", nodes))
+        for name, value in sizes:
             if value < 1:
                 raise ValueError(f"{name} must be positive, got {value}")
         if image_size is not None:
@@ -230,9 +233,11 @@ class SearchNetwork(Supernet[Genotype]):
         """Edge-normalisation weights per cell type (``None`` without edge normalisation)."""
         if not self.edge_normalization:
             return {"normal": None, "reduce": None}
-        scales = {cell: edge_normalization_weights(beta, self.nodes) for cell, beta in
-                  (("normal", self.beta_normal), ("reduce", self.beta_reduce))}
-        return {k: v.detach() for k, v in scales.items()} if detach else scales
+        scales: dict[str, Tensor | None] = {}
+        for cell, beta in (("normal", self.beta_normal), ("reduce", self.beta_reduce)):
+            weights = edge_normalization_weights(beta, self.nodes)
+            scales[cell] = weights.detach() if detach else weights
+        return scales
 
     def edge_labels(self) -> list[str]:
         return edge_labels(self.nodes)

@@ -202,12 +202,16 @@ def test_parse_never_evaluates_code(field, value, monkeypatch):
     [
         "Genotype(normal=[('sep_conv_3x3', 0)",  # syntax error
         "",
-        "Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1)], normal_concat=[2], reduce=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1)])",  # missing reduce_concat
+        # missing reduce_concat
+        "Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1)], normal_concat=[2], "
+        "reduce=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1)])",
         DARTS_V2_TEXT.replace("Genotype(", "Genome("),  # wrong call name
         DARTS_V2_TEXT.replace("Genotype(", "print("),
         DARTS_V2_TEXT[:-1] + ", extra=[1])",  # unexpected field
         "[('sep_conv_3x3', 0)]",  # not a call
-        "Genotype([('sep_conv_3x3', 0), ('sep_conv_3x3', 1)], [2], [('sep_conv_3x3', 0), ('sep_conv_3x3', 1)], [2])",  # positional
+        "Genotype(**fields)",  # unpacked fields
+        # positional
+        "Genotype([('sep_conv_3x3', 0), ('sep_conv_3x3', 1)], [2], [('sep_conv_3x3', 0), ('sep_conv_3x3', 1)], [2])",
     ],
 )
 def test_parse_rejects_malformed_text(text):
@@ -231,7 +235,9 @@ def test_parse_unknown_op_lists_valid_ops():
 
 def test_parse_rejects_edge_from_later_state():
     with pytest.raises(GenotypeError, match="edge 1"):
-        Genotype.parse(DARTS_V2_TEXT.replace("('sep_conv_3x3', 1), ('sep_conv_3x3', 0)", "('sep_conv_3x3', 2), ('sep_conv_3x3', 0)", 1))
+        Genotype.parse(
+            DARTS_V2_TEXT.replace("('sep_conv_3x3', 1), ('sep_conv_3x3', 0)", "('sep_conv_3x3', 2), ('sep_conv_3x3', 0)", 1)
+        )
 
 
 # --------------------------------------------------------------------------- JSON

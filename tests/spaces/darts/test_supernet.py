@@ -256,9 +256,8 @@ def test_search_drop_path_masks_come_from_the_sample_key_and_only_in_training():
 
 def test_snas_rule_keeps_none_as_the_released_code_does():
     """SNAS's ``Network.genotype`` (SNAS-Series 9a43adb, SNAS/model_search.py, lines 695-724) ranks the
-    edges and picks their op over every op, ``none`` included. Golden: ``python /tmp/h2/golden/snas_genotype.py``,
-    which runs that method's source on these log-alphas (torch.randn from a generator seeded 3, +1 on the
-    ``none`` column of the normal cell)."""
+    edges and picks their op over every op, ``none`` included. Golden: the answer of that method's source run
+    on these log-alphas (torch.randn from a generator seeded 3, +1 on the ``none`` column of the normal cell)."""
     from darts_lightning.spaces.darts.supernet import snas_genes
 
     generator = torch.Generator().manual_seed(3)
