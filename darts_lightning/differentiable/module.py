@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic
 
 import pytorch_lightning as pl
 import torch
@@ -43,7 +43,7 @@ from darts_lightning.differentiable.legacy import flat_checkpoint_error, is_flat
 from darts_lightning.differentiable.optimizers import ArchOptimizer, WeightOptimizer
 from darts_lightning.differentiable.relaxations import RELAXATIONS
 from darts_lightning.differentiable.remedies import REMEDIES, Remedy
-from darts_lightning.spaces.base import SPACES, SearchSpace
+from darts_lightning.spaces.base import SPACES, Arch, SearchSpace
 from darts_lightning.spaces.darts.space import DartsSpace
 from darts_lightning.spaces.mixing import Relaxation, SoftmaxRelaxation
 from darts_lightning.utils.components import build_component
@@ -88,7 +88,7 @@ def check_precision(precision: str) -> None:
         )
 
 
-class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
+class DARTSSearch(ChannelsLastMixin, pl.LightningModule, Generic[Arch]):
     """Differentiable architecture search, composed of a space, a relaxation, an estimator, two optimizers'
     settings and remedies. Defaults are the paper's CIFAR-10 search (sec. 3.1.1 and A.1.1): the DARTS space
     at C = 16 and 8 cells, softmax relaxation, first order, SGD and Adam as the paper sets them.
@@ -131,7 +131,7 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
         super().__init__()
         self.automatic_optimization = False
         # Every part is built and checked before the supernet is, so that a wrong value in a config fails at once.
-        self.space: SearchSpace[Any] = build_component(
+        self.space: SearchSpace[Arch] = build_component(
             DartsSpace() if space is None else space, SearchSpace, "model.space", SPACES.get)  # type: ignore[type-abstract]
         self.relaxation: Relaxation = build_component(
             SoftmaxRelaxation() if relaxation is None else relaxation, Relaxation, "model.relaxation", RELAXATIONS.get)
@@ -210,11 +210,11 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
         """``x`` in the supernet's memory layout."""
         return self._layout(x)
 
-    def genotype(self) -> Any:
+    def genotype(self) -> Arch:
         """The answer the current α describes (a :class:`~darts_lightning.Genotype` in the DARTS space)."""
         return self.network.derive()
 
-    def selected_answer(self) -> Any:
+    def selected_answer(self) -> Arch:
         """The search's answer: that of the current α, or that of the epoch early stopping went back to.
 
         The one place where the answer is derived: the answer file, the summary printed at the end,
@@ -458,7 +458,7 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule):
     # ------------------------------------------------------------------ diagnostics
 
     @torch.no_grad()
-    def architecture_diagnostics(self, answer: Any = None) -> dict[str, float]:
+    def architecture_diagnostics(self, answer: Arch | None = None) -> dict[str, float]:
         """softmax(α) of every edge and op, plus collapse diagnostics per cell type.
 
         * ``arch/<cell>/entropy``: mean entropy of softmax(α) over edges (ln(#ops) at initialisation);

@@ -67,7 +67,8 @@ class DiscreteSearch(pl.LightningModule, Generic[Arch]):
     be the checkpoint's (:func:`darts_lightning.utils.resume.check_resume`).
     """
 
-    RESUME_MAY_CHANGE = frozenset({"budget", "max_samples", "patience", "checkpoint_every"})
+    #: "space" is compared by :meth:`resume_compared`, by meaning
+    RESUME_MAY_CHANGE = frozenset({"budget", "max_samples", "patience", "checkpoint_every", "space"})
 
     def __init__(
         self,
@@ -224,10 +225,18 @@ class DiscreteSearch(pl.LightningModule, Generic[Arch]):
             "searcher": self.searcher.state_dict(), "stop_reason": self.stop_reason,
         }
 
+    def resume_compared(self, checkpoint: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+        """The space, compared as the space it builds: earlier versions recorded a registered space by its name
+        (``"nasbench201"``), which is the space with its default arguments."""
+        saved = (checkpoint.get("hyper_parameters") or {}).get("space")
+        return {"space": (get_space(saved).config() if saved is not None else None, self.space.config())}
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_resume(self, checkpoint, datamodule=trainer_datamodule(self._trainer))
         state = checkpoint["discrete_search"]
-        if state["space"] != self.space.signature():
+        # Earlier versions recorded a registered space by its name: the space with its default arguments.
+        searched = get_space(state["space"]).signature() if isinstance(state["space"], str) else state["space"]
+        if searched != self.space.signature():
             raise ValueError(
                 f"the checkpoint searched the space {state['space']}, this model searches {self.space.signature()}: "
                 "configure the checkpoint's space to resume"

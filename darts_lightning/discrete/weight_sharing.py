@@ -93,11 +93,9 @@ from darts_lightning.spaces.mixing import EdgeOps, Mixing, Relaxation
 from darts_lightning.spaces.supernet import Supernet
 from darts_lightning.utils.distributed import is_distributed, require_find_unused_parameters, sync_batchnorm_statistics_
 from darts_lightning.utils.layout import ChannelsLastMixin
+from darts_lightning.utils.resume import check_checkpoint_format
 from darts_lightning.utils.training import BatchMean, NonFiniteLoss, log_every_n_steps, planned_epochs
 from darts_lightning.utils.validation import check_choice, check_keywords, check_range
-
-# The scratch evaluator lives in darts_lightning.discrete.scratch; the package's top level still imports it
-# from here.
 
 __all__ = ["sample_path", "SinglePathRelaxation", "SinglePathSupernet", "WeightSharingEvaluator"]
 
@@ -238,6 +236,25 @@ class SinglePathSupernet(ChannelsLastMixin, pl.LightningModule, Generic[Arch]):
         )
 
     # ------------------------------------------------------------------ paths and forward
+
+    @classmethod
+    def outdated_checkpoint(cls, checkpoint: Mapping[str, Any], path: str | Path | None = None) -> str | None:
+        """The refusal of a checkpoint an earlier version wrote, or ``None`` (asked by
+        :func:`darts_lightning.utils.resume.check_resume`). Earlier versions recorded the supernet's size
+        (``channels``, ``layers``, ``network_args``) beside the space's name; today the space carries it."""
+        settings = checkpoint.get("hyper_parameters") or {}
+        earlier = {key: settings[key] for key in ("channels", "layers", "network_args") if key in settings}
+        if not earlier:
+            return None
+        sizes = ", ".join(f"{key} {value!r}" for key, value in earlier.items())
+        return (
+            f"the checkpoint{f' {path}' if path is not None else ''} was written by an earlier version of "
+            f"SinglePathSupernet, which recorded the supernet's size beside the space {settings.get('space')!r} "
+            f"({sizes}); today the space carries it: configure the space with that size (model.space.class_path "
+            "darts_lightning.NB201Space with channels and cells_per_stage, or darts_lightning.DartsSpace with "
+            "channels and layers) and load the checkpoint's state_dict into that SinglePathSupernet, or train "
+            "the supernet again"
+        )
 
     def path_at(self, step: int) -> Arch:
         """The cell trained at global step ``step``."""
@@ -449,6 +466,7 @@ class WeightSharingEvaluator(Evaluator[Arch]):
         state = checkpoint.get("state_dict", {})
         if "hyper_parameters" not in checkpoint or not any(k.startswith("network.") for k in state):
             raise ValueError(f"{str(path)!r} is not a checkpoint of a SinglePathSupernet")
+        check_checkpoint_format(SinglePathSupernet, checkpoint, path=path)
         module: SinglePathSupernet[Any] = SinglePathSupernet(**_accepted(SinglePathSupernet, checkpoint["hyper_parameters"]))
         module.load_state_dict(state)
         module.to(device)

@@ -95,7 +95,7 @@ def search_from_checkpoint(path: str | Path, *, allow_import_paths: bool = False
             "the file"
         )
     try:
-        model = DARTSSearch(**dict(settings))
+        model: DARTSSearch[Any] = DARTSSearch(**dict(settings))
     except TypeError as error:  # settings of another version or program; their own errors are ValueErrors
         raise ValueError(
             f"the saved settings in {str(path)!r} are not those of today's DARTSSearch ({error}); give a checkpoint "

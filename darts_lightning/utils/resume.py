@@ -111,8 +111,7 @@ def check_resume(
         differences += _differences("model", saved, dict(module.hparams), may_change, type(module))
         compared = getattr(module, "resume_compared", None)
         for name, (saved_value, value) in (compared(checkpoint) if compared else {}).items():
-            if _normalised(saved_value) != _normalised(value):
-                differences.append((f"model.{name}", saved_value, value))
+            differences += _part_differences(f"model.{name}", saved_value, value)
     saved_data = checkpoint.get("datamodule_hyper_parameters")
     if datamodule is not None and saved_data and getattr(datamodule, "hparams", None) is not None:
         differences += _differences(

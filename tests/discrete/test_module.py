@@ -285,3 +285,23 @@ def test_searchers_and_evaluators_register_by_decorator_and_refuse_unknown_names
         register_searcher("random", RandomSearch)
     with pytest.raises(ValueError, match="unknown key 'populaton_size'; valid keys are: population_size"):
         build_searcher("regularized_evolution", "nasbench201", populaton_size=3)
+
+
+def test_a_checkpoint_that_recorded_the_space_by_name_resumes(tmp_path):
+    """Earlier versions recorded a registered space by its name; that is the space with its default arguments,
+    so such a checkpoint resumes a search configured with that space."""
+    first = DiscreteSearch(budget=6, seed=2)
+    _fit(first, tmp_path / "first", logger=False, enable_checkpointing=False)
+    state = tmp_path / "first" / "checkpoints" / "search_state.ckpt"
+    checkpoint = torch.load(state, weights_only=True)
+    checkpoint["hyper_parameters"]["space"] = "nasbench201"
+    checkpoint["discrete_search"]["space"] = "nasbench201"
+    earlier = tmp_path / "earlier.ckpt"
+    torch.save(checkpoint, earlier)
+    resumed = DiscreteSearch(budget=9, seed=2)
+    _fit(resumed, tmp_path / "resumed", max_epochs=3, logger=False, enable_checkpointing=False, ckpt_path=earlier)
+    assert [h["arch"] for h in resumed.history[:6]] == [h["arch"] for h in first.history]
+    assert len(resumed.history) == 9
+    other = DiscreteSearch(space={"class_path": "darts_lightning.NB201Space", "init_args": {"channels": 8}}, budget=9)
+    with pytest.raises(ValueError, match="model.space.channels: checkpoint 16, configured 8"):
+        _fit(other, tmp_path / "other", max_epochs=3, logger=False, enable_checkpointing=False, ckpt_path=earlier)

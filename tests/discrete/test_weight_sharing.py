@@ -16,6 +16,7 @@ from darts_lightning.discrete.weight_sharing import SinglePathRelaxation, Single
 from darts_lightning.spaces import DartsSpace, NB201Space, SearchSpace, get_space
 from darts_lightning.spaces.cell import Cell
 from darts_lightning.spaces.ops import NB201_OPS
+from darts_lightning.utils.resume import OutdatedCheckpointError
 from darts_lightning.utils.training import NonFiniteLossError
 from tests.conftest import quick_trainer
 
@@ -212,6 +213,16 @@ def test_a_discrete_search_scored_by_a_supernet_checkpoint(trained, tmp_path):
         x, y = evaluator.val_batches[0]
         expected = (trained["model"](x, arch).argmax(-1) == y).float().mean().item()
     assert evaluator.evaluate(arch).reward == pytest.approx(expected)
+
+    # A checkpoint of an earlier version, which recorded the size beside the space's name, is refused with
+    # what to configure instead of failing on mismatched weights.
+    earlier = torch.load(checkpoint, weights_only=True)
+    earlier["hyper_parameters"].update(space="nasbench201", channels=4, layers=1)
+    earlier_path = tmp_path / "earlier.ckpt"
+    torch.save(earlier, earlier_path)
+    with pytest.raises(OutdatedCheckpointError, match=r"earlier version of SinglePathSupernet.*channels 4, layers 1.*"
+                                                      r"darts_lightning.NB201Space with channels and cells_per_stage"):
+        build_evaluator("weight_sharing", "nasbench201", supernet=earlier_path, batches=1)
 
     search = DiscreteSearch("nasbench201", evaluator="weight_sharing",
                             evaluator_args={"supernet": checkpoint, "batches": 1}, budget=3)
