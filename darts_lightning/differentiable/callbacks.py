@@ -4,7 +4,8 @@
 else around it is a callback:
 
 * :class:`AnswerFiles`: the answer, its drawing and the history in the run's log directory, every epoch;
-* :class:`ArchitectureFigures`: the α heatmap, the answer's text and drawing in TensorBoard;
+* :class:`ArchitectureFigures`: the α heatmap, α grouped into one chart per edge, the answer's text and drawing in
+  TensorBoard;
 * :class:`SearchSummary`: the summary printed at the end;
   (these three are the search's defaults, :meth:`DARTSSearch.configure_callbacks`; a trainer callback of
   the same class replaces the default);
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -113,10 +115,47 @@ class AnswerFiles(pl.Callback):
 
 class ArchitectureFigures(pl.Callback):
     """At the end of every epoch, to every TensorBoard logger: the heatmap of the expected mixing weights
-    (``alpha/heatmap``), the answer's text (``genotype``) and its drawing (``genotype/cells``)."""
+    (``alpha/heatmap``), the answer's text (``genotype``) and its drawing (``genotype/cells``).
+
+    Once per run, at the start of the fit, it also writes TensorBoard's custom-scalar layout
+    (:meth:`alpha_layout`): the search logs every op of every edge as its own scalar
+    (``alpha/<cell>/<edge>/<op>``), hundreds of charts in the DARTS space; the layout groups them into one
+    chart per edge (the CUSTOM SCALARS tab), where the competition between an edge's candidates shows.
+    """
 
     def __init__(self) -> None:
         self.drawing = Drawing()
+
+    @staticmethod
+    def alpha_layout(network: Supernet, prefix: str = "") -> dict[str, dict[str, list[Any]]]:
+        """The custom-scalar layout of α (``SummaryWriter.add_custom_scalars``): a category ``alpha/<cell>``
+        per cell type, and in it a multiline chart per edge whose series are the edge's ops.
+
+        The tags are those :meth:`DARTSSearch.architecture_diagnostics` logs (``prefix`` is the logger's
+        prefix, joined with ``-`` as Lightning does). TensorBoard reads every series as a regular expression
+        it matches at the start of the scalar tags, so each is the escaped tag anchored at its end: one op's
+        series never picks up another op whose name starts the same.
+        """
+        labels, ops = network.edge_labels(), network.op_names
+        head = f"{prefix}-" if prefix else ""
+        return {
+            f"alpha/{cell}": {
+                label: ["Multiline", [re.escape(f"{head}alpha/{cell}/{label}/{op}") + "$" for op in ops]]
+                for label in labels
+            }
+            for cell in network.cell_weights(detach=True)
+        }
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        if not trainer.is_global_zero:
+            return
+        from pytorch_lightning.loggers import TensorBoardLogger
+
+        module: SearchModule = pl_module
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                layout = self.alpha_layout(module.network, prefix=getattr(logger, "_prefix", "") or "")
+                logger.experiment.add_custom_scalars(layout)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         if not (trainer.is_last_batch and trainer.is_global_zero):

@@ -51,8 +51,9 @@ __all__ = [
 
 # ----------------------------------------------------------------------------- style and layout
 
-INPUT_LABELS = ("c_{k-2}", "c_{k-1}")
-OUTPUT_LABEL = "c_{k}"
+# Drawn with matplotlib's mathtext, so that the subscripts show as subscripts.
+INPUT_LABELS = (r"$c_{k-2}$", r"$c_{k-1}$")
+OUTPUT_LABEL = r"$c_{k}$"
 
 _INPUT_COLOR = ("#b7e4c7", "#2d6a4f")  # (face, edge): green
 _NODE_COLOR = ("#bde0fe", "#1d4e89")  # blue
@@ -238,9 +239,9 @@ def draw_cell(
 
     Args:
         edges: the genotype format: two ``(op_name, input_state)`` pairs per intermediate node, in node
-            order. States 0 and 1 are the cell inputs (drawn ``c_{k-2}``, ``c_{k-1}``), intermediate node
+            order. States 0 and 1 are the cell inputs (drawn :math:`c_{k-2}`, :math:`c_{k-1}`), intermediate node
             ``i`` is state ``i + 2`` (drawn ``"i"``).
-        concat: the states concatenated into the cell output ``c_{k}``; each gets an unlabelled arrow to it.
+        concat: the states concatenated into the cell output :math:`c_{k}`; each gets an unlabelled arrow to it.
         title: axes title.
         ax: draw into these axes (their aspect is set to equal and their frame hidden) instead of a new
             figure.

@@ -158,3 +158,67 @@ def test_compile_supernet_compiles_once_and_refuses_what_it_cannot_compile(monke
     assert compiled == [model.network]
     with pytest.raises(ValueError, match="CompileSupernet compiles the supernet of a differentiable search"):
         CompileSupernet().setup(None, SimpleNamespace(network=torch.nn.Linear(2, 2)), "fit")
+
+
+def _tensorboard_run(directory: Path) -> tuple[dict[str, dict[str, list[str]]], set[str]]:
+    """The custom-scalar layout of the run's event file, as {category: {chart: series}}, and its scalar tags."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    (events,) = directory.rglob("events.out.tfevents.*")
+    accumulator = EventAccumulator(str(events), size_guidance={"tensors": 0, "scalars": 0})
+    accumulator.Reload()
+    (config,) = accumulator.Tensors("custom_scalars__config__")
+    layout = layout_pb2.Layout.FromString(config.tensor_proto.string_val[0])
+    charts = {
+        category.title: {chart.title: list(chart.multiline.tag) for chart in category.chart}
+        for category in layout.category
+    }
+    return charts, set(accumulator.Tags()["scalars"])
+
+
+@pytest.mark.parametrize("space", ["darts", "nasbench201"])
+def test_architecture_figures_group_alpha_in_one_chart_per_edge(tmp_path, digits, space):
+    """The custom-scalar layout written at the start of the run holds, per cell type, one chart per edge whose
+    series pick up, as TensorBoard matches them, exactly the scalars logged for that edge's ops; with a
+    logger's prefix too."""
+    import re
+
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    model = _search(DartsSpace(channels=4, layers=2, nodes=1, multiplier=1) if space == "darts"
+                    else NB201Space(channels=4, cells_per_stage=1))
+    loggers = [TensorBoardLogger(tmp_path / "plain"), TensorBoardLogger(tmp_path / "prefixed", prefix="search")]
+    trainer = quick_trainer(tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=0, logger=loggers)
+    trainer.fit(model, digits)
+
+    network = model.network
+    cells = list(network.cell_weights())
+    assert cells == (["normal", "reduce"] if space == "darts" else ["cell"])
+    for directory, head in ((tmp_path / "plain", ""), (tmp_path / "prefixed", "search-")):
+        charts, scalars = _tensorboard_run(directory)
+        logged = {tag for tag in scalars if tag.startswith(f"{head}alpha/")}
+        expected = {f"{head}alpha/{cell}/{edge}/{op}" for cell in cells for edge in network.edge_labels()
+                    for op in network.op_names}
+        assert logged == expected, "the search logs one scalar per cell type, edge and op"
+        assert list(charts) == [f"alpha/{cell}" for cell in cells]
+        for cell in cells:
+            assert list(charts[f"alpha/{cell}"]) == network.edge_labels()
+            for edge, series in charts[f"alpha/{cell}"].items():
+                assert len(series) == len(network.op_names)
+                for op, pattern in zip(network.op_names, series):
+                    # TensorBoard's custom scalars: re.match of each series against the run's scalar tags
+                    assert {tag for tag in scalars if re.match(pattern, tag)} == {f"{head}alpha/{cell}/{edge}/{op}"}
+
+
+def test_alpha_layout_series_match_only_their_own_op():
+    """An op whose name starts another's (``conv`` and ``conv_3x3``) still gets a series of its own: TensorBoard
+    matches series at the start of the tags, so they are anchored at the end (and escaped)."""
+    import re
+
+    network = SimpleNamespace(edge_labels=lambda: ["0-2"], op_names=("conv", "conv_3x3"),
+                              cell_weights=lambda detach=True: {"normal": torch.zeros(1, 2)})
+    ((conv, conv_3x3),) = [series for _, series in ArchitectureFigures.alpha_layout(network)["alpha/normal"].values()]
+    tags = ["alpha/normal/0-2/conv", "alpha/normal/0-2/conv_3x3"]
+    assert [tag for tag in tags if re.match(conv, tag)] == tags[:1]
+    assert [tag for tag in tags if re.match(conv_3x3, tag)] == tags[1:]

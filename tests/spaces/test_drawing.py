@@ -34,7 +34,7 @@ REDUCE = [
     ("max_pool_3x3", 1),
 ]
 OPS = ["none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5"]
-NODE_LABELS = ["c_{k-2}", "c_{k-1}", "0", "1", "2", "3", "c_{k}"]
+NODE_LABELS = ["$c_{k-2}$", "$c_{k-1}$", "0", "1", "2", "3", "$c_{k}$"]  # the cell inputs and output in mathtext
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -92,6 +92,29 @@ def test_draw_cell_own_figure_renders_the_cell():
     other_inputs = [(op, 0) for op, _ in NORMAL]
     for edges in (other_ops, other_inputs):
         assert not np.array_equal(figure_to_array(draw_cell(edges, [2, 3, 4, 5], title="normal")), image)
+
+
+def test_the_cell_inputs_and_output_are_rendered_as_mathtext_inside_their_boxes():
+    """c_{k-2}, c_{k-1} and c_{k} are drawn with subscripts (mathtext, not the raw TeX source), and each
+    rendered label lies inside its node's box."""
+    fig = draw_cell(NORMAL, [2, 3, 4, 5], title="normal")
+    ax = fig.axes[0]
+    labels = {t.get_text(): t for t in ax.texts if "c_" in t.get_text()}
+    assert sorted(labels) == ["$c_{k-1}$", "$c_{k-2}$", "$c_{k}$"]
+    renderer = fig.canvas.get_renderer()
+    boxes = [p for p in ax.patches if type(p).__name__ == "FancyBboxPatch"]  # the two inputs and the output
+    assert len(boxes) == 3
+    for text in labels.values():
+        source = text.get_text()
+        assert source.startswith("$") and source.endswith("$")
+        # Mathtext renders the subscript, so the label is narrower than its source set as plain text would be.
+        plain = ax.text(0, 0, source.strip("$"), fontsize=text.get_fontsize())
+        assert text.get_window_extent(renderer).width < plain.get_window_extent(renderer).width
+        plain.remove()
+        extent = text.get_window_extent(renderer)
+        assert any(box.get_window_extent(renderer).contains(*extent.min) and
+                   box.get_window_extent(renderer).contains(*extent.max) for box in boxes), source
+    assert figure_to_array(fig).ndim == 3
 
 
 @pytest.mark.parametrize(
