@@ -28,7 +28,7 @@ from darts_lightning.discrete.module import DiscreteSearch
 from darts_lightning.discrete.scratch import ScratchEvaluator
 from darts_lightning.discrete.weight_sharing import SinglePathSupernet, WeightSharingEvaluator
 from darts_lightning.retrain.module import GenotypeClassifier, export_network
-from darts_lightning.spaces import DartsSpace, NB201Space, SearchSpace, get_space, register_space
+from darts_lightning.spaces import DartsSpace, NB201Space, RDartsSpace, SearchSpace, get_space, register_space
 from darts_lightning.spaces.cell import Cell, GenotypeCell, SearchCell
 from darts_lightning.spaces.darts.genotype import Genotype, GenotypeError
 from darts_lightning.spaces.darts.network import AuxiliaryHead, EvalNetwork, build_eval_network
@@ -46,7 +46,7 @@ __all__ = [
     "export_network", "DiscreteSearch", "NB201Arch", "NB201Network", "ScratchEvaluator", "SinglePathSupernet",
     "WeightSharingEvaluator",
     # the parts a search is composed of
-    "SearchSpace", "DartsSpace", "NB201Space", "NB201Supernet", "get_space", "register_space",
+    "SearchSpace", "DartsSpace", "RDartsSpace", "NB201Space", "NB201Supernet", "get_space", "register_space",
     "FirstOrderGradient", "SecondOrderGradient", "WeightOptimizer", "ArchOptimizer", "Remedy", "ArchWarmup",
     "AuxiliarySkip", "BetaDecay", "AnswerFiles", "ArchitectureFigures", "SearchSummary", "HessianEigenvalue",
     "CompileSupernet",

@@ -40,6 +40,7 @@ __all__ = [
     "SepConv",
     "DilConv",
     "FactorizedReduce",
+    "NoiseOp",
 ]
 
 
@@ -242,6 +243,29 @@ class FactorizedReduce(nn.Module):
         return self.bn(torch.cat([self.conv_1(x), self.conv_2(x[:, :, 1:, 1:])], dim=1))
 
 
+class NoiseOp(nn.Module):
+    """The ``noise`` op of R-DARTS's space S4 (Zela et al., ICLR 2020, sec. 3): Gaussian noise of the output's
+    shape, drawn afresh on every call, in training and evaluation alike, from torch's random generator on
+    the input's device (``torch.manual_seed`` makes it reproducible).
+
+    As the released op does (automl/RobustDARTS, commit 3dec3fe, src/operations.py, lines 7 and 26-39:
+    ``NoiseOp(stride, 0., 1.)``), the noise is standard normal by default, independent of the input's
+    values (neither its mean nor its scale), and a stride-2 edge takes the shape of ``x[:, :, ::2, ::2]``.
+    No gradient flows to the input; the op has no parameters.
+    """
+
+    def __init__(self, stride: int, mean: float = 0.0, std: float = 1.0) -> None:
+        super().__init__()
+        self.stride, self.mean, self.std = stride, float(mean), float(std)
+
+    def forward(self, x: Tensor) -> Tensor:
+        shape = x[:, :, :: self.stride, :: self.stride].shape
+        return torch.empty(shape, device=x.device, dtype=x.dtype).normal_(self.mean, self.std)
+
+    def extra_repr(self) -> str:
+        return f"stride={self.stride}, mean={self.mean}, std={self.std}"
+
+
 # --------------------------------------------------------------------------- the DARTS primitives
 
 
@@ -266,6 +290,9 @@ register_op("dil_conv_5x5", lambda c, stride, affine: DilConv(c, c, 5, stride, 4
 # NAS-Bench-201 convolutions: ReLU → conv → BN.
 register_op("nor_conv_1x1", lambda c, stride, affine: ReLUConvBN(c, c, 1, stride, 0, affine=affine))
 register_op("nor_conv_3x3", lambda c, stride, affine: ReLUConvBN(c, c, 3, stride, 1, affine=affine))
+
+# R-DARTS's S4 op: noise in place of the skip connection.
+register_op("noise", lambda c, stride, affine: NoiseOp(stride), is_zero=False)
 
 DARTS_OPS: tuple[str, ...] = (
     "none",

@@ -23,7 +23,7 @@ from darts_lightning.spaces.ops import (
     resolve_op_names,
 )
 
-ALL_BUILTIN_OPS = sorted(set(DARTS_OPS) | set(NB201_OPS) | {"sep_conv_7x7"})
+ALL_BUILTIN_OPS = sorted(set(DARTS_OPS) | set(NB201_OPS) | {"sep_conv_7x7", "noise"})
 C = 8
 
 
