@@ -121,10 +121,23 @@ class ArchitectureFigures(pl.Callback):
     (:meth:`alpha_layout`): the search logs every op of every edge as its own scalar
     (``alpha/<cell>/<edge>/<op>``), hundreds of charts in the DARTS space; the layout groups them into one
     chart per edge (the CUSTOM SCALARS tab), where the competition between an edge's candidates shows.
+
+    In a space whose edges have their own candidates (R-DARTS's S1), each edge's series and heatmap row are
+    named by that edge's ops: the heatmap's columns are ``op 0``, ``op 1``, … and each row reads
+    ``<edge>: <op 0> | <op 1> | …``.
     """
 
     def __init__(self) -> None:
         self.drawing = Drawing()
+
+    @staticmethod
+    def edge_op_names(network: Any) -> dict[str, list[tuple[str, ...]]]:
+        """The op of every column of α per cell type and edge (:meth:`Supernet.edge_op_names`; a network
+        without that method has ``op_names`` on every edge)."""
+        if hasattr(network, "edge_op_names"):
+            return network.edge_op_names()
+        rows = len(network.edge_labels())
+        return {cell: [tuple(network.op_names)] * rows for cell in network.cell_weights(detach=True)}
 
     @staticmethod
     def alpha_layout(network: Supernet, prefix: str = "") -> dict[str, dict[str, list[Any]]]:
@@ -136,12 +149,12 @@ class ArchitectureFigures(pl.Callback):
         it matches at the start of the scalar tags, so each is the escaped tag anchored at its end: one op's
         series never picks up another op whose name starts the same.
         """
-        labels, ops = network.edge_labels(), network.op_names
+        labels, edge_ops = network.edge_labels(), ArchitectureFigures.edge_op_names(network)
         head = f"{prefix}-" if prefix else ""
         return {
             f"alpha/{cell}": {
-                label: ["Multiline", [re.escape(f"{head}alpha/{cell}/{label}/{op}") + "$" for op in ops]]
-                for label in labels
+                label: ["Multiline", [re.escape(f"{head}alpha/{cell}/{label}/{op}") + "$" for op in edge_ops[cell][e]]]
+                for e, label in enumerate(labels)
             }
             for cell in network.cell_weights(detach=True)
         }
@@ -172,7 +185,10 @@ class ArchitectureFigures(pl.Callback):
             writer = logger.experiment
             weights = {k: v.float().cpu() for k, v in module.network.cell_weights(detach=True).items()}
             labels, ops = module.network.edge_labels(), module.network.op_names
-            if set(weights) == {"normal", "reduce"}:
+            edge_ops = self.edge_op_names(module.network)
+            if any(names != tuple(ops) for rows in edge_ops.values() for names in rows):
+                figure = self._edge_ops_heatmaps(weights, labels, edge_ops)
+            elif set(weights) == {"normal", "reduce"}:
                 figure = alpha_heatmaps(weights["normal"], weights["reduce"], ops, labels)
             else:
                 (name, w), = weights.items()
@@ -181,6 +197,28 @@ class ArchitectureFigures(pl.Callback):
             writer.add_text("genotype", module.space.format(answer), module.current_epoch)
             writer.add_image("genotype/cells", self.drawing.get(module.space, answer)[1], module.current_epoch,
                              dataformats="HWC")
+
+
+    @staticmethod
+    def _edge_ops_heatmaps(
+        weights: dict[str, Tensor], labels: list[str], edge_ops: dict[str, list[tuple[str, ...]]]
+    ) -> Any:
+        """One heatmap per cell type, side by side, when edges have their own candidates: columns ``op j``,
+        rows labelled by the edge and its ops (a shared op axis would name the columns wrongly)."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        from darts_lightning.spaces.drawing import alpha_heatmap
+
+        cols = max(w.shape[1] for w in weights.values())
+        figure = Figure(figsize=(len(weights) * (5.0 + 0.75 * cols), 1.6 + 0.32 * len(labels)))
+        FigureCanvasAgg(figure)
+        axes = figure.subplots(1, len(weights), squeeze=False)[0]
+        for ax, (cell, w) in zip(axes, weights.items()):
+            rows = [f"{label}: {' | '.join(names)}" for label, names in zip(labels, edge_ops[cell])]
+            alpha_heatmap(w, [f"op {j}" for j in range(w.shape[1])], rows, title=cell, ax=ax)
+        figure.tight_layout()
+        return figure
 
 
 class SearchSummary(pl.Callback):
@@ -193,7 +231,7 @@ class SearchSummary(pl.Callback):
         module: SearchModule = pl_module
         answer = module.selected_answer()
         diagnostics = module.architecture_diagnostics()
-        n_ops = len(module.network.op_names)
+        n_ops = next(iter(module.network.cell_weights().values())).shape[1]  # candidates per edge
         val_acc = trainer.callback_metrics.get("val/acc")
         summary = [
             f"derived genotype: {module.space.format(answer)}",

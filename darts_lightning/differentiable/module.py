@@ -28,6 +28,7 @@ and logs softmax(α) for every edge and op together with collapse diagnostics.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Generic
 
@@ -156,6 +157,11 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule, Generic[Arch]):
             raise ValueError(
                 "step_order 'joint' computes both gradients in one pass on the search-train batch: it needs a "
                 f"first-order estimator with arch_batch 'train', got {self.estimator!r}"
+            )
+        if step_order == "joint" and any(r.perturbs_weight_step for r in self.remedies):
+            raise ValueError(
+                "step_order 'joint' has no separate weight step for the remedies that perturb it (SDARTS): use "
+                "step_order 'arch_first' or 'weight_first'"
             )
         # Plain containers only: a checkpoint loads with torch.load(weights_only=True), and load_from_checkpoint
         # rebuilds every part from its class path and arguments.
@@ -362,7 +368,11 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule, Generic[Arch]):
             # same sample as the architecture step, so that the two gradients are those of one joint loss.
             self.sample(0 if single_level else 1, step)
             with_arch = weights.clip_includes_arch and clip > 0  # GDAS: α's gradient counts in the norm
-            logits = self.network(x_train, detach_alpha=not with_arch)
+            with ExitStack() as perturbed:  # SDARTS: the forward pass on perturbed mixing weights, α untouched
+                for remedy in self.remedies:
+                    perturbed.enter_context(
+                        remedy.perturb_weight_step(self.network, (x_train, y_train), self.current_epoch, self.epochs()))
+                logits = self.network(x_train, detach_alpha=not with_arch)
             loss = F.cross_entropy(logits, y_train)
             record(loss, "weight (search-train)")
             weight_optimizer.zero_grad()
@@ -468,11 +478,12 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule, Generic[Arch]):
         """
         out: dict[str, float] = {}
         labels = self.network.edge_labels()
+        edge_ops = self.network.edge_op_names()  # column o of edge e is edge_ops[cell][e][o]
         derived = self.space.ops_of(self.genotype() if answer is None else answer)
         for cell, weights in self.network.cell_weights(detach=True).items():
             probs = weights.float().cpu()
             for e, label in enumerate(labels):
-                for o, name in enumerate(self.network.op_names):
+                for o, name in enumerate(edge_ops[cell][e]):
                     out[f"alpha/{cell}/{label}/{name}"] = float(probs[e, o])
             entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1)
             top2 = probs.topk(min(2, probs.shape[1]), dim=-1).values

@@ -2,7 +2,7 @@
 networks those describe, behind one contract (:class:`SearchSpace`, :mod:`darts_lightning.spaces.base`).
 
 Registered spaces: ``darts`` (:class:`DartsSpace`, the DARTS CNN cell; answers are
-:class:`~darts_lightning.Genotype` s), ``rdarts_s2`` .. ``rdarts_s4`` (:class:`RDartsSpace`, the DARTS cell
+:class:`~darts_lightning.Genotype` s), ``rdarts_s1`` .. ``rdarts_s4`` (:class:`RDartsSpace`, the DARTS cell
 with R-DARTS's reduced candidate ops) and ``nasbench201`` (:class:`NB201Space`; answers are
 :class:`~darts_lightning.NB201Arch` es). Add a space by subclassing :class:`SearchSpace` and registering it
 (``@register_space("mine")``), or name its class path in a config.

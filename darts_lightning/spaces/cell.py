@@ -128,7 +128,8 @@ def darts_preprocess(c_pp: int, c_p: int, c: int, reduction_prev: bool, affine: 
 
 class SearchCell(Cell):
     """A DARTS supernet cell: every node takes a mixed edge from every earlier state (``pool_batch_norm``:
-    see :class:`~darts_lightning.spaces.edges.MixedEdge`)."""
+    see :class:`~darts_lightning.spaces.edges.MixedEdge`). Every edge has the candidates ``op_names``, or,
+    with ``edge_ops``, edge ``k`` (in :func:`dense_edges` order) has ``edge_ops[k]`` (R-DARTS's S1)."""
 
     def __init__(
         self,
@@ -144,16 +145,19 @@ class SearchCell(Cell):
         relaxation: Relaxation,
         auxiliary_skip: bool = False,
         pool_batch_norm: bool = True,
+        edge_ops: Sequence[Sequence[str]] | None = None,
     ) -> None:
         if not 1 <= multiplier <= nodes:
             raise ValueError(f"multiplier must lie in 1..nodes={nodes}, got {multiplier}")
         edges = dense_edges(nodes)
+        if edge_ops is not None and len(edge_ops) != len(edges):
+            raise ValueError(f"edge_ops names the ops of {len(edge_ops)} edges; a cell of {nodes} nodes has {len(edges)}")
         modules = [
             MixedEdge(
-                op_names, c, 2 if reduction and src < 2 else 1, relaxation, auxiliary_skip=auxiliary_skip,
-                pool_batch_norm=pool_batch_norm,
+                op_names if edge_ops is None else edge_ops[k], c, 2 if reduction and src < 2 else 1, relaxation,
+                auxiliary_skip=auxiliary_skip, pool_batch_norm=pool_batch_norm,
             )
-            for src, _ in edges
+            for k, (src, _) in enumerate(edges)
         ]
         concat = range(2 + nodes - multiplier, 2 + nodes)
         super().__init__(darts_preprocess(c_pp, c_p, c, reduction_prev, affine=False), edges, modules, concat, reduction)

@@ -97,6 +97,13 @@ class Supernet(nn.Module, Generic[Arch]):
         """A label per edge (row of α), ``"<source>-<target>"``."""
         raise NotImplementedError
 
+    def edge_op_names(self) -> dict[str, list[tuple[str, ...]]]:
+        """The op of every column of α, per cell type and edge (row of α): :attr:`op_names` on every edge,
+        unless the space gives each edge its own candidates (R-DARTS's S1), where column ``j`` of an edge is
+        that edge's ``j``-th op. Diagnostics and derivation name the columns by it."""
+        rows = len(self.edge_labels())
+        return {cell: [tuple(self.op_names)] * rows for cell in self.alphas()}
+
     # ------------------------------------------------------------------ forward and answers
 
     def forward(self, x: Tensor, detach_alpha: bool = False, path: Mapping[str, Tensor] | None = None) -> Tensor:

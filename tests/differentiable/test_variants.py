@@ -20,7 +20,7 @@ from darts_lightning.differentiable.remedies import AuxiliarySkip, BetaDecay
 from darts_lightning.spaces.darts.space import DartsSpace
 from darts_lightning.spaces.nasbench201 import NB201Space
 from tests.conftest import quick_trainer
-from tests.searches import checkpointing, last_ckpt, tiny_search
+from tests.searches import checkpointing, last_ckpt, search_parts, tiny_search
 
 # The options of configs/gdas_*.yaml and configs/snas_*.yaml that reproduce the released code.
 GDAS_OPTIONS = dict(
@@ -345,3 +345,37 @@ def test_arch_grad_clip_bounds_the_architecture_step(tmp_path):
     steps = [a.detach() - b for a, b in zip(model.network.arch_parameters(), before)]
     total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(s) for s in steps]))
     assert float(total) == pytest.approx(1e-4, rel=1e-3)  # lr 1 · a gradient clipped to norm 1e-4
+
+
+@pytest.mark.parametrize(("remedy", "variant"), [
+    ("random_smoothing", None), ("adversarial_perturbation", None),
+    ("random_smoothing", "drnas"), ("adversarial_perturbation", "gdas"),
+])
+def test_sdarts_search_resumes_from_a_checkpoint_as_if_uninterrupted(tmp_path, remedy, variant):
+    """SDARTS's noise comes from the step's sample key: a search resumed from its first epoch's checkpoint
+    (under another torch seed) perturbs as the uninterrupted one did, with either step order and with a
+    sampling relaxation."""
+    def fit(root, callbacks, ckpt_path=None, seed=0):
+        pl.seed_everything(seed)
+        parts, _ = search_parts(**(VARIANTS[variant] if variant else {}))
+        model = DARTSSearch(**{**parts, "remedies": [*parts["remedies"], remedy]})
+        trainer = quick_trainer(root, max_epochs=2, callbacks=callbacks)
+        trainer.fit(model, SearchDataModule("digits", batch_size=16), ckpt_path=ckpt_path)
+        return model, trainer
+
+    every_epoch = pl.callbacks.ModelCheckpoint(save_top_k=-1, every_n_epochs=1)
+    full, _ = fit(tmp_path / "full", [every_epoch])
+    first_epoch = tmp_path / "full" / "lightning_logs" / "version_0" / "checkpoints" / "epoch=0-step=3.ckpt"
+    resumed, trainer = fit(tmp_path / "resumed", checkpointing(), ckpt_path=first_epoch, seed=123)
+    assert trainer.global_step == 6
+    resumed_state = resumed.state_dict()
+    for key, value in full.state_dict().items():
+        assert torch.equal(value, resumed_state[key]), key
+    assert resumed.genotype_history == full.genotype_history
+    # The perturbation acts: the same search without it ends elsewhere.
+    pl.seed_everything(0)
+    parts, _ = search_parts(**(VARIANTS[variant] if variant else {}))
+    plain = DARTSSearch(**parts)
+    quick_trainer(tmp_path / "plain", max_epochs=2, logger=False, enable_checkpointing=False).fit(
+        plain, SearchDataModule("digits", batch_size=16))
+    assert not torch.equal(plain.network.stem[0].weight, full.network.stem[0].weight)

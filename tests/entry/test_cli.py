@@ -243,8 +243,11 @@ ARCH_SEARCH_CONFIGS = {
     "drnas_digits.yaml": "class_path: darts_lightning.differentiable.relaxations.DirichletRelaxation",
     "darts_minus_digits.yaml": "class_path: darts_lightning.AuxiliarySkip",
     "beta_darts_digits.yaml": "max_weight: 5.0",
+    "rdarts_s1_digits.yaml": "subspace: s1",
     "rdarts_s2_digits.yaml": "subspace: s2", "rdarts_s3_digits.yaml": "subspace: s3",
     "rdarts_s4_digits.yaml": "subspace: s4",
+    "sdarts_rs_digits.yaml": "class_path: darts_lightning.differentiable.remedies.RandomSmoothing",
+    "sdarts_adv_digits.yaml": "class_path: darts_lightning.differentiable.remedies.AdversarialPerturbation",
 }
 
 

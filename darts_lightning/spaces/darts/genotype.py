@@ -10,7 +10,7 @@ from __future__ import annotations
 import ast
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,6 +138,7 @@ class Genotype:
         edge_weights_reduce: Tensor | None = None,
         already_normalized: bool = False,
         rule: str = "darts",
+        edge_ops: Mapping[str, Sequence[Sequence[str]]] | None = None,
     ) -> Genotype:
         """Derive the discrete cells from architecture parameters by the DARTS rule (Liu et al., sec. 2.4).
 
@@ -148,35 +149,58 @@ class Genotype:
 
         ``rule="gdas"`` is the rule of GDAS's released code instead: per node keep the ``k`` strongest
         (op, input) pairs over all its incoming edges, so that two ops may come from the same input.
+
+        ``edge_ops``: per cell type (``normal``, ``reduce``), the ops of each edge's columns, when every edge
+        has its own candidates (R-DARTS's S1): column ``j`` of edge ``e`` is ``edge_ops[cell][e][j]``, and
+        ``none`` is excluded edge by edge. Without it every edge's columns are ``op_names``.
         """
         if rule not in ("darts", "gdas"):
             raise GenotypeError(f"unknown genotype rule {rule!r}; valid rules are: darts, gdas")
         op_names = list(op_names)
         zero_columns = [i for i, name in enumerate(op_names) if get_op(name).is_zero]
-        if len(zero_columns) == len(op_names):
+        if edge_ops is None and len(zero_columns) == len(op_names):
             raise GenotypeError("every candidate op is a zero op; no genotype can be derived")
+        expected = sum(2 + i for i in range(nodes))
 
-        def parse(alpha: Tensor, edge_weights: Tensor | None) -> Edges:
-            alpha = alpha.detach().float().cpu()
-            expected = sum(2 + i for i in range(nodes))
-            if alpha.shape != (expected, len(op_names)):
+        def edge_names(cell: str) -> list[list[str]]:
+            if edge_ops is None:
+                return [op_names] * expected
+            names = [list(ops) for ops in edge_ops[cell]]
+            if len(names) != expected or len({len(ops) for ops in names}) != 1:
                 raise GenotypeError(
-                    f"alpha has shape {tuple(alpha.shape)}; a cell of {nodes} nodes and {len(op_names)} ops needs "
-                    f"({expected}, {len(op_names)})"
+                    f"edge_ops[{cell!r}] must name as many ops for each of the {expected} edges of a cell of {nodes} nodes"
+                )
+            if any(all(get_op(op).is_zero for op in ops) for ops in names):
+                raise GenotypeError(f"an edge of the {cell} cell has only zero ops; no genotype can be derived")
+            return names
+
+        def parse(alpha: Tensor, edge_weights: Tensor | None, names: list[list[str]]) -> Edges:
+            alpha = alpha.detach().float().cpu()
+            width = len(names[0])
+            if alpha.shape != (expected, width):
+                raise GenotypeError(
+                    f"alpha has shape {tuple(alpha.shape)}; a cell of {nodes} nodes and {width} ops needs "
+                    f"({expected}, {width})"
                 )
             weights = alpha if already_normalized else torch.softmax(alpha, dim=-1)
             if edge_weights is not None:
                 weights = weights * edge_weights.detach().float().cpu().reshape(-1, 1)
             weights = weights.clone()
-            weights[:, zero_columns] = -1.0  # never chosen
+            if edge_ops is None:
+                weights[:, zero_columns] = -1.0  # never chosen
+            else:
+                for edge, ops in enumerate(names):
+                    for column, name in enumerate(ops):
+                        if get_op(name).is_zero:
+                            weights[edge, column] = -1.0
             genes: list[tuple[str, int]] = []
             start = 0
             for node in range(nodes):
                 rows = weights[start : start + node + 2]
                 if rule == "gdas":
-                    pairs = [(float(rows[src, o]), src, o) for src in range(node + 2) for o in range(len(op_names))]
+                    pairs = [(float(rows[src, o]), src, o) for src in range(node + 2) for o in range(width)]
                     for _, src, o in sorted(pairs, key=lambda t: (-t[0], t[1], t[2]))[:k]:
-                        genes.append((op_names[o], src))
+                        genes.append((names[start + src][o], src))
                     start += node + 2
                     continue
                 strength = rows.max(dim=1).values.tolist()
@@ -184,12 +208,13 @@ class Genotype:
                 for src in order:
                     row = rows[src].tolist()
                     best = max(range(len(row)), key=lambda o: (row[o], -o))
-                    genes.append((op_names[best], src))
+                    genes.append((names[start + src][best], src))
                 start += node + 2
             return tuple(genes)
 
         concat = tuple(range(2 + nodes - multiplier, 2 + nodes))
-        return cls(parse(alpha_normal, edge_weights_normal), concat, parse(alpha_reduce, edge_weights_reduce), concat)
+        return cls(parse(alpha_normal, edge_weights_normal, edge_names("normal")), concat,
+                   parse(alpha_reduce, edge_weights_reduce, edge_names("reduce")), concat)
 
     @classmethod
     def random(

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from darts_lightning.spaces.base import SearchSpace, register_space
+from darts_lightning.spaces.cell import dense_edges
 from darts_lightning.spaces.darts.genotype import Genotype
 from darts_lightning.spaces.darts.network import EvalNetwork, Variant
 from darts_lightning.spaces.darts.supernet import GENOTYPE_RULES, SearchNetwork, check_image_size
@@ -82,6 +83,27 @@ class DartsSpace(SearchSpace[Genotype]):
         self.pool_batch_norm, self.last_activation, self.drop_path = pool_batch_norm, last_activation, drop_path
         # For node i, the unordered input pairs among states 0..i+1.
         self._pairs = [list(itertools.combinations(range(i + 2), 2)) for i in range(nodes)]
+        self._dense = dense_edges(nodes)
+        #: Per cell type, the candidate ops of each edge (α's row order) when every edge has its own (R-DARTS's
+        #: S1, set by :class:`~darts_lightning.RDartsSpace`); ``None``: ``ops`` on every edge.
+        self.edge_ops: dict[str, tuple[tuple[str, ...], ...]] | None = None
+
+    def edge_op_names(self) -> dict[str, list[tuple[str, ...]]]:
+        """Per cell type, the ops a derived or drawn cell may put on each edge (α's row order), ``none``
+        excluded: :attr:`op_names` on every edge, or each edge's own candidates (R-DARTS's S1). The discrete
+        searchers encode an edge's op as its position in that edge's list."""
+        if self.edge_ops is None:
+            return {cell: [self.op_names] * len(self._dense) for cell in ("normal", "reduce")}
+        return {
+            cell: [tuple(op for op in ops if op != "none") for ops in rows] for cell, rows in self.edge_ops.items()
+        }
+
+    def _edge_choices(self) -> int:
+        """The number of ops an edge chooses among, the same on every edge (a decision's size)."""
+        widths = {len(ops) for rows in self.edge_op_names().values() for ops in rows}
+        if len(widths) != 1:
+            raise ValueError(f"the discrete DARTS space needs as many ops on every edge, got {sorted(widths)}")
+        return widths.pop()
 
     # ------------------------------------------------------------------ networks
 
@@ -102,7 +124,7 @@ class DartsSpace(SearchSpace[Genotype]):
             multiplier=self.multiplier, stem_multiplier=self.stem_multiplier, op_names=self.ops, relaxation=relaxation,
             edge_normalization=self.edge_normalization, auxiliary_skip=auxiliary_skip, genotype_rule=self.genotype_rule,
             pool_batch_norm=self.pool_batch_norm, last_activation=self.last_activation, drop_path_prob=self.drop_path,
-            image_size=image_size,
+            image_size=image_size, edge_ops=self.edge_ops,
         )
 
     def build_network(
@@ -158,33 +180,57 @@ class DartsSpace(SearchSpace[Genotype]):
         return tuple(range(2 + self.nodes - self.multiplier, 2 + self.nodes))
 
     def sample(self, generator: random.Random) -> Genotype:
-        drawn = Genotype.random(generator, self.op_names, self.nodes)
-        return dataclasses.replace(drawn, normal_concat=self._concat(), reduce_concat=self._concat())
+        if self.edge_ops is None:
+            drawn = Genotype.random(generator, self.op_names, self.nodes)
+            return dataclasses.replace(drawn, normal_concat=self._concat(), reduce_concat=self._concat())
+        # As Genotype.random, each edge's op drawn among that edge's candidates.
+        names, cells = self.edge_op_names(), []
+        for cell in ("normal", "reduce"):
+            genes: list[tuple[str, int]] = []
+            for node in range(self.nodes):
+                for src in sorted(generator.sample(range(node + 2), 2)):
+                    genes.append((generator.choice(names[cell][self._dense.index((src, node + 2))]), src))
+            cells.append(tuple(genes))
+        return Genotype(cells[0], self._concat(), cells[1], self._concat()).validate(allow_import_paths=True)
 
     def decisions(self) -> list[int]:
         per_cell = []
+        width = self._edge_choices()
         for i in range(self.nodes):
-            per_cell += [len(self._pairs[i]), len(self.op_names), len(self.op_names)]
+            per_cell += [len(self._pairs[i]), width, width]
         return per_cell * 2
+
+    def _op_choice(self, ops: Sequence[str], op: str, cell: str, src: int, node: int) -> int:
+        if op not in ops:
+            raise ValueError(
+                f"op {op!r} on the {cell} cell's edge {src}-{node + 2} is not among that edge's ops {list(ops)}"
+            )
+        return list(ops).index(op)
 
     def to_decisions(self, arch: Genotype) -> list[int]:
         choices = []
-        for edges in (arch.normal, arch.reduce):
+        names = self.edge_op_names()
+        for cell, edges in (("normal", arch.normal), ("reduce", arch.reduce)):
             for i in range(self.nodes):
                 (op_a, a), (op_b, b) = sorted(edges[2 * i : 2 * i + 2], key=lambda e: e[1])
                 if a == b:
                     raise ValueError(f"node {i} takes state {a} twice; the discrete DARTS space needs distinct inputs")
-                choices += [self._pairs[i].index((a, b)), self.op_names.index(op_a), self.op_names.index(op_b)]
+                ops_a = names[cell][self._dense.index((a, i + 2))]
+                ops_b = names[cell][self._dense.index((b, i + 2))]
+                choices += [self._pairs[i].index((a, b)), self._op_choice(ops_a, op_a, cell, a, i),
+                            self._op_choice(ops_b, op_b, cell, b, i)]
         return choices
 
     def from_decisions(self, choices: Sequence[int]) -> Genotype:
         cells = []
-        for c in range(2):
+        names = self.edge_op_names()
+        for c, cell in enumerate(("normal", "reduce")):
             edges: list[tuple[str, int]] = []
             for i in range(self.nodes):
                 pair, op_a, op_b = choices[(c * self.nodes + i) * 3 : (c * self.nodes + i) * 3 + 3]
                 a, b = self._pairs[i][pair]
-                edges += [(self.op_names[op_a], a), (self.op_names[op_b], b)]
+                edges += [(names[cell][self._dense.index((a, i + 2))][op_a], a),
+                          (names[cell][self._dense.index((b, i + 2))][op_b], b)]
             cells.append(tuple(edges))
         return Genotype(cells[0], self._concat(), cells[1], self._concat())
 

@@ -15,32 +15,37 @@ from torch import Tensor, nn
 from darts_lightning.spaces.cell import SearchCell, dense_edges, edge_labels
 from darts_lightning.spaces.darts.genotype import Genotype
 from darts_lightning.spaces.mixing import Mixing, Relaxation, SoftmaxRelaxation
-from darts_lightning.spaces.ops import DARTS_OPS, resolve_op_names
+from darts_lightning.spaces.ops import DARTS_OPS, get_op, resolve_op_names
 from darts_lightning.spaces.supernet import Supernet, named_weight_parameters
 
 __all__ = [
     "SearchNetwork", "reduction_layers", "cell_plan", "check_image_size", "named_weight_parameters",
-    "edge_normalization_weights", "snas_genes", "GENOTYPE_RULES",
+    "edge_normalization_weights", "snas_genes", "GENOTYPE_RULES", "check_edge_ops",
 ]
 
 GENOTYPE_RULES: tuple[str, ...] = ("darts", "gdas", "snas")
 
 
-def snas_genes(weights: Tensor, op_names: Sequence[str], nodes: int, k: int = 2) -> tuple[tuple[str, int], ...]:
+def snas_genes(
+    weights: Tensor, op_names: Sequence[str], nodes: int, k: int = 2, edge_ops: Sequence[Sequence[str]] | None = None,
+) -> tuple[tuple[str, int], ...]:
     """The edges of one cell by SNAS's rule, ``none`` included (SNAS-Series, commit 9a43adb,
     SNAS/model_search.py, ``Network.genotype``, lines 695-724).
 
     Per node keep the ``k`` incoming edges whose strongest op weighs most and give each its strongest op,
     both over every op, ``none`` included: an edge whose strongest op is ``none`` stays in the cell as a
     zero edge. (The DARTS rule leaves ``none`` out of both choices.) Ties go to the lower index, as
-    Python's stable sort and the strict ``>`` of the released code give.
+    Python's stable sort and the strict ``>`` of the released code give. ``edge_ops``: the ops of each
+    edge's columns when every edge has its own (R-DARTS's S1); otherwise every edge's columns are ``op_names``.
     """
     rows = weights.detach().float().cpu()
     expected = sum(2 + i for i in range(nodes))
-    if rows.shape != (expected, len(op_names)):
+    names = [tuple(op_names)] * expected if edge_ops is None else [tuple(ops) for ops in edge_ops]
+    width = len(names[0]) if names else len(op_names)
+    if rows.shape != (expected, width) or len(names) != expected or any(len(ops) != width for ops in names):
         raise ValueError(
-            f"weights have shape {tuple(rows.shape)}; a cell of {nodes} nodes and {len(op_names)} ops needs "
-            f"({expected}, {len(op_names)})"
+            f"weights have shape {tuple(rows.shape)}; a cell of {nodes} nodes and {width} ops needs "
+            f"({expected}, {width}), with {expected} edges of {width} op names"
         )
     genes: list[tuple[str, int]] = []
     start = 0
@@ -48,10 +53,34 @@ def snas_genes(weights: Tensor, op_names: Sequence[str], nodes: int, k: int = 2)
         block = rows[start : start + node + 2].tolist()
         strongest = sorted(range(node + 2), key=lambda j: -max(block[j]))[:k]
         for src in strongest:
-            best = max(range(len(op_names)), key=lambda o: (block[src][o], -o))
-            genes.append((op_names[best], src))
+            best = max(range(width), key=lambda o: (block[src][o], -o))
+            genes.append((names[start + src][best], src))
         start += node + 2
     return tuple(genes)
+
+
+def check_edge_ops(edge_ops: Mapping[str, Sequence[Sequence[str]]], num_edges: int) -> dict[str, tuple[tuple[str, ...], ...]]:
+    """Per-edge candidate ops, checked: a list for the ``normal`` and the ``reduce`` cell with one entry per
+    edge (α's rows), every entry a list of known, distinct ops with as many ops as every other edge (α has
+    one column per candidate of an edge)."""
+    if set(edge_ops) != {"normal", "reduce"}:
+        raise ValueError(f"edge_ops must give the ops of the 'normal' and the 'reduce' cell's edges, got keys {sorted(edge_ops)}")
+    checked = {}
+    for cell in ("normal", "reduce"):
+        rows = [resolve_op_names(ops) for ops in edge_ops[cell]]
+        if len(rows) != num_edges:
+            raise ValueError(
+                f"edge_ops[{cell!r}] names the ops of {len(rows)} edges; the supernet's cells have {num_edges} edges"
+            )
+        checked[cell] = tuple(rows)
+    widths = {len(ops) for rows in checked.values() for ops in rows}
+    if len(widths) != 1:
+        raise ValueError(
+            f"every edge needs as many candidate ops (one column of alpha each), got edges with {sorted(widths)} ops"
+        )
+    if any(all(get_op(op).is_zero for op in ops) for rows in checked.values() for ops in rows):
+        raise ValueError("an edge of edge_ops has only zero ops ('none'); every edge needs an op that computes something")
+    return checked
 
 
 def edge_normalization_weights(beta: Tensor, nodes: int, num_inputs: int = 2) -> Tensor:
@@ -130,7 +159,11 @@ class SearchNetwork(Supernet[Genotype]):
         channels: initial channels C (paper: 16). layers: number of cells L (paper: 8).
         nodes: intermediate nodes per cell (4). multiplier: nodes concatenated into the output (4).
         stem_multiplier: the stem outputs ``stem_multiplier · C`` channels (3).
-        op_names: candidate ops (default: the eight DARTS primitives).
+        op_names: candidate ops (default: the eight DARTS primitives), the same on every edge.
+        edge_ops: per cell type (``normal``, ``reduce``), the candidate ops of each edge in α's row order,
+            every edge with as many (R-DARTS's S1, where each edge has its own pair); column ``j`` of α is
+            then edge ``e``'s ``j``-th op, and :attr:`op_names` is the union of the edges' ops in order of
+            first appearance (the ``op_names`` argument is not read).
         relaxation: how a mixed edge mixes its ops (default: DARTS's softmax-weighted sum; see
             :mod:`darts_lightning.spaces.mixing` and :mod:`darts_lightning.differentiable.relaxations`).
         edge_normalization: PC-DARTS's edge normalisation: a parameter β per edge whose softmax over each
@@ -171,6 +204,7 @@ class SearchNetwork(Supernet[Genotype]):
         last_activation: bool = False,
         drop_path_prob: float = 0.0,
         image_size: int | None = None,
+        edge_ops: Mapping[str, Sequence[Sequence[str]]] | None = None,
     ) -> None:
         super().__init__(SoftmaxRelaxation() if relaxation is None else relaxation)
         sizes = (("in_channels", in_channels), ("num_classes", num_classes), ("channels", channels), ("layers", layers),
@@ -180,7 +214,14 @@ class SearchNetwork(Supernet[Genotype]):
                 raise ValueError(f"{name} must be positive, got {value}")
         if image_size is not None:
             check_image_size(image_size, layers)
-        self.op_names = resolve_op_names(op_names)
+        num_edges = len(dense_edges(nodes))
+        self.edge_ops: dict[str, tuple[tuple[str, ...], ...]] | None = None
+        if edge_ops is None:
+            self.op_names = resolve_op_names(op_names)
+        else:
+            self.edge_ops = check_edge_ops(edge_ops, num_edges)
+            union = [op for cell in ("normal", "reduce") for ops in self.edge_ops[cell] for op in ops]
+            self.op_names = tuple(dict.fromkeys(union))
         self.nodes, self.multiplier = nodes, multiplier
         self.shape = {"in_channels": in_channels, "num_classes": num_classes, "channels": channels,
                       "layers": layers, "stem_multiplier": stem_multiplier}
@@ -202,6 +243,7 @@ class SearchNetwork(Supernet[Genotype]):
                 reduction=reduction, reduction_prev=reduction_prev,
                 nodes=nodes, multiplier=multiplier, op_names=self.op_names, relaxation=self.relaxation,
                 auxiliary_skip=auxiliary_skip, pool_batch_norm=self.pool_batch_norm,
+                edge_ops=None if self.edge_ops is None else self.edge_ops["reduce" if reduction else "normal"],
             )
             for c_pp, c_p, c, reduction, reduction_prev in cell_plan(channels, layers, stem_multiplier * channels, multiplier)
         )
@@ -209,9 +251,9 @@ class SearchNetwork(Supernet[Genotype]):
         self.last: nn.Module = nn.Sequential(nn.BatchNorm2d(c_last), nn.ReLU()) if self.last_activation else nn.Identity()
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_last, num_classes)
-        num_edges = len(dense_edges(nodes))
-        self.alpha_normal = nn.Parameter(1e-3 * torch.randn(num_edges, len(self.op_names)))
-        self.alpha_reduce = nn.Parameter(1e-3 * torch.randn(num_edges, len(self.op_names)))
+        width = len(self.op_names) if self.edge_ops is None else len(self.edge_ops["normal"][0])
+        self.alpha_normal = nn.Parameter(1e-3 * torch.randn(num_edges, width))
+        self.alpha_reduce = nn.Parameter(1e-3 * torch.randn(num_edges, width))
         if self.edge_normalization:
             self.beta_normal = nn.Parameter(1e-3 * torch.randn(num_edges))
             self.beta_reduce = nn.Parameter(1e-3 * torch.randn(num_edges))
@@ -241,6 +283,11 @@ class SearchNetwork(Supernet[Genotype]):
 
     def edge_labels(self) -> list[str]:
         return edge_labels(self.nodes)
+
+    def edge_op_names(self) -> dict[str, list[tuple[str, ...]]]:
+        if self.edge_ops is None:
+            return super().edge_op_names()
+        return {cell: list(ops) for cell, ops in self.edge_ops.items()}
 
     # ------------------------------------------------------------------ forward
 
@@ -306,18 +353,23 @@ class SearchNetwork(Supernet[Genotype]):
         if tuple(concat) != expected:
             raise ValueError(f"the {cell} cell concatenates states {list(concat)}; the supernet concatenates {list(expected)}")
         dense = dense_edges(nodes)
-        rows = torch.zeros(len(dense), len(self.op_names))
+        names = self.edge_op_names()[cell]
+        rows = torch.zeros(len(dense), len(names[0]))
         for k, (op, src) in enumerate(edges):
             if op not in self.op_names:
                 raise ValueError(f"op {op!r} of the {cell} cell is not among the supernet's ops {list(self.op_names)}")
             if not 0 <= src < 2 + k // 2:
                 raise ValueError(f"edge {k} of the {cell} cell takes state {src}, which node {k // 2} cannot read")
             row = dense.index((src, 2 + k // 2))
+            if op not in names[row]:
+                raise ValueError(
+                    f"op {op!r} of the {cell} cell's edge {src}-{2 + k // 2} is not among that edge's ops {list(names[row])}"
+                )
             if rows[row].any():
                 raise ValueError(
                     f"node {k // 2} of the {cell} cell takes state {src} twice; a single path needs distinct inputs per node"
                 )
-            rows[row, self.op_names.index(op)] = 1.0
+            rows[row, names[row].index(op)] = 1.0
         return rows
 
     @staticmethod
@@ -336,17 +388,22 @@ class SearchNetwork(Supernet[Genotype]):
                 if scale is not None:
                     weights[cell] = weights[cell] * scale.reshape(-1, 1)
             concat = tuple(range(2 + self.nodes - self.multiplier, 2 + self.nodes))
-            return Genotype(snas_genes(weights["normal"], self.op_names, self.nodes), concat,
-                            snas_genes(weights["reduce"], self.op_names, self.nodes), concat)
+            edge_ops = self.edge_ops
+            genes = {cell: snas_genes(weights[cell], self.op_names, self.nodes,
+                                      edge_ops=None if edge_ops is None else edge_ops[cell]) for cell in ("normal", "reduce")}
+            return Genotype(genes["normal"], concat, genes["reduce"], concat)
         return Genotype.from_alphas(
             weights["normal"], weights["reduce"], self.op_names, nodes=self.nodes, multiplier=self.multiplier,
             edge_weights_normal=scales["normal"], edge_weights_reduce=scales["reduce"], already_normalized=True,
-            rule=self.genotype_rule,
+            rule=self.genotype_rule, edge_ops=self.edge_ops,
         )
 
     def space_signature(self) -> dict:
-        """What a checkpoint must match to be loaded into this network."""
-        return {"op_names": list(self.op_names), "nodes": self.nodes, "multiplier": self.multiplier,
-                "relaxation": self.relaxation.name, "relaxation_args": self.relaxation.describe(),
-                "edge_normalization": self.edge_normalization, "auxiliary_skip": self.auxiliary_skip,
-                "pool_batch_norm": self.pool_batch_norm, "last_activation": self.last_activation, **self.shape}
+        """What a checkpoint must match to be loaded into this network (with per-edge candidates, those too)."""
+        signature = {"op_names": list(self.op_names), "nodes": self.nodes, "multiplier": self.multiplier,
+                     "relaxation": self.relaxation.name, "relaxation_args": self.relaxation.describe(),
+                     "edge_normalization": self.edge_normalization, "auxiliary_skip": self.auxiliary_skip,
+                     "pool_batch_norm": self.pool_batch_norm, "last_activation": self.last_activation, **self.shape}
+        if self.edge_ops is not None:
+            signature["edge_ops"] = {cell: [list(ops) for ops in rows] for cell, rows in self.edge_ops.items()}
+        return signature
