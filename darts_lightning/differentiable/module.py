@@ -513,8 +513,7 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule, Generic[Arch]):
         return flat_checkpoint_error(path) if isinstance(settings, Mapping) and is_flat(settings) else None
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if is_flat(checkpoint.get("hyper_parameters") or {}):
-            raise ValueError(flat_checkpoint_error())
+        # check_resume first refuses a checkpoint in the earlier flat form (outdated_checkpoint), with its advice
         check_resume(self, checkpoint, datamodule=trainer_datamodule(self._trainer))
         self.genotype_history = list(checkpoint.get("genotype_history", []))
         if checkpoint.get("sample_seed") is not None:
