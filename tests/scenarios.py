@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 
-from darts_lightning import SearchDataModule
+from darts_lightning import DARTSSearch, SearchDataModule
+from darts_lightning.differentiable.remedies import AdversarialPerturbation, RandomSmoothing, Remedy
 
 from .differentiable.test_variants import GDAS_OPTIONS, SNAS_OPTIONS
 from .multiprocess import scenario
-from .searches import tiny_search
+from .searches import search_parts, tiny_search
 
 
 def state_snapshot(model: pl.LightningModule, trainer: pl.Trainer) -> dict:
@@ -206,19 +208,57 @@ FAMILY = {
     "snas": SNAS_OPTIONS,
     "drnas": dict(relaxation="drnas", relaxation_args={"kl_weight": 1e-3}),
     "darts_minus_beta_decay": dict(auxiliary_skip=True, beta_decay_max=10.0),
+    # SDARTS on DARTS: the remedies of FAMILY_REMEDIES perturb the weight step
+    "sdarts_rs": {},
+    "sdarts_adv": {},
 }
+
+#: Remedies added to the flat settings of FAMILY (which have none for SDARTS). Two PGD steps instead of 7 keep
+#: the attack, its all-reduced gradient and its keep-or-revert test, at a third of the cost.
+FAMILY_REMEDIES: dict[str, Callable[[], Remedy]] = {
+    "sdarts_rs": RandomSmoothing,
+    "sdarts_adv": lambda: AdversarialPerturbation(steps=2),
+}
+
+
+class _Perturbations(pl.Callback):
+    """``(unperturbed, perturbed)`` mixing weights (all cells, flattened) of every weight step that a remedy
+    perturbs (SDARTS). DDP averages the weight gradients, so ranks that drew different noise would still end
+    with the same weights and α: only the perturbations themselves show it."""
+
+    def __init__(self) -> None:
+        self.perturbations: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        for remedy in pl_module.remedies:
+            if remedy.perturbs_weight_step:
+                remedy.perturbed = self._recording(remedy.perturbed)
+
+    def _recording(self, perturbed: Callable[..., list[torch.Tensor]]) -> Callable[..., list[torch.Tensor]]:
+        def record(supernet, batch, weights, *args, **kwargs) -> list[torch.Tensor]:
+            result = perturbed(supernet, batch, weights, *args, **kwargs)
+            flat = [torch.cat([w.detach().flatten().cpu() for w in ws]) for ws in (weights, result)]
+            self.perturbations.append((flat[0], flat[1]))
+            return result
+
+        return record
 
 
 def _family_run(workdir: Path, variant: str) -> dict:
     # A different seed per rank: the sample seed is broadcast from rank 0, the samples must agree.
     pl.seed_everything(torch.distributed.get_rank())
     data = SearchDataModule("digits", batch_size=16)
-    model = tiny_search(layers=2, **FAMILY[variant])
-    checksums, samples = StepChecksums(), _Samples()
+    if variant in FAMILY_REMEDIES:
+        parts, _ = search_parts(layers=2, **FAMILY[variant])
+        model = DARTSSearch(**{**parts, "remedies": [*parts["remedies"], FAMILY_REMEDIES[variant]()]})
+    else:
+        model = tiny_search(layers=2, **FAMILY[variant])
+    checksums, samples, perturbations = StepChecksums(), _Samples(), _Perturbations()
     strategy = "ddp_find_unused_parameters_true" if model.network.relaxation.computes_subset else "ddp"
-    trainer = _ddp_trainer(workdir, [checksums, samples], strategy=strategy)
+    trainer = _ddp_trainer(workdir, [checksums, samples, perturbations], strategy=strategy)
     trainer.fit(model, data)
     return {"state": state_snapshot(model, trainer), "checksums": checksums.checksums, "samples": samples.samples,
+            "perturbations": perturbations.perturbations,
             "first_batch": list(trainer.train_dataloader["train"].sampler)[:16], "global_step": trainer.global_step}
 
 

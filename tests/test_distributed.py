@@ -87,7 +87,8 @@ def test_single_path_weight_sharing_ranks_sample_the_same_paths_and_agree(distri
         assert any(not on_a_path for on_a_path, moved in rank["op_weights"].values())
 
 
-@pytest.mark.parametrize("variant", ["pcdarts", "gdas", "snas", "drnas", "darts_minus_beta_decay"])
+@pytest.mark.parametrize(
+    "variant", ["pcdarts", "gdas", "snas", "drnas", "darts_minus_beta_decay", "sdarts_rs", "sdarts_adv"])
 def test_darts_family_ranks_draw_the_same_samples_and_agree_after_every_step(distributed_results, variant):
     rank0, rank1 = _ok(distributed_results, f"family_{variant}")
     assert rank0["global_step"] == rank1["global_step"] == 6
@@ -96,5 +97,15 @@ def test_darts_family_ranks_draw_the_same_samples_and_agree_after_every_step(dis
     assert rank0["samples"] == rank1["samples"]
     if variant in ("gdas", "snas", "drnas"):
         assert len({tuple(s) for s in rank0["samples"]}) > 1, "a new sample each step"
+    if variant.startswith("sdarts"):
+        # ... and the same perturbation of every weight step (the weight gradients are averaged, so ranks that
+        # drew different noise would still agree on the weights below) ...
+        assert len(rank0["perturbations"]) == len(rank1["perturbations"]) == 6
+        for step, ((w0, p0), (w1, p1)) in enumerate(zip(rank0["perturbations"], rank1["perturbations"])):
+            assert torch.equal(w0, w1) and torch.equal(p0, p1), f"the perturbation of step {step} differs across ranks"
+        moved = [not torch.equal(w, p) for w, p in rank0["perturbations"]]
+        assert all(moved) if variant == "sdarts_rs" else any(moved), "the weight step is perturbed"
+        noise = [p - w for w, p in rank0["perturbations"]]
+        assert not torch.equal(noise[0], noise[1]), "new noise each step"
     # ... and the ranks end with bit-identical α (β), weights, BN statistics and optimizer states
     _assert_ranks_agree(rank0, rank1)

@@ -1,15 +1,24 @@
-"""Training the network a genotype describes from scratch (DARTS, Liu et al., sec. 3.2 and A.2).
+"""Training the network an answer describes from scratch (DARTS, Liu et al., sec. 3.2 and A.2).
 
-:class:`GenotypeClassifier` is an image classifier with standard (automatic) optimisation. Its defaults
-are the paper's CIFAR-10 recipe: SGD with learning rate 0.025, momentum 0.9, weight decay 3·10⁻⁴,
-cosine-annealed to 0 over the run; auxiliary head weight 0.4; drop-path probability rising linearly
-from 0 to 0.2 over the epochs. (Batch 96, cutout 16 and gradient clip 5 live in the data module and the
-trainer; see ``configs/retrain_cifar10.yaml``.)
+:class:`NetworkClassifier` is the training every retraining shares: an image classifier with standard
+(automatic) optimisation, cross-entropy on the logits, SGD cosine-annealed over the run, top-1 and top-5
+accuracy on the validation and test sets, a non-finite loss stopping the run, and the trained network exported
+at the end of ``fit``. Its defaults are the paper's CIFAR-10 recipe: learning rate 0.025, momentum 0.9, weight
+decay 3·10⁻⁴, cosine-annealed to 0 (batch 96, cutout 16 and gradient clip 5 live in the data module and the
+trainer; see ``configs/retrain_cifar10.yaml``).
+
+Two modules build on it:
+
+* :class:`ArchClassifier` trains the answer of any search space (a registered space or a user's own) on the
+  network the space builds from it (:meth:`darts_lightning.spaces.SearchSpace.build_network`): the same cell
+  code the search ran;
+* :class:`GenotypeClassifier` trains a DARTS genotype with the paper's extras: the auxiliary head (weight 0.4)
+  and the drop-path probability rising linearly from 0 to 0.2.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -18,9 +27,10 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.utilities.types import OptimizerLRSchedulerConfig
-from torch import Tensor
+from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from darts_lightning.spaces.base import SearchSpace, get_space
 from darts_lightning.spaces.darts.genotype import Genotype
 from darts_lightning.spaces.darts.network import EvalNetwork, Variant
 from darts_lightning.utils.distributed import broadcast_
@@ -30,14 +40,229 @@ from darts_lightning.utils.resume import check_resume, record_module
 from darts_lightning.utils.training import BatchMean, NonFiniteLoss, log_every_n_steps, planned_epochs, trainer_datamodule
 from darts_lightning.utils.validation import check_choice, check_range
 
-__all__ = ["GenotypeClassifier", "export_network"]
+__all__ = ["NetworkClassifier", "ArchClassifier", "GenotypeClassifier", "export_network"]
 
 #: The planned epochs when the trainer sets no ``max_epochs``: the paper's CIFAR-10 retraining (sec. A.2).
 DEFAULT_EPOCHS = 600
 
 
-class GenotypeClassifier(ChannelsLastMixin, pl.LightningModule):
-    """Train and test the network of a genotype.
+def _check_optimizer(lr: float, lr_min: float, momentum: float, weight_decay: float) -> None:
+    for name, amount in (("lr", lr), ("lr_min", lr_min), ("weight_decay", weight_decay)):
+        check_range(name, amount, 0)
+    check_range("momentum", momentum, 0, 1, high_open=True)
+
+
+class NetworkClassifier(ChannelsLastMixin, pl.LightningModule):
+    """The training every retraining shares (see the module docstring); a subclass builds ``self.network``,
+    calls :meth:`_init_training` and says what its answer is (:meth:`export_record`, :meth:`write_answer`).
+
+    The hyperparameters ``lr``, ``lr_min``, ``momentum``, ``weight_decay``, ``in_channels`` and ``image_size``
+    are the subclass's. :meth:`training_loss` is the one place a subclass adds terms (the auxiliary head).
+    """
+
+    network: nn.Module
+
+    def _init_training(self, num_classes: int) -> None:
+        top_k = min(5, num_classes)
+        self.train_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        # train/loss per step is this rank's batch; its epoch mean is reduced across ranks by the metric, once
+        # per epoch (sync_dist=True on a value logged on_step would all-reduce at every step).
+        self.train_loss = BatchMean()
+        self.nonfinite = NonFiniteLoss(("training",), "lower the learning rate (model.lr) or check the data")
+        self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        self.val_top5 = MulticlassAccuracy(num_classes, top_k=top_k, average="micro")
+        self.test_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        self.test_top5 = MulticlassAccuracy(num_classes, top_k=top_k, average="micro")
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.network(self._layout(x))
+
+    def epochs(self) -> int:
+        """The planned epochs, over which the learning rate anneals: the trainer's ``max_epochs`` (600, the
+        paper's, when it sets none)."""
+        return planned_epochs(self.trainer, DEFAULT_EPOCHS)
+
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
+        hp = self.hparams
+        optimizer = torch.optim.SGD(
+            self.parameters(), lr=hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"]
+        )
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.epochs(), eta_min=hp["lr_min"])
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    def training_loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """``(loss, logits)`` of one training batch: cross-entropy on the network's logits."""
+        logits = self.network(self._layout(x))
+        return F.cross_entropy(logits, y), logits
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        loss, logits = self.training_loss(x, y)
+        # Noted on the device; read (and raised, naming this step) where the host reads the device anyway.
+        self.nonfinite.record(loss, "training", self.global_step, self.current_epoch, batch_idx)
+        self.train_top1(logits.detach(), y)
+        self.train_loss(loss.detach(), len(y))
+        # Lightning turns every progress-bar value into a number after every batch (a read from the device,
+        # whether a bar is shown or not): the loss goes to the bar only when there is one.
+        shown = self.trainer.progress_bar_callback is not None
+        self.log("train/loss", self.train_loss, prog_bar=shown, on_step=True, on_epoch=True)
+        self.log("train/acc", self.train_top1, on_step=False, on_epoch=True)
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True, sync_dist=True)
+        # The steps Lightning logs read the logged values from the device; the last batch precedes the epoch's
+        # validation and checkpoint.
+        every = log_every_n_steps(self.trainer)
+        if self.trainer.is_last_batch or (every > 0 and (self.global_step + 1) % every == 0):
+            self.nonfinite.raise_if_any()
+        return loss
+
+    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str, top1: MulticlassAccuracy, top5: MulticlassAccuracy) -> None:
+        x, y = batch
+        logits = self(x)
+        top1(logits, y)
+        top5(logits, y)
+        self.log(f"{stage}/loss", F.cross_entropy(logits, y), sync_dist=True, batch_size=len(y))
+        self.log(f"{stage}/acc", top1, prog_bar=True)
+        self.log(f"{stage}/acc_top5", top5)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "val", self.val_top1, self.val_top5)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test", self.test_top1, self.test_top5)
+
+    # ------------------------------------------------------------------ checkpoints and export
+
+    def setup(self, stage: str) -> None:
+        use_atomic_checkpoints(self.trainer)  # a full disk must not leave a truncated checkpoint
+        super().setup(stage)  # the memory layout (ChannelsLastMixin)
+
+    def on_train_end(self) -> None:
+        # A run that stops between logging steps (max_steps, an interrupted epoch) reports a non-finite loss too.
+        self.nonfinite.raise_if_any()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.nonfinite.raise_if_any()  # never save the state of a diverged run
+        record_module(self, checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        check_resume(self, checkpoint, datamodule=trainer_datamodule(self._trainer))
+
+    def on_fit_end(self) -> None:
+        log_dir = self.trainer.log_dir  # a collective under DDP: every rank asks
+        if self.trainer.is_global_zero and log_dir:
+            export_network(self, Path(log_dir) / "export")
+
+    def export_record(self) -> dict[str, Any]:
+        """What ``model.pt`` holds beside the state dict: the answer and the network's build arguments (plain
+        data, loadable with ``weights_only=True``)."""
+        raise NotImplementedError
+
+    def write_answer(self, directory: Path) -> Path:
+        """Write the answer the network was built from into ``directory``; returns the file."""
+        raise NotImplementedError
+
+
+class ArchClassifier(NetworkClassifier):
+    """Train and test the network of one answer of any search space.
+
+    Args:
+        space: the space of the answer: a :class:`~darts_lightning.spaces.SearchSpace`, a registered name or
+            ``{"class_path", "init_args"}`` (a user's space by its class path); recorded as the latter.
+        arch: the answer: the path of an answer file a search wrote (the space's :attr:`answer_file`, read with
+            :meth:`~darts_lightning.spaces.SearchSpace.read`), its text form (:meth:`parse`), or the answer itself.
+        in_channels, num_classes, image_size: from the data (the CLI links them to the data module).
+        channels, layers: the network's size as the space reads them (``None``: the space's evaluation size).
+        lr, lr_min, momentum, weight_decay: SGD and its cosine schedule (the DARTS retraining's).
+        channels_last: channels-last memory layout; ``None``: on a CPU only.
+        allow_import_paths: a security setting for answer files (see
+            :class:`GenotypeClassifier`); not saved with the hyperparameters.
+
+    The answer is compared as the answer it names (by its text form) when a checkpoint resumes.
+    """
+
+    # ``arch`` is compared by its text form in :meth:`resume_compared`; trusting import paths is the reader's.
+    RESUME_MAY_CHANGE = frozenset({"arch", "allow_import_paths"})
+
+    def __init__(
+        self,
+        space: SearchSpace | str | Mapping[str, Any] = "nasbench201",
+        arch: Any = "",
+        in_channels: int = 3,
+        num_classes: int = 10,
+        image_size: int = 32,
+        channels: int | None = None,
+        layers: int | None = None,
+        lr: float = 0.025,
+        lr_min: float = 0.0,
+        momentum: float = 0.9,
+        weight_decay: float = 3e-4,
+        channels_last: bool | None = None,
+        allow_import_paths: bool = False,
+    ) -> None:
+        super().__init__()
+        for name, value in (("in_channels", in_channels), ("image_size", image_size)):
+            check_range(name, value, 1, integer=True)
+        check_range("num_classes", num_classes, 2, integer=True)
+        check_range("channels", channels, 1, integer=True, optional=True, hint="None: the space's evaluation size")
+        check_range("layers", layers, 1, integer=True, optional=True, hint="None: the space's evaluation size")
+        _check_optimizer(lr, lr_min, momentum, weight_decay)
+        check_choice("channels_last", channels_last, (None, True, False))
+        check_choice("allow_import_paths", allow_import_paths, (True, False))
+        self.space: SearchSpace[Any] = get_space(space)
+        self.arch = _configured_arch(self.space, arch, allow_import_paths)
+        # A file or text is recorded as given (resuming compares the answer itself, see resume_compared).
+        recorded = str(arch) if isinstance(arch, (str, Path)) else self.space.format(self.arch)
+        self.save_hyperparameters({
+            "space": self.space.config(), "arch": recorded,
+            "in_channels": in_channels, "num_classes": num_classes, "image_size": image_size, "channels": channels,
+            "layers": layers, "lr": lr, "lr_min": lr_min, "momentum": momentum, "weight_decay": weight_decay,
+            "channels_last": channels_last,
+        })
+        self.network = self.space.build_network(
+            self.arch, num_classes=num_classes, in_channels=in_channels, image_size=image_size, channels=channels,
+            layers=layers,
+        )
+        self._init_training(num_classes)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["arch"] = self.space.to_record(self.arch)
+
+    def resume_compared(self, checkpoint: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+        """The answer, compared as the answer it names (its text form), not as the file or text that configured it."""
+        saved = checkpoint.get("arch")
+        if saved is None:
+            return {}
+        return {"arch": (self.space.format(self.space.from_record(saved, allow_import_paths=True)), self.space.format(self.arch))}
+
+    def export_record(self) -> dict[str, Any]:
+        hp = self.hparams
+        return {
+            "space": self.space.config(), "arch": self.space.to_record(self.arch),
+            "build": {k: hp[k] for k in ("num_classes", "in_channels", "image_size", "channels", "layers")},
+        }
+
+    def write_answer(self, directory: Path) -> Path:
+        return self.space.write(self.arch, directory)
+
+
+def _configured_arch(space: SearchSpace[Any], spec: Any, allow_import_paths: bool) -> Any:
+    """The answer ``spec`` names: a file the space wrote, the text form, or an answer itself."""
+    if isinstance(spec, Path) or (isinstance(spec, str) and spec.strip() and Path(spec.strip()).is_file()):
+        return space.read(Path(str(spec).strip()), allow_import_paths=allow_import_paths)
+    if isinstance(spec, str):
+        if not spec.strip():
+            raise ValueError(
+                f"no answer to retrain: give model.arch, the answer file a search wrote ({space.answer_file}) or the "
+                f"answer's text form in the {space.name} space"
+            )
+        return space.parse(spec)
+    space.format(spec)  # an answer of another type fails here, naming the space
+    return spec
+
+
+class GenotypeClassifier(NetworkClassifier):
+    """Train and test the network of a DARTS genotype, with the paper's auxiliary head and drop path.
 
     Args:
         genotype: a published name (``DARTS_V2``), a ``genotype.json`` path or a DARTS repr string.
@@ -68,6 +293,8 @@ class GenotypeClassifier(ChannelsLastMixin, pl.LightningModule):
     # ``genotype`` is compared as a cell in on_load_checkpoint; trusting import paths is a setting of the reader.
     RESUME_MAY_CHANGE = frozenset({"genotype", "allow_import_paths"})
 
+    network: EvalNetwork
+
     def __init__(
         self,
         genotype: str = "DARTS_V2",
@@ -94,12 +321,9 @@ class GenotypeClassifier(ChannelsLastMixin, pl.LightningModule):
             check_range(name, value, 1, integer=True)
         check_range("num_classes", num_classes, 2, integer=True)
         check_choice("variant", variant, ("cifar", "imagenet"))
-        for name, amount in (
-            ("auxiliary_weight", auxiliary_weight), ("lr", lr), ("lr_min", lr_min), ("weight_decay", weight_decay)
-        ):
-            check_range(name, amount, 0)
+        check_range("auxiliary_weight", auxiliary_weight, 0)
+        _check_optimizer(lr, lr_min, momentum, weight_decay)
         check_range("drop_path_prob", drop_path_prob, 0, 1, high_open=True)
-        check_range("momentum", momentum, 0, 1, high_open=True)
         check_range("drop_path_seed", drop_path_seed, 0, integer=True, optional=True)
         check_choice("channels_last", channels_last, (None, True, False))
         check_choice("allow_import_paths", allow_import_paths, (True, False))
@@ -109,32 +333,12 @@ class GenotypeClassifier(ChannelsLastMixin, pl.LightningModule):
             self.genotype, channels=channels, layers=layers, num_classes=num_classes, in_channels=in_channels,
             variant=variant, auxiliary=auxiliary_weight > 0, image_size=image_size,
         )
-        top_k = min(5, num_classes)
-        self.train_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
-        # train/loss per step is this rank's batch; its epoch mean is reduced across ranks by the metric, once
-        # per epoch (sync_dist=True on a value logged on_step would all-reduce at every step).
-        self.train_loss = BatchMean()
-        self.nonfinite = NonFiniteLoss(("training",), "lower the learning rate (model.lr) or check the data")
-        self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
-        self.val_top5 = MulticlassAccuracy(num_classes, top_k=top_k, average="micro")
-        self.test_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
-        self.test_top5 = MulticlassAccuracy(num_classes, top_k=top_k, average="micro")
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.network(self._layout(x))
+        self._init_training(num_classes)
 
     def epochs(self) -> int:
         """The planned epochs, over which the learning rate anneals and the drop-path probability rises: the
         trainer's ``max_epochs`` (600, the paper's, when it sets none)."""
-        return planned_epochs(self.trainer, DEFAULT_EPOCHS)
-
-    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
-        hp = self.hparams
-        optimizer = torch.optim.SGD(
-            self.parameters(), lr=hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"]
-        )
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.epochs(), eta_min=hp["lr_min"])
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        return super().epochs()
 
     def on_fit_start(self) -> None:
         if self._drop_path_seed is None:
@@ -148,29 +352,15 @@ class GenotypeClassifier(ChannelsLastMixin, pl.LightningModule):
         # Equal on every rank, as is the learning rate: averaged once at epoch end.
         self.log("train/drop_path_prob", self.network.drop_path_prob, on_step=False, on_epoch=True, sync_dist=True)
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        x, y = batch
+    def training_loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Cross-entropy on the logits plus ``auxiliary_weight`` times the auxiliary head's (Liu et al., A.2),
+        with this step's drop-path masks."""
         with self._drop_path_randomness():
             logits, logits_aux = self.network.forward_with_auxiliary(self._layout(x))
         loss = F.cross_entropy(logits, y)
         if logits_aux is not None:
             loss = loss + self.hparams["auxiliary_weight"] * F.cross_entropy(logits_aux, y)
-        # Noted on the device; read (and raised, naming this step) where the host reads the device anyway.
-        self.nonfinite.record(loss, "training", self.global_step, self.current_epoch, batch_idx)
-        self.train_top1(logits.detach(), y)
-        self.train_loss(loss.detach(), len(y))
-        # Lightning turns every progress-bar value into a number after every batch (a read from the device,
-        # whether a bar is shown or not): the loss goes to the bar only when there is one.
-        shown = self.trainer.progress_bar_callback is not None
-        self.log("train/loss", self.train_loss, prog_bar=shown, on_step=True, on_epoch=True)
-        self.log("train/acc", self.train_top1, on_step=False, on_epoch=True)
-        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True, sync_dist=True)
-        # The steps Lightning logs read the logged values from the device; the last batch precedes the epoch's
-        # validation and checkpoint.
-        every = log_every_n_steps(self.trainer)
-        if self.trainer.is_last_batch or (every > 0 and (self.global_step + 1) % every == 0):
-            self.nonfinite.raise_if_any()
-        return loss
+        return loss, logits
 
     @contextmanager
     def _drop_path_randomness(self) -> Iterator[None]:
@@ -185,34 +375,10 @@ class GenotypeClassifier(ChannelsLastMixin, pl.LightningModule):
             torch.manual_seed(seed)
             yield
 
-    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str, top1: MulticlassAccuracy, top5: MulticlassAccuracy) -> None:
-        x, y = batch
-        logits = self(x)
-        top1(logits, y)
-        top5(logits, y)
-        self.log(f"{stage}/loss", F.cross_entropy(logits, y), sync_dist=True, batch_size=len(y))
-        self.log(f"{stage}/acc", top1, prog_bar=True)
-        self.log(f"{stage}/acc_top5", top5)
-
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "val", self.val_top1, self.val_top5)
-
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "test", self.test_top1, self.test_top5)
-
     # ------------------------------------------------------------------ checkpoints and export
 
-    def setup(self, stage: str) -> None:
-        use_atomic_checkpoints(self.trainer)  # a full disk must not leave a truncated checkpoint
-        super().setup(stage)  # the memory layout (ChannelsLastMixin)
-
-    def on_train_end(self) -> None:
-        # A run that stops between logging steps (max_steps, an interrupted epoch) reports a non-finite loss too.
-        self.nonfinite.raise_if_any()
-
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.nonfinite.raise_if_any()  # never save the state of a diverged run
-        record_module(self, checkpoint)
+        super().on_save_checkpoint(checkpoint)
         checkpoint["genotype"] = self.genotype.to_dict()
         checkpoint["drop_path_seed"] = self._drop_path_seed
 
@@ -223,14 +389,20 @@ class GenotypeClassifier(ChannelsLastMixin, pl.LightningModule):
         return {"genotype": (saved.get("repr"), repr(self.genotype))} if saved is not None else {}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        check_resume(self, checkpoint, datamodule=trainer_datamodule(self._trainer))
+        super().on_load_checkpoint(checkpoint)
         if checkpoint.get("drop_path_seed") is not None:
             self._drop_path_seed = int(checkpoint["drop_path_seed"])
 
-    def on_fit_end(self) -> None:
-        log_dir = self.trainer.log_dir  # a collective under DDP: every rank asks
-        if self.trainer.is_global_zero and log_dir:
-            export_network(self, Path(log_dir) / "export")
+    def export_record(self) -> dict[str, Any]:
+        hp = self.hparams
+        return {
+            "genotype": self.genotype.to_dict(),
+            "build": {k: hp[k] for k in ("channels", "layers", "num_classes", "in_channels", "variant", "image_size")}
+            | {"auxiliary": self.network.auxiliary_head is not None},
+        }
+
+    def write_answer(self, directory: Path) -> Path:
+        return self.genotype.save(directory / "genotype.json")
 
 
 def _configured_genotype(spec: Genotype | str, allow_import_paths: bool) -> Genotype:
@@ -245,25 +417,22 @@ def _configured_genotype(spec: Genotype | str, allow_import_paths: bool) -> Geno
     return Genotype.resolve(text, allow_import_paths=allow_import_paths)
 
 
-def export_network(model: GenotypeClassifier, directory: str | Path) -> dict[str, Path]:
-    """Write ``model.pt`` (state dict, genotype and build arguments, loadable with ``weights_only=True``),
-    ``genotype.json``, and ``model.torchscript.pt`` where scripting succeeds. Returns the written paths."""
+def export_network(model: NetworkClassifier, directory: str | Path) -> dict[str, Path]:
+    """Write ``model.pt`` (state dict, answer and build arguments, loadable with ``weights_only=True``), the
+    answer file (``genotype.json`` for a DARTS genotype, the space's own for another answer), and
+    ``model.torchscript.pt`` where tracing succeeds. Returns the written paths."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     network = model.network
-    hp = dict(model.hparams)
+    hp = model.hparams
     written = {}
     written["state_dict"] = directory / "model.pt"
     atomic_torch_save(
-        {
-            "state_dict": {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()},
-            "genotype": model.genotype.to_dict(),
-            "build": {k: hp[k] for k in ("channels", "layers", "num_classes", "in_channels", "variant", "image_size")}
-            | {"auxiliary": network.auxiliary_head is not None},
-        },
+        {"state_dict": {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}}
+        | model.export_record(),
         written["state_dict"],
     )
-    written["genotype"] = model.genotype.save(directory / "genotype.json")
+    written["answer"] = model.write_answer(directory)
     was_training = network.training
     try:
         network.eval()
