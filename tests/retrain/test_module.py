@@ -197,3 +197,44 @@ def test_epoch_level_values_are_reduced_across_ranks(tmp_path, monkeypatch):
     unsynced = {name for name, value, kwargs in calls
                 if name in epoch_level and not kwargs.get("sync_dist", False)}
     assert not unsynced
+
+
+def test_arch_classifier_trains_any_space_and_resumes_only_the_same_answer(tmp_path):
+    """The retraining of any space's answer: a NAS-Bench-201 cell given as text, then as the answer file a search
+    writes, is the same run; another cell is refused, naming both."""
+    from darts_lightning import ArchClassifier, NB201Arch
+    from darts_lightning.spaces import NB201Space
+
+    space = NB201Space(channels=4, cells_per_stage=1)
+    cell = "|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|skip_connect~0|none~1|avg_pool_3x3~2|"
+    shape = dict(in_channels=1, num_classes=10, image_size=8)
+    model = ArchClassifier(space=space, arch=cell, **shape)
+    assert model.arch == NB201Arch.parse(cell) and model.hparams["space"]["class_path"].endswith("NB201Space")
+    data = ClassificationDataModule("digits", batch_size=32, cutout_length=0)
+    trainer = quick_trainer(tmp_path, max_epochs=1, callbacks=[pl.callbacks.ModelCheckpoint(save_last=True)])
+    trainer.fit(model, data)
+    export = Path(trainer.log_dir) / "export"
+    assert (export / "arch.txt").read_text().strip() == cell
+    assert torch.load(export / "model.pt", weights_only=True)["arch"] == cell
+    checkpoint = Path(trainer.checkpoint_callback.dirpath) / "last.ckpt"
+
+    other = cell.replace("none~1", "nor_conv_3x3~1")
+    with pytest.raises(ResumeMismatchError, match=r"model\.arch: checkpoint .*none~1.*, configured .*nor_conv_3x3~1"):
+        quick_trainer(tmp_path / "b", max_epochs=2).fit(ArchClassifier(space=space, arch=other, **shape), data,
+                                                        ckpt_path=checkpoint)
+    resumed = quick_trainer(tmp_path / "c", max_epochs=2)
+    resumed.fit(ArchClassifier(space=space, arch=str(export / "arch.txt"), **shape), data, ckpt_path=checkpoint)
+    assert resumed.current_epoch == 2
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    (dict(arch=""), "no answer to retrain: give model.arch, the answer file a search wrote \\(arch.txt\\)"),
+    (dict(arch="|bad~0|"), "3 nodes separated by"),
+    (dict(arch="|none~0|+|none~0|none~1|+|none~0|none~1|none~2|", layers=0), "layers"),
+    (dict(arch="|none~0|+|none~0|none~1|+|none~0|none~1|none~2|", space="nowhere"), "valid spaces are: "),
+])
+def test_arch_classifier_names_what_is_wrong(arguments, message):
+    from darts_lightning import ArchClassifier
+
+    with pytest.raises(ValueError, match=message):
+        ArchClassifier(**{"space": "nasbench201", **arguments})
