@@ -177,3 +177,20 @@ def test_the_space_composes_with_a_shipped_config_on_the_command_line(mobile, tm
     (run_dir,) = (tmp_path / "lightning_logs").iterdir()
     assert "class_path: mobile_space.MobileSpace" in (run_dir / "config.yaml").read_text()
     assert isinstance(mobile.MobileSpace(channels=4).read(run_dir / "stack.txt"), mobile.MobileArch)
+
+
+@pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
+@pytest.mark.parametrize(("config", "module"), [
+    ("mobile_evolution_digits.yaml", DiscreteSearch), ("mobile_retrain_digits.yaml", ArchClassifier),
+])
+def test_the_example_configs_build_their_run(mobile, config, module, tmp_path, monkeypatch):
+    from darts_lightning.entry.runner import DartsLightningCLI
+
+    monkeypatch.chdir(tmp_path)  # the configs' run folders are relative
+    cli = DartsLightningCLI(
+        pl.LightningModule, pl.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True, run=False,
+        save_config_callback=None, parser_kwargs={"exit_on_error": False},
+        args=["--config", str(REPO / "examples" / config), "--trainer.logger", "false"],
+    )
+    assert isinstance(cli.model, module) and isinstance(cli.model.space, mobile.MobileSpace)
+    assert cli.model.space.config()["init_args"] == {"channels": 8, "depths": [2, 2, 2]}
