@@ -194,3 +194,19 @@ def test_the_example_configs_build_their_run(mobile, config, module, tmp_path, m
     )
     assert isinstance(cli.model, module) and isinstance(cli.model.space, mobile.MobileSpace)
     assert cli.model.space.config()["init_args"] == {"channels": 8, "depths": [2, 2, 2]}
+
+
+def test_single_path_weight_sharing_trains_and_scores_stacks(mobile, tmp_path):
+    """Random single paths through the supernet (Li & Talwalkar's weight sharing) and the weight-sharing
+    evaluator run on the user's supernet through its ``path``."""
+    from darts_lightning import SinglePathSupernet, WeightSharingEvaluator
+
+    space = mobile.MobileSpace(channels=4)
+    model = SinglePathSupernet(space=space, **DIGITS)
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    trainer = pl.Trainer(max_epochs=1, limit_train_batches=4, limit_val_batches=1, default_root_dir=str(tmp_path), **QUIET)
+    trainer.fit(model, SearchDataModule("digits", batch_size=64))
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    evaluator = WeightSharingEvaluator(space, model, data=SearchDataModule("digits", batch_size=64), batches=1)
+    rewards = [evaluator.evaluate(space.sample(random.Random(seed))).reward for seed in range(3)]
+    assert all(0.0 <= r <= 1.0 for r in rewards)
