@@ -40,6 +40,8 @@ def test_every_search_config_builds_its_search(config, tmp_path, monkeypatch):
     for part in ("space", "relaxation", "estimator", "weight_optimizer", "arch_optimizer"):
         assert model.hparams[part]["class_path"].startswith("darts_lightning.")
     assert model.hparams["space"]["class_path"].endswith("NB201Space" if "nb201" in config else "DartsSpace")
+    if config.startswith("beta_darts"):  # the authors pair the regulariser with SDARTS-RS
+        assert [type(r).__name__ for r in model.remedies] == ["BetaDecay", "RandomSmoothing"]
     eigenvalue = [c for c in cli.trainer.callbacks if isinstance(c, HessianEigenvalue)]
     assert len(eigenvalue) == (1 if config.startswith("rdarts_es") else 0)
     if eigenvalue:
