@@ -11,7 +11,9 @@ The package in layers, each importing only the ones below it:
 * :mod:`darts_lightning.entry`: the command line and the evaluation protocol.
 """
 
+from darts_lightning.costs import CostModel, CostTable, MultiplyAdds, Parameters
 from darts_lightning.data import ClassificationDataModule, SearchDataModule
+from darts_lightning.differentiable.budget import CostBudget
 from darts_lightning.differentiable.callbacks import (
     AnswerFiles,
     ArchitectureFigures,
@@ -23,7 +25,14 @@ from darts_lightning.differentiable.estimators import FirstOrderGradient, Second
 from darts_lightning.differentiable.module import DARTSSearch, NonFiniteLossError
 from darts_lightning.differentiable.optimizers import ArchOptimizer, WeightOptimizer
 from darts_lightning.differentiable.relaxations import list_relaxations, register_relaxation
-from darts_lightning.differentiable.remedies import ArchWarmup, AuxiliarySkip, BetaDecay, Remedy
+from darts_lightning.differentiable.remedies import (
+    AdversarialPerturbation,
+    ArchWarmup,
+    AuxiliarySkip,
+    BetaDecay,
+    RandomSmoothing,
+    Remedy,
+)
 from darts_lightning.discrete.module import DiscreteSearch
 from darts_lightning.discrete.scratch import ScratchEvaluator
 from darts_lightning.discrete.weight_sharing import SinglePathSupernet, WeightSharingEvaluator
@@ -49,7 +58,9 @@ __all__ = [
     "SearchSpace", "DartsSpace", "RDartsSpace", "NB201Space", "NB201Supernet", "get_space", "register_space",
     "FirstOrderGradient", "SecondOrderGradient", "WeightOptimizer", "ArchOptimizer", "Remedy", "ArchWarmup",
     "AuxiliarySkip", "BetaDecay", "AnswerFiles", "ArchitectureFigures", "SearchSummary", "HessianEigenvalue",
-    "CompileSupernet",
+    "CompileSupernet", "RandomSmoothing", "AdversarialPerturbation",
+    # hardware-aware search
+    "CostModel", "CostTable", "MultiplyAdds", "Parameters", "CostBudget",
 ]
 
 __version__ = "0.1.0"

@@ -43,6 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from darts_lightning import FixedEdge, MixedEdge, SearchSpace, register_op
+from darts_lightning.spaces.base import OpSite
 from darts_lightning.spaces.mixing import Mixing, Relaxation
 from darts_lightning.spaces.supernet import Supernet
 
@@ -405,6 +406,17 @@ class MobileSpace(SearchSpace[MobileArch]):
         return MobileNetwork(arch, num_classes=num_classes, in_channels=in_channels,
                              channels=self.channels if channels is None else channels,
                              repeats=1 if layers is None else layers)
+
+    def op_sites(self, *, in_channels: int, image_size: int, channels: int | None = None,
+                 layers: int | None = None) -> dict[str, list[list[OpSite]]]:
+        """Every position at its stage's width and resolution (each strided transition halves the image, rounding
+        up), once per repeat; the hardware-aware searches price the blocks there."""
+        c, repeats = self.channels if channels is None else channels, 1 if layers is None else layers
+        rows, size = [], image_size
+        for stage, depth in enumerate(self.depths):
+            size = size if stage == 0 else (size + 1) // 2
+            rows += [[OpSite(c * 2**stage, 1, size)] * repeats for _ in range(depth)]
+        return {"blocks": rows}
 
     # ------------------------------------------------------------------ answers
 

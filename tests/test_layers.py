@@ -15,6 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "darts_lightning"
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("utils",),
     ("data", "spaces"),
+    ("costs",),
     ("differentiable", "retrain"),
     ("discrete",),
     ("entry",),

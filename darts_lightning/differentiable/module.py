@@ -177,6 +177,9 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule, Generic[Arch]):
             self.relaxation, in_channels=in_channels, num_classes=num_classes, image_size=image_size,
             auxiliary_skip=any(r.adds_auxiliary_skip for r in self.remedies),
         )
+        for remedy in self.remedies:
+            remedy.attach(self.space, self.network, in_channels=in_channels, num_classes=num_classes,
+                          image_size=image_size)
         self._sample_seed: int | None = sample_seed
         if self.weight_optimizer.clip_includes_arch:
             # α's gradient as the last architecture step left it (GDAS never clears it before the weight
@@ -474,12 +477,15 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule, Generic[Arch]):
         * ``arch/<cell>/entropy``: mean entropy of softmax(α) over edges (ln(#ops) at initialisation);
         * ``arch/<cell>/margin``: mean gap between the two largest softmax weights of an edge (0 at start);
         * ``arch/<cell>/skip_connect``: skip connections in the derived cell (DARTS collapse shows as this
-          count growing, Zela et al., ICLR 2020).
+          count growing, Zela et al., ICLR 2020);
+        * the remedies' own (:meth:`~darts_lightning.differentiable.remedies.Remedy.diagnostics`: a budget's
+          ``arch/cost/...``).
         """
         out: dict[str, float] = {}
         labels = self.network.edge_labels()
         edge_ops = self.network.edge_op_names()  # column o of edge e is edge_ops[cell][e][o]
-        derived = self.space.ops_of(self.genotype() if answer is None else answer)
+        answer = self.genotype() if answer is None else answer
+        derived = self.space.ops_of(answer)
         for cell, weights in self.network.cell_weights(detach=True).items():
             probs = weights.float().cpu()
             for e, label in enumerate(labels):
@@ -490,6 +496,8 @@ class DARTSSearch(ChannelsLastMixin, pl.LightningModule, Generic[Arch]):
             out[f"arch/{cell}/entropy"] = float(entropy.mean())
             out[f"arch/{cell}/margin"] = float((top2[:, 0] - top2[:, -1]).mean())
             out[f"arch/{cell}/skip_connect"] = float(derived[cell].count("skip_connect"))
+        for remedy in self.remedies:
+            out.update({f"arch/{key}": value for key, value in remedy.diagnostics(self.network, answer).items()})
         return out
 
     def on_train_end(self) -> None:

@@ -10,21 +10,26 @@ takes any list of them (``model.init_args.remedies`` in YAML):
 * :attr:`Remedy.adds_auxiliary_skip`: the supernet is built with an auxiliary skip connection on every
   mixed edge;
 * :meth:`Remedy.perturb_weight_step`: a context in which the weight step's forward pass runs with perturbed
-  mixing weights (the architecture step never sees the perturbation).
+  mixing weights (the architecture step never sees the perturbation);
+* :meth:`Remedy.attach`: called once with the search's space, supernet and data shape;
+  :meth:`Remedy.diagnostics`: values logged with the architecture at every epoch's end.
 
 Shipped: :class:`ArchWarmup` (PC-DARTS), :class:`AuxiliarySkip` (DARTS-), :class:`BetaDecay` (β-DARTS),
-:class:`RandomSmoothing` (SDARTS-RS) and :class:`AdversarialPerturbation` (SDARTS-ADV).
+:class:`RandomSmoothing` (SDARTS-RS) and :class:`AdversarialPerturbation` (SDARTS-ADV); the budget of a hardware-aware search,
+:class:`~darts_lightning.differentiable.budget.CostBudget`, is a remedy too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from darts_lightning.spaces.base import SearchSpace
 from darts_lightning.spaces.mixing import EdgeOps, Mixing, Relaxation
 from darts_lightning.spaces.supernet import Supernet
 from darts_lightning.utils.components import Component
@@ -57,6 +62,16 @@ class Remedy(Component):
     def arch_loss(self, supernet: Supernet, epoch: int, epochs: int) -> Tensor | None:
         """A term of the architecture loss in ``epoch`` of ``epochs`` (``None``: none)."""
         return None
+
+    def attach(self, space: SearchSpace[Any], supernet: Supernet, *, in_channels: int, num_classes: int,
+               image_size: int) -> None:
+        """Called once when the search is built, with its space, its supernet and the data's shape (a budget
+        prices the space's network here)."""
+
+    def diagnostics(self, supernet: Supernet, answer: Any) -> dict[str, float]:
+        """Values logged with the architecture at the end of every epoch (``answer``: the derived one), as
+        ``arch/<key>``."""
+        return {}
 
     def perturb_weight_step(
         self, supernet: Supernet, batch: tuple[Tensor, Tensor], epoch: int, epochs: int

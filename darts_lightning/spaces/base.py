@@ -24,6 +24,7 @@ from __future__ import annotations
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic
 
@@ -38,7 +39,17 @@ from darts_lightning.utils.registry import Registry
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["SearchSpace", "Arch", "SPACES", "register_space", "list_spaces", "get_space"]
+__all__ = ["SearchSpace", "Arch", "OpSite", "SPACES", "register_space", "list_spaces", "get_space"]
+
+
+@dataclass(frozen=True)
+class OpSite:
+    """Where a candidate op runs in a network: its channels, its stride and the resolution of its (square) input.
+    A cost model measures the op there (:mod:`darts_lightning.costs`)."""
+
+    channels: int
+    stride: int
+    resolution: int
 
 class SearchSpace(Component, ABC, Generic[Arch]):
     """The interface every space implements (see the module docstring)."""
@@ -71,6 +82,19 @@ class SearchSpace(Component, ABC, Generic[Arch]):
         Its ``forward(x)`` returns the logits, so that one generic training (cross-entropy on the logits)
         trains the network of any space; extras that need a training of their own (DARTS's auxiliary head)
         are keyword options of a space, off by default."""
+
+    def op_sites(
+        self, *, in_channels: int, image_size: int, channels: int | None = None, layers: int | None = None,
+    ) -> dict[str, list[list[OpSite]]]:
+        """Where each row of the architecture parameters runs in :meth:`build_network`'s network of this size:
+        per cell type (the keys of the supernet's ``alphas()``) and row (edge), every :class:`OpSite` at which
+        the op the answer chooses for that row runs (once per cell of that type). The network's cost is then
+        its fixed parts' plus, over the rows an answer uses, its ops' costs at their sites
+        (:class:`darts_lightning.costs.CostTable`). Needed by the hardware-aware searches only."""
+        raise NotImplementedError(
+            f"the {self.name} space does not say where its ops run in its network (SearchSpace.op_sites), which "
+            "cost models need: implement op_sites in the space to search it under a budget"
+        )
 
     # ------------------------------------------------------------------ answers
 

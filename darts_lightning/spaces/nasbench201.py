@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from darts_lightning.spaces.base import SearchSpace, register_space
+from darts_lightning.spaces.base import OpSite, SearchSpace, register_space
 from darts_lightning.spaces.cell import Cell, dense_edges
 from darts_lightning.spaces.edges import FixedEdge, MixedEdge
 from darts_lightning.spaces.mixing import Mixing, Relaxation, SoftmaxRelaxation
@@ -366,6 +366,17 @@ class NB201Space(SearchSpace[NB201Arch]):
         c = self.channels if channels is None else channels
         return NB201Network(arch, num_classes=num_classes, in_channels=in_channels, channels=(c, 2 * c, 4 * c),
                             cells_per_stage=self.cells_per_stage if layers is None else layers)
+
+    def op_sites(
+        self, *, in_channels: int, image_size: int, channels: int | None = None, layers: int | None = None,
+    ) -> dict[str, list[list[OpSite]]]:
+        """Every cell's six edges at stride 1, at the stage's channels (C, 2C, 4C) and resolution (the image's,
+        halved by each residual reduction)."""
+        check_nb201_image_size(image_size)
+        c = self.channels if channels is None else channels
+        cells = self.cells_per_stage if layers is None else layers
+        stage_sites = [OpSite(c * 2**stage, 1, image_size // 2**stage) for stage in range(3) for _ in range(cells)]
+        return {"cell": [list(stage_sites) for _ in NB201_EDGES]}
 
     # ------------------------------------------------------------------ answers
 

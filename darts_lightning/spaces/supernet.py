@@ -120,6 +120,14 @@ class Supernet(nn.Module, Generic[Arch]):
         every edge ``arch`` has, zero on the edges it does not have."""
         raise NotImplementedError
 
+    def expected_path(self, weights: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """The expected :meth:`path` of the derived answer for mixing ``weights`` ``[edges, ops]`` per cell type:
+        how much of each op of each edge the answer is expected to keep, differentiable in the weights. A space
+        whose answer keeps every edge with its strongest op expects the weights themselves (the default); the
+        DARTS space weights each edge by the chance that its node keeps it. The hardware-aware searches price
+        it (:meth:`darts_lightning.costs.CostTable.cost`)."""
+        return dict(weights)
+
     def space_signature(self) -> dict[str, Any]:
         """What a checkpoint must match to be loaded into this supernet."""
         raise NotImplementedError

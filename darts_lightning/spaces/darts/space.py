@@ -10,11 +10,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from darts_lightning.spaces.base import SearchSpace, register_space
+from darts_lightning.spaces.base import OpSite, SearchSpace, register_space
 from darts_lightning.spaces.cell import dense_edges
 from darts_lightning.spaces.darts.genotype import Genotype
 from darts_lightning.spaces.darts.network import EvalNetwork, Variant
-from darts_lightning.spaces.darts.supernet import GENOTYPE_RULES, SearchNetwork, check_image_size
+from darts_lightning.spaces.darts.supernet import GENOTYPE_RULES, SearchNetwork, cell_plan, check_image_size
 from darts_lightning.spaces.mixing import Relaxation
 from darts_lightning.spaces.ops import DARTS_OPS, resolve_op_names
 from darts_lightning.utils.validation import check_choice, check_range
@@ -140,6 +140,28 @@ class DartsSpace(SearchSpace[Genotype]):
             channels=36 if channels is None else channels, layers=20 if layers is None else layers,
             auxiliary=auxiliary, variant=variant,
         )
+
+    def op_sites(
+        self, *, in_channels: int, image_size: int, channels: int | None = None, layers: int | None = None,
+    ) -> dict[str, list[list[OpSite]]]:
+        """Sites of :meth:`build_network`'s CIFAR network: every cell's edges at the cell's channels; in a reduction
+        cell the edges from the two inputs have stride 2 at the cell's input resolution, the others stride 1 at
+        half of it."""
+        channels = 36 if channels is None else channels
+        layers = 20 if layers is None else layers
+        check_image_size(image_size, layers, variant="cifar")
+        edges = dense_edges(self.nodes)
+        sites: dict[str, list[list[OpSite]]] = {"normal": [[] for _ in edges], "reduce": [[] for _ in edges]}
+        size = image_size
+        for _, _, c, reduction, _ in cell_plan(channels, layers, 3 * channels, multiplier=self.multiplier):
+            for row, (src, _) in enumerate(edges):
+                if reduction:
+                    site = OpSite(c, 2, size) if src < 2 else OpSite(c, 1, size // 2)
+                else:
+                    site = OpSite(c, 1, size)
+                sites["reduce" if reduction else "normal"][row].append(site)
+            size = size // 2 if reduction else size
+        return sites
 
     # ------------------------------------------------------------------ answers
 

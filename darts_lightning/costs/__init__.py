@@ -1,0 +1,7 @@
+"""What an architecture costs: parameters, multiply-adds (and, measured, latency), per candidate op and for
+whole networks, for the hardware-aware searches."""
+
+from darts_lightning.costs.models import COST_MODELS, CostModel, MultiplyAdds, Parameters, get_cost_model, list_cost_models
+from darts_lightning.costs.table import CostTable
+
+__all__ = ["CostTable", "COST_MODELS", "CostModel", "MultiplyAdds", "Parameters", "get_cost_model", "list_cost_models"]

@@ -1,0 +1,76 @@
+"""A differentiable search under a budget of multiply-adds or parameters: the expected cost in the architecture
+loss, for every relaxation and both orders, logged each epoch with the derived answer's cost."""
+
+from __future__ import annotations
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from darts_lightning import DARTSSearch, SearchDataModule, SecondOrderGradient
+from darts_lightning.costs import CostTable
+from darts_lightning.differentiable.budget import CostBudget
+from darts_lightning.differentiable.optimizers import ArchOptimizer
+from darts_lightning.differentiable.relaxations import build_relaxation
+from darts_lightning.spaces import DartsSpace, NB201Space
+from tests.conftest import quick_trainer
+
+DIGITS = dict(in_channels=1, num_classes=10, image_size=8)
+SHAPE = dict(in_channels=1, image_size=8)
+
+
+def _space(edge_normalization: bool = False) -> DartsSpace:
+    return DartsSpace(channels=4, layers=3, nodes=2, multiplier=2, edge_normalization=edge_normalization)
+
+
+def _cheapest() -> float:
+    """Multiply-adds of the cheapest network of the tiny space (its fixed parts: pools and skips cost none)."""
+    return CostTable.build(_space(), "multiply_adds", channels=4, layers=3, num_classes=10, **SHAPE).cheapest()
+
+
+@pytest.mark.parametrize(("relaxation", "edge_normalization"), [
+    ("darts", False), ("pcdarts", True), ("gdas", False), ("snas", False), ("drnas", False),
+])
+def test_the_budget_term_reaches_every_architecture_parameter(relaxation, edge_normalization):
+    space = _space(edge_normalization)
+    budget = CostBudget(budget=_cheapest() + 1, channels=4, layers=3)
+    model = DARTSSearch(space=space, relaxation=build_relaxation(relaxation, partial_channels=1) if relaxation == "pcdarts"
+                        else relaxation, remedies=[budget], **DIGITS)
+    term = budget.arch_loss(model.network, 0, 1)
+    assert term is not None and float(term.detach()) > 0, "uniform weights are far over the cheapest network"
+    term.backward()
+    for name, parameter in model.network.named_arch_parameters().items():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+def _search(tmp_path, remedies, **kwargs) -> tuple[DARTSSearch, pl.Trainer]:
+    torch.manual_seed(0)
+    model = DARTSSearch(space=_space(), arch_optimizer=ArchOptimizer(lr=3e-2), remedies=remedies, **DIGITS, **kwargs)
+    trainer = quick_trainer(tmp_path, max_epochs=2, limit_train_batches=4, limit_val_batches=1)
+    trainer.fit(model, SearchDataModule("digits", batch_size=16))
+    return model, trainer
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_a_budget_lowers_the_expected_cost_and_is_logged_each_epoch(tmp_path, order):
+    estimator = dict(estimator=SecondOrderGradient()) if order == 2 else {}
+    budget = CostBudget(budget=_cheapest(), form="linear", weight=5.0, channels=4, layers=3)
+    free, _ = _search(tmp_path / "free", [], **estimator)
+    priced, trainer = _search(tmp_path / "priced", [budget], **estimator)
+    assert float(budget.expected_cost(priced.network)) < float(budget.expected_cost(free.network))
+    logged = trainer.callback_metrics
+    for key in ("expected", "derived", "budget"):
+        assert f"arch/cost/multiply_adds/{key}" in logged
+    assert float(logged["arch/cost/multiply_adds/derived"]) == pytest.approx(
+        budget.table.arch_cost(priced.selected_answer()), rel=1e-6)
+    # the checkpoint records the budget as a part, and the search rebuilds from it
+    rebuilt = DARTSSearch(**priced.hparams)
+    assert rebuilt.remedies[0].config() == budget.config() and rebuilt.remedies[0].table is not None
+
+
+def test_a_budget_below_the_cheapest_network_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"the budget 10 multiply-adds is below the cheapest network of the nasbench201"):
+        DARTSSearch(space=NB201Space(channels=4, cells_per_stage=1), remedies=[CostBudget(budget=10, channels=4, layers=1)],
+                    **DIGITS)
+    with pytest.raises(ValueError, match="form must be one of"):
+        CostBudget(budget=1e6, form="fbnet")
