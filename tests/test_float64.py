@@ -267,16 +267,18 @@ def test_scratch_evaluator_scores_a_network_trained_in_float64():
     assert 0.0 <= result.reward <= 1.0 and result.metrics["steps"] == 1
 
 
-def test_a_float64_retrained_network_is_exported_with_its_torchscript(tmp_path):
-    """The example input of the TorchScript trace follows the network's dtype (a float32 example fails the
-    trace, and the export writes torchscript_failed.txt instead)."""
+def test_a_float64_retrained_network_is_exported_in_float64(tmp_path):
+    """The example input of the torch.export and ONNX traces follows the network's dtype (a float32 example
+    fails the trace, and the export writes torch_export_failed.txt and onnx_failed.txt instead)."""
     model = GenotypeClassifier(genotype="DARTS_V2", in_channels=1, num_classes=10, image_size=8, channels=4,
                                layers=3, auxiliary_weight=0.0).double()
     written = export_network(model, tmp_path)
-    assert "torchscript" in written, (tmp_path / "torchscript_failed.txt").read_text()
+    failures = {p.name: p.read_text() for p in tmp_path.glob("*_failed.txt") if p.name != "latency_failed.txt"}
+    assert "torch_export" in written and "onnx" in written, failures
     x = torch.randn(2, 1, 8, 8, dtype=torch.float64)
     model.eval()
-    torch.testing.assert_close(torch.jit.load(str(written["torchscript"]))(x), model.network(x))
+    program = torch.export.load(str(written["torch_export"])).module()
+    torch.testing.assert_close(program(x), model.network(x))
 
 
 def test_the_lstm_controller_runs_in_float64():

@@ -132,8 +132,9 @@ def test_retraining_the_exported_answer_and_loading_its_export(mobile, searched,
     x = torch.randn(3, 1, 8, 8)
     classifier.eval()
     torch.testing.assert_close(rebuilt(x), classifier.network(x))
-    scripted = torch.jit.load(str(export / "model.torchscript.pt"))
-    torch.testing.assert_close(scripted(x), classifier.network(x), rtol=1e-4, atol=1e-5)
+    program = torch.export.load(str(export / "model.pt2")).module()
+    torch.testing.assert_close(program(x), classifier.network(x), rtol=1e-4, atol=1e-5)
+    assert (export / "model.onnx").is_file() and (export / "summary.json").is_file()
 
 
 @pytest.mark.parametrize("searcher", ["random", "regularized_evolution"])

@@ -18,29 +18,46 @@ Two modules build on it:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import copy
+import importlib
+import importlib.util
+import json
+import re
+import statistics
+import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor, nn
+from torch.export import ExportedProgram
 from torchmetrics.classification import MulticlassAccuracy
 
+from darts_lightning.costs.models import MultiplyAdds, Parameters
 from darts_lightning.spaces.base import SearchSpace, get_space
 from darts_lightning.spaces.darts.genotype import Genotype
 from darts_lightning.spaces.darts.network import EvalNetwork, Variant
 from darts_lightning.utils.distributed import broadcast_
-from darts_lightning.utils.files import atomic_open, atomic_torch_save, atomic_write_text, use_atomic_checkpoints
+from darts_lightning.utils.files import (
+    atomic_open,
+    atomic_torch_save,
+    atomic_write_bytes,
+    atomic_write_text,
+    use_atomic_checkpoints,
+)
 from darts_lightning.utils.layout import ChannelsLastMixin
 from darts_lightning.utils.resume import check_resume, record_module
 from darts_lightning.utils.training import BatchMean, NonFiniteLoss, log_every_n_steps, planned_epochs, trainer_datamodule
 from darts_lightning.utils.validation import check_choice, check_range
 
-__all__ = ["NetworkClassifier", "ArchClassifier", "GenotypeClassifier", "export_network"]
+__all__ = ["NetworkClassifier", "ArchClassifier", "GenotypeClassifier", "export_network", "onnx_latency"]
 
 #: The planned epochs when the trainer sets no ``max_epochs``: the paper's CIFAR-10 retraining (sec. A.2).
 DEFAULT_EPOCHS = 600
@@ -417,37 +434,186 @@ def _configured_genotype(spec: Genotype | str, allow_import_paths: bool) -> Geno
     return Genotype.resolve(text, allow_import_paths=allow_import_paths)
 
 
+#: The ONNX operator set of ``model.onnx``: the dynamo exporter's own (no version conversion after the export),
+#: which every onnxruntime since 1.14 runs.
+ONNX_OPSET = 18
+#: What installs the packages of the ONNX export (onnx, onnxscript) and of its latency (onnxruntime).
+DEPLOY_INSTALL = "pip install darts-lightning[deploy]"
+#: The latency measurement: warm-up runs, then the median of the timed runs.
+LATENCY_WARMUP = 3
+LATENCY_RUNS = 20
+
+_NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16}
+
+
 def export_network(model: NetworkClassifier, directory: str | Path) -> dict[str, Path]:
-    """Write ``model.pt`` (state dict, answer and build arguments, loadable with ``weights_only=True``), the
-    answer file (``genotype.json`` for a DARTS genotype, the space's own for another answer), and
-    ``model.torchscript.pt`` where tracing succeeds. Returns the written paths."""
+    """Write the trained network into ``directory``, for this package and for deployment without it:
+
+    * ``model.pt``: state dict, answer and build arguments (loadable with ``weights_only=True``), which rebuild
+      the network here;
+    * the answer file (``genotype.json`` for a DARTS genotype, the space's own for another answer);
+    * ``model.pt2``: a ``torch.export`` program (``torch.export.load``), the network as a graph that runs on
+      torch alone;
+    * ``model.onnx``: the same graph in ONNX (opset :data:`ONNX_OPSET`), for onnxruntime and other runtimes;
+    * ``summary.json``: parameters, multiply-adds and the onnxruntime latency on this machine, also printed.
+
+    Both programs are the network in evaluation mode (a DARTS network without its training-only auxiliary head),
+    on the CPU and in its dtype, for inputs ``[batch, in_channels, image_size, image_size]`` of any batch size
+    (TorchScript, deprecated in torch, is no longer written). An export that fails for a limitation (an op the
+    exporter cannot handle, the deploy packages not installed, an ONNX kernel onnxruntime lacks for the latency)
+    writes ``<name>_failed.txt`` with the reason instead, and the run goes on: the state dict is the export; a
+    failed write (``OSError``, a full disk) is an error of the run. Returns the written paths by kind:
+    ``state_dict``, ``answer``, ``torch_export``, ``onnx``, ``summary``.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    network = model.network
     hp = model.hparams
-    written = {}
+    shape = (int(hp["in_channels"]), int(hp["image_size"]), int(hp["image_size"]))
+    written: dict[str, Path] = {}
     written["state_dict"] = directory / "model.pt"
     atomic_torch_save(
-        {"state_dict": {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}}
+        {"state_dict": {k: v.detach().cpu().contiguous() for k, v in model.network.state_dict().items()}}
         | model.export_record(),
         written["state_dict"],
     )
     written["answer"] = model.write_answer(directory)
-    was_training = network.training
-    try:
-        network.eval()
-        parameter = next(network.parameters())  # the example input follows the network (device and dtype)
-        example = torch.zeros(1, hp["in_channels"], hp["image_size"], hp["image_size"], device=parameter.device,
-                              dtype=parameter.dtype)
-        traced = torch.jit.trace(network, example, check_trace=False)
-        path = directory / "model.torchscript.pt"
-        with atomic_open(path, "wb") as handle:
-            torch.jit.save(traced, handle)
-        written["torchscript"] = path
-    except OSError:
-        raise  # a failed write (a full disk) is an error of the run, not a TorchScript limitation
-    except Exception as error:  # noqa: BLE001 - TorchScript is best effort; the state dict is the export
-        atomic_write_text(directory / "torchscript_failed.txt", f"{type(error).__name__}: {error}\n")
-    finally:
-        network.train(was_training)
+    network = _deployable(model.network)
+    program = _best_effort(directory, "torch_export", lambda: _export_program(network, shape, directory / "model.pt2"))
+    if program is not None:
+        written["torch_export"] = directory / "model.pt2"
+    # The ONNX graph is the torch.export program's, translated (one trace for both files).
+    source: ExportedProgram | nn.Module = program if program is not None else network
+    if _best_effort(directory, "onnx", lambda: _export_onnx(source, shape, directory / "model.onnx")) is not None:
+        written["onnx"] = directory / "model.onnx"
+    summary = _best_effort(directory, "summary", lambda: _summarize(network, shape, directory, written.get("onnx")))
+    if summary is not None:
+        written["summary"] = summary
     return written
+
+
+def onnx_latency(path: str | Path, runs: int = LATENCY_RUNS, warmup: int = LATENCY_WARMUP) -> float:
+    """The latency in milliseconds of the ONNX model at ``path`` on this machine: onnxruntime's CPU execution
+    provider at its default threads, one random input of batch 1, ``warmup`` runs and then the median of
+    ``runs`` (the median, because a busy machine delays some runs)."""
+    check_range("runs", runs, 1, integer=True)
+    check_range("warmup", warmup, 0, integer=True)
+    try:
+        # Imported here: the package trains and exports without the deploy extra.
+        onnxruntime = importlib.import_module("onnxruntime")
+    except ImportError as error:
+        raise ImportError(f"measuring the ONNX latency needs onnxruntime: {DEPLOY_INSTALL}") from error
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # errors only
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    (given,) = session.get_inputs()
+    if given.type not in _NUMPY_TYPES:
+        raise ValueError(f"{path}: an input of type {given.type}; the latency is measured for {sorted(_NUMPY_TYPES)}")
+    batch = np.random.default_rng(0).standard_normal([1, *given.shape[1:]]).astype(_NUMPY_TYPES[given.type])
+    for _ in range(warmup):
+        session.run(None, {given.name: batch})
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        session.run(None, {given.name: batch})
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000.0
+
+
+T = TypeVar("T")
+
+
+def _deployable(trained: nn.Module) -> nn.Module:
+    """The network as it is deployed: a copy on the CPU, in the standard layout and in evaluation mode, without
+    a DARTS network's auxiliary head (training only: kept, it would count in the parameters and ride along in
+    the files unused). The trained network stays as it is (on its device, in its layout, in its mode)."""
+    network = copy.deepcopy(trained).to("cpu").to(memory_format=torch.contiguous_format).eval()
+    if isinstance(network, EvalNetwork):
+        network.auxiliary_head = None
+    return network
+
+
+def _best_effort(directory: Path, name: str, export: Callable[[], T]) -> T | None:
+    """``export()``; where it fails for a limitation, ``None`` and ``<name>_failed.txt`` saying why (a file of an
+    earlier export into the same folder is removed when it succeeds)."""
+    failed = directory / f"{name}_failed.txt"
+    try:
+        result = export()
+    except OSError:
+        raise  # a failed write (a full disk) is an error of the run, not a limitation of the export
+    except Exception as error:  # noqa: BLE001 - the deployable files are best effort; the state dict is the export
+        reason = re.sub(r"\x1b\[[0-9;]*m", "", str(error))  # without the colours of a terminal
+        atomic_write_text(failed, f"{type(error).__name__}: {reason}\n")
+        return None
+    failed.unlink(missing_ok=True)
+    return result
+
+
+def _example(network: nn.Module, shape: tuple[int, int, int]) -> tuple[Tensor]:
+    """An input of batch 2 in the network's dtype: a batch of 1 would be traced as a constant size."""
+    parameter = next(network.parameters(), None)
+    return (torch.zeros(2, *shape, dtype=parameter.dtype if parameter is not None else torch.float32),)
+
+
+def _export_program(network: nn.Module, shape: tuple[int, int, int], path: Path) -> ExportedProgram:
+    """Trace ``network`` with ``torch.export`` (a dynamic batch dimension) and save the program at ``path``."""
+    batch = torch.export.Dim("batch", min=1)
+    program = torch.export.export(network, _example(network, shape), dynamic_shapes=({0: batch},), strict=False)
+    with atomic_open(path, "wb") as handle:
+        torch.export.save(program, handle)
+    return program
+
+
+def _export_onnx(source: ExportedProgram | nn.Module, shape: tuple[int, int, int], path: Path) -> Path:
+    """Write ``source`` (a ``torch.export`` program, or the network when its export failed) as ONNX at ``path``,
+    with torch's dynamo exporter: the TorchScript-based one is deprecated with TorchScript."""
+    missing = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ImportError(f"the ONNX export needs {' and '.join(missing)}: {DEPLOY_INSTALL}")
+    if isinstance(source, ExportedProgram):
+        exported = torch.onnx.export(
+            source, input_names=["images"], output_names=["logits"], opset_version=ONNX_OPSET, dynamo=True,
+            external_data=False, verbose=False,
+        )
+    else:
+        exported = torch.onnx.export(
+            source, _example(source, shape), input_names=["images"], output_names=["logits"],
+            dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), opset_version=ONNX_OPSET, dynamo=True,
+            external_data=False, verbose=False,
+        )
+    if exported is None:
+        raise RuntimeError("torch.onnx.export returned no ONNX program")
+    return atomic_write_bytes(path, exported.model_proto.SerializeToString())
+
+
+def _summarize(network: nn.Module, shape: tuple[int, int, int], directory: Path, onnx_path: Path | None) -> Path:
+    """Measure the network (parameters, multiply-adds at batch 1, the ONNX latency where ``model.onnx`` was
+    written), write ``summary.json`` and print the figures (on rank 0)."""
+    parameters = int(Parameters().measure(network, shape))
+    multiply_adds = int(MultiplyAdds().measure(network, shape))
+    latency = None
+    if onnx_path is not None:
+        latency = _best_effort(directory, "latency", lambda: onnx_latency(onnx_path))
+    summary = {
+        "input_shape": [1, *shape], "parameters": parameters, "multiply_adds": multiply_adds, "latency_ms": latency,
+        "latency": (
+            f"onnxruntime CPUExecutionProvider, batch 1, median of {LATENCY_RUNS} runs after {LATENCY_WARMUP} warm-up runs"
+        ),
+    }
+    path = atomic_write_text(directory / "summary.json", json.dumps(summary, indent=2) + "\n")
+    if latency is not None:
+        measured = f"{latency:.3f} ms (onnxruntime, CPU, batch 1, median of {LATENCY_RUNS} runs)"
+    else:
+        measured = "not measured (see " + ("latency_failed.txt" if onnx_path is not None else "onnx_failed.txt") + ")"
+    _print_on_rank_zero(
+        f"exported to {directory}\n"
+        f"  parameters     {parameters:,}\n"
+        f"  multiply-adds  {multiply_adds:,} at batch 1, {'x'.join(map(str, shape))}\n"
+        f"  latency        {measured}"
+    )
+    return path
+
+
+@rank_zero_only
+def _print_on_rank_zero(text: str) -> None:
+    """Print once in a multi-process run (on rank 0)."""
+    print(text)

@@ -47,10 +47,11 @@ def test_fit_test_and_export(tmp_path):
     saved = torch.load(export / "model.pt", weights_only=True)
     assert Genotype.from_dict(saved["genotype"]) == Genotype.published("DARTS_V2")
     assert saved["build"]["channels"] == 4
-    scripted = torch.jit.load(str(export / "model.torchscript.pt"))
+    program = torch.export.load(str(export / "model.pt2")).module()
     x = torch.randn(3, 1, 8, 8)
     model.eval()
-    torch.testing.assert_close(scripted(x), model.network(x), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(program(x), model.network(x), rtol=1e-4, atol=1e-5)
+    assert (export / "model.onnx").is_file() and (export / "summary.json").is_file()
     rebuilt = GenotypeClassifier(genotype=str(export / "genotype.json"), in_channels=1, num_classes=10, image_size=8,
                                  channels=4, layers=3).network.eval()
     rebuilt.load_state_dict(saved["state_dict"])
