@@ -13,7 +13,8 @@ Both are additive over a network's modules, so a network's cost is the sum of it
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -36,6 +37,12 @@ class CostModel(Component):
     def measure(self, module: nn.Module, shape: Sequence[int]) -> float:
         """The cost of ``module`` on one input of shape ``shape`` (channels, height, width)."""
         raise NotImplementedError
+
+    def stored_table(self, space: Any, supernet: Any, size: Mapping[str, Any]) -> Any:
+        """A :class:`~darts_lightning.costs.CostTable` this model keeps (a measured latency table read from a
+        file) for ``space`` at ``size`` (``in_channels``, ``num_classes``, ``image_size``, ``channels``,
+        ``layers``), or ``None``: the table is built by measuring each op (the default)."""
+        return None
 
 
 class Parameters(CostModel):

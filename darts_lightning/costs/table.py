@@ -56,6 +56,11 @@ class CostTable:
         if supernet is None:
             supernet = space.build_supernet(SoftmaxRelaxation(), in_channels=in_channels, num_classes=num_classes,
                                             image_size=image_size)
+        size = {"in_channels": in_channels, "num_classes": num_classes, "image_size": image_size, "channels": channels,
+                "layers": layers}
+        stored = model.stored_table(space, supernet, size)
+        if stored is not None:
+            return stored
         sites = space.op_sites(in_channels=in_channels, image_size=image_size, channels=channels, layers=layers)
         edge_ops = supernet.edge_op_names()
         if set(sites) != set(edge_ops):
@@ -86,6 +91,21 @@ class CostTable:
             table.cost(supernet.path(reference))
         )
         return table
+
+    def to_record(self) -> dict[str, Any]:
+        """The table as plain data: the cost of every op of every edge (``matrices``, in the supernet's column
+        order) and the fixed cost."""
+        return {"fixed": self.fixed, "matrices": {cell: matrix.tolist() for cell, matrix in self.matrices.items()}}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any], model: CostModel, supernet: Supernet[Any]) -> CostTable:
+        """The table of :meth:`to_record`'s ``record`` for ``supernet`` (its shape must fit the supernet's edges)."""
+        matrices = {cell: torch.tensor(rows, dtype=torch.float64) for cell, rows in record["matrices"].items()}
+        for cell, ops in supernet.edge_op_names().items():
+            if cell not in matrices or tuple(matrices[cell].shape) != (len(ops), len(ops[0])):
+                raise ValueError(f"the cost table does not fit the supernet's {cell} cells ({len(ops)} edges of "
+                                 f"{len(ops[0])} ops)")
+        return cls(matrices, float(record["fixed"]), model, supernet)
 
     def cost(self, rows: Mapping[str, Tensor]) -> Tensor:
         """``fixed + Σ rows · C``: the cost of the path ``rows`` (one-hot rows: an answer's cost; expected rows: the

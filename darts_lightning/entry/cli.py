@@ -30,13 +30,14 @@ from collections.abc import Callable, Sequence
 
 from darts_lightning.entry.convert import convert_main
 from darts_lightning.entry.export import export_main
+from darts_lightning.entry.profile import profile_main
 from darts_lightning.entry.protocol import protocol_main
 from darts_lightning.entry.runner import PROGRAM, DartsLightningCLI, run_cli
 
 __all__ = ["DartsLightningCLI", "main", "run_cli", "run_command", "error_line"]
 
 def run_command(args: Sequence[str] | None = None) -> None:
-    """``darts-lightning {fit,validate,test,predict,export-genotype,convert-checkpoint,protocol} ...``, raising
+    """``darts-lightning {fit,validate,test,predict,export-genotype,convert-checkpoint,protocol,profile} ...``, raising
     its errors."""
     argv = list(sys.argv[1:] if args is None else args)
     if argv and argv[0] == "export-genotype":
@@ -45,6 +46,8 @@ def run_command(args: Sequence[str] | None = None) -> None:
         raise SystemExit(convert_main(argv[1:]))
     if argv and argv[0] == "protocol":
         raise SystemExit(protocol_main(argv[1:]))
+    if argv and argv[0] == "profile":
+        raise SystemExit(profile_main(argv[1:]))
     run_cli(argv)
 
 
