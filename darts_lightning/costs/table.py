@@ -70,8 +70,15 @@ class CostTable:
 
         def op_cost(name: str, site: OpSite) -> float:
             if (name, site) not in measured:
-                op = build_op(name, site.channels, site.stride, affine=True)
-                measured[name, site] = model.measure(op, (site.channels, site.resolution, site.resolution))
+                try:
+                    op = build_op(name, site.channels, site.stride, affine=True)
+                    measured[name, site] = model.measure(op, (site.channels, site.resolution, site.resolution))
+                except Exception as error:  # any op's failure, named with where it runs
+                    raise ValueError(
+                        f"the {model.name} cost model cannot measure the op {name!r} at {site.channels} channels, stride "
+                        f"{site.stride}, {site.resolution}x{site.resolution} input ({type(error).__name__}: {error}); "
+                        "fix the op or leave it out of the space"
+                    ) from error
             return measured[name, site]
 
         matrices = {}

@@ -88,3 +88,10 @@ def test_a_space_that_does_not_say_where_its_ops_run_cannot_be_priced():
 
     with pytest.raises(NotImplementedError, match="the unpriced space does not say where its ops run.*implement op_sites"):
         CostTable.build(Unpriced(channels=4, cells_per_stage=1), "parameters", in_channels=1, num_classes=10, image_size=8)
+
+
+def test_an_op_the_cost_model_cannot_run_is_named_with_its_site():
+    space = DartsSpace(ops=["none", "tests.custom_ops:broken", "skip_connect"], channels=4, layers=3, nodes=2, multiplier=2)
+    with pytest.raises(ValueError, match=r"cannot measure the op 'tests.custom_ops:broken' at 4 channels, stride 1, 8x8 "
+                                         r"input \(RuntimeError: no kernel for this input\)"):
+        CostTable.build(space, "multiply_adds", in_channels=1, num_classes=10, image_size=8, channels=4, layers=3)
