@@ -9,7 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from darts_lightning import ArchWarmup, AuxiliarySkip, BetaDecay, DARTSSearch, FirstOrderGradient, NB201Space, SecondOrderGradient
+from darts_lightning import (
+    ArchWarmup,
+    AuxiliarySkip,
+    BetaDecay,
+    DARTSSearch,
+    FirstOrderGradient,
+    NB201Space,
+    RandomSmoothing,
+    SecondOrderGradient,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,7 +41,7 @@ PAPER = {
     "snas": ("snas", 0.025, set(), "joint"),
     "drnas": ("drnas", 0.1, set(), "arch_first"),
     "darts_minus": ("darts", 0.025, {AuxiliarySkip}, "arch_first"),
-    "beta_darts": ("darts", 0.025, {BetaDecay}, "arch_first"),
+    "beta_darts": ("darts", 0.025, {BetaDecay, RandomSmoothing}, "arch_first"),
 }
 
 
@@ -79,3 +88,27 @@ def test_search_step_prints_one_line_of_figures(monkeypatch, capsys, tmp_path):
     assert record["method"] == "pcdarts" and record["order"] == 2 and record["partial_channels"] == 2
     assert (record["channels"], record["layers"], record["compile"]) == (4, 3, False)
     assert len(record["step_times"]) == 1 and record["seconds_per_step"] > 0 and record["peak_memory_mb"] > 0
+
+
+def test_nb201_pareto_prints_its_figures_and_dumps_every_seeds_front(monkeypatch, capsys, tmp_path):
+    from darts_lightning.discrete.pareto import dominates
+    from darts_lightning.spaces import NB201Space
+
+    nb201_pareto = _load("nb201_pareto")
+    dump = tmp_path / "fronts.json"
+    monkeypatch.setattr(sys, "argv", ["nb201_pareto.py", "--budget", "20", "--seeds", "3", "--dump", str(dump)])
+    nb201_pareto.main()
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["budget"] == 20 and summary["seeds"] == 3 and summary["reward"] == "cifar10_valid"
+    assert summary["reference_point"]["multiply_adds"] == 220119680.0, "the space's largest multiply-adds"
+    searchers = summary["searchers"]
+    assert list(searchers) == list(nb201_pareto.SEARCHERS)
+    assert all(0 < s["hv_mean"] <= summary["space_front_hypervolume"] + 1e-9 for s in searchers.values())
+    assert len(searchers["pareto_evolution"]["vs_random_ci95"]) == 2 and "vs_random_mean" not in searchers["random"]
+    fronts = json.loads(dump.read_text())
+    assert set(fronts) == set(searchers) and all(len(per_seed) == 3 for per_seed in fronts.values())
+    space, costs = NB201Space(), nb201_pareto.nasbench201_costs()
+    table = nb201_pareto.LookupEvaluator(space).rows
+    for front in fronts["pareto_evolution"]:
+        points = [(-table[arch]["cifar10_valid"], costs[space.format(space.parse(arch))][1]) for arch in front]
+        assert front and not any(dominates(p, q) for p in points for q in points)

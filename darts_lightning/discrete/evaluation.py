@@ -24,7 +24,7 @@ from torchmetrics import Metric
 from darts_lightning.spaces import SearchSpace, get_space
 from darts_lightning.spaces.base import Arch
 
-__all__ = ["Evaluation", "Evaluator", "Scores", "classification_scores"]
+__all__ = ["DataShape", "Evaluation", "Evaluator", "Scores", "classification_scores"]
 
 
 @dataclass
@@ -36,6 +36,16 @@ class Evaluation:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class DataShape:
+    """The data a network is built for: image channels, classes and (square) image size. A search prices its
+    architectures' networks at this shape (:mod:`darts_lightning.discrete.constraints`)."""
+
+    in_channels: int
+    num_classes: int
+    image_size: int
+
+
 class Evaluator(Generic[Arch]):
     """Base class: :meth:`evaluate` scores architectures of ``space`` (an instance, a registered name or
     ``{"class_path", "init_args"}``)."""
@@ -45,6 +55,20 @@ class Evaluator(Generic[Arch]):
 
     def evaluate(self, arch: Arch) -> Evaluation:
         raise NotImplementedError
+
+    def data_shape(self) -> DataShape | None:
+        """The shape of the data the scored networks see, so that a search prices the networks it scores;
+        ``None`` when the evaluator does not know it. By default read from the evaluator's data module
+        (``self.data`` with ``in_channels``, ``num_classes`` and ``image_size``, as the weight-sharing and the
+        scratch evaluators hold one)."""
+        data = getattr(self, "data", None)
+        shape: dict[str, int] = {}
+        for name in ("in_channels", "num_classes", "image_size"):
+            value = getattr(data, name, None)
+            if not isinstance(value, int):
+                return None
+            shape[name] = value
+        return DataShape(**shape)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Rewards from a benchmark table (evaluator ``lookup``): the NAS-Bench-201 table with 12-epoch accuracies
 ships with the package; the reward is a table column (``cifar10_valid`` by default, the NAS-Bench-201
-protocol)."""
+protocol). The shipped table's networks saw the benchmark's data (:data:`NB201_SHAPES`), at which a search
+prices them."""
 
 from __future__ import annotations
 
@@ -9,14 +10,22 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from darts_lightning.discrete.evaluation import Evaluation, Evaluator
+from darts_lightning.discrete.evaluation import DataShape, Evaluation, Evaluator
 from darts_lightning.spaces import SearchSpace
 from darts_lightning.spaces.base import Arch
 
-__all__ = ["LookupEvaluator", "NB201_TABLE"]
+__all__ = ["LookupEvaluator", "NB201_TABLE", "NB201_SHAPES"]
 
 NB201_TABLE = Path(__file__).parent / "tables" / "nasbench201_12epoch.csv"
 """The NAS-Bench-201 table shipped with the package (see ``tables/NOTICE.md`` for its MIT notice)."""
+
+NB201_SHAPES: dict[str, DataShape] = {
+    "cifar10": DataShape(in_channels=3, num_classes=10, image_size=32),
+    "cifar100": DataShape(in_channels=3, num_classes=100, image_size=32),
+    "imagenet16": DataShape(in_channels=3, num_classes=120, image_size=16),
+}
+"""The data of each NAS-Bench-201 data set (ImageNet16-120: 120 classes of 16×16 images), by the table's
+column prefix."""
 
 
 class LookupEvaluator(Evaluator[Arch]):
@@ -68,6 +77,10 @@ class LookupEvaluator(Evaluator[Arch]):
                 f"lookup table {str(self.path)!r} holds {len(self.rows)} distinct architectures, but the "
                 f"{self.space.name} space has {self.space.size()}: the table does not match the space"
             )
+
+    def data_shape(self) -> DataShape | None:
+        """The benchmark's data for the shipped table (:data:`NB201_SHAPES`); ``None`` for another table."""
+        return NB201_SHAPES.get(self.dataset) if self.path == NB201_TABLE else None
 
     def evaluate(self, arch: Arch) -> Evaluation:
         row = self.rows[self.space.format(arch)]

@@ -1,17 +1,27 @@
 """Discrete-encoding search as a LightningModule: one searcher, one evaluator, a budget.
 
-Each training step proposes architectures until one is new (by the space's isomorphism-aware key),
-evaluates it, and tells the searcher its reward. Re-proposed architectures are answered from the history
-at no budget cost. The run stops when ``budget`` distinct architectures have been evaluated, when the
-searcher reports convergence, when the best reward has not improved for ``patience`` evaluations, or
-when ``max_samples`` proposals were made (a converged policy that keeps proposing known architectures
-must not hang the run); each stop says why.
+Each training step proposes architectures until one is new (by the space's isomorphism-aware key) and
+within the cost budgets (``constraints``), evaluates it, and tells the searcher its reward
+(:class:`~darts_lightning.discrete.loop.SearchLoop`). Re-proposed architectures are answered from the history
+at no budget cost; architectures over a budget are recorded as refused, never evaluated, cost no budget
+either, and the searcher is told so (:meth:`~darts_lightning.discrete.searchers.Searcher.reject`). The run
+stops when ``budget`` distinct architectures have been evaluated, when the searcher reports convergence,
+when the best reward has not improved for ``patience`` evaluations, or when ``max_samples`` proposals were
+made (a converged policy that keeps proposing known architectures must not hang the run); each stop says why.
+
+Costs (:mod:`~darts_lightning.discrete.constraints`): every history entry records the costs of the
+constraints and ``objectives`` (``multiply_adds``, ``parameters``) of the network its architecture describes,
+priced at the data's shape: the evaluator's data (the benchmark's data for the shipped NAS-Bench-201 table, the
+data module of the weight-sharing and scratch evaluators) unless ``data_shape`` gives it. With objectives, the
+Pareto front of the history (reward maximised, the objectives' costs minimised) is written to
+``pareto_front.json`` and drawn to TensorBoard (``search/pareto_front``) at the end, for any searcher;
+``pareto_evolution`` searches for it (:mod:`~darts_lightning.discrete.pareto`).
 
 The loop is driven by batches: the data module's under the CLI (a lookup evaluator ignores their
 content), else a loader of ``budget`` dummy steps; configs set ``max_epochs: -1`` and let the search
 stop itself.
 
-The full history (architecture, reward, cost, metrics) lives in the checkpoint together with the
+The full history (architecture, reward, cost, costs, metrics, refusals) lives in the checkpoint together with the
 searcher's state and random generator, so a resumed search neither re-evaluates nor forgets anything.
 The best architecture is written into the run's log directory as ``best_arch.txt`` (its text form), as the
 space's answer file (``genotype.json`` for the DARTS space, ``arch.txt`` for NAS-Bench-201, as a
@@ -24,7 +34,7 @@ registered or user-defined space runs with any searcher and evaluator.
 from __future__ import annotations
 
 import json
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Generic
 
@@ -32,8 +42,11 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from darts_lightning.discrete.evaluation import Evaluator
+from darts_lightning.discrete.constraints import CostConstraint, CostObjective, Pricing, build_constraint, build_objective
+from darts_lightning.discrete.evaluation import DataShape, Evaluator
 from darts_lightning.discrete.evaluators import build_evaluator
+from darts_lightning.discrete.loop import SearchLoop
+from darts_lightning.discrete.pareto import draw_pareto_front, pareto_front
 from darts_lightning.discrete.searchers import Searcher, build_searcher
 from darts_lightning.spaces import SearchSpace, get_space
 from darts_lightning.spaces.base import Arch
@@ -62,9 +75,20 @@ class DiscreteSearch(pl.LightningModule, Generic[Arch]):
         checkpoint_every: save ``checkpoints/search_state.ckpt`` in the run's directory after every this
             many evaluations (None: only Lightning's own checkpoints), so that an interrupted search with
             a slow evaluator resumes from its last evaluation with ``fit --ckpt_path``.
+        constraints: cost budgets, each a :class:`~darts_lightning.discrete.constraints.CostConstraint`, its
+            ``{"class_path", "init_args"}`` or its arguments (``{cost: multiply_adds, budget: 1.0e8, channels:
+            null, layers: null}``): an architecture over one is refused before it is evaluated.
+        objectives: costs recorded and minimised besides maximising the reward: cost model names
+            (``[multiply_adds]``), :class:`~darts_lightning.discrete.constraints.CostObjective` or their
+            arguments (``{cost: parameters, channels: 8}``). A multi-objective searcher (``pareto_evolution``)
+            needs them; with any searcher they define the Pareto front the search writes.
+        data_shape: ``{in_channels, num_classes, image_size}`` of the networks the costs are counted on;
+            ``None``: the evaluator's (:meth:`~darts_lightning.discrete.evaluation.Evaluator.data_shape`),
+            needed only with constraints or objectives. (Not named ``in_channels``/... because the command
+            line links those to the data module, which only drives the loop of a lookup search.)
 
-    Resuming may raise the budget and the stopping rules (``RESUME_MAY_CHANGE``); every other setting must
-    be the checkpoint's (:func:`darts_lightning.utils.resume.check_resume`).
+    Resuming may raise the budget and the stopping rules (``RESUME_MAY_CHANGE``); every other setting, the
+    constraints and objectives included, must be the checkpoint's (:func:`darts_lightning.utils.resume.check_resume`).
     """
 
     #: "space" is compared by :meth:`resume_compared`, by meaning
@@ -83,13 +107,27 @@ class DiscreteSearch(pl.LightningModule, Generic[Arch]):
         patience: int | None = None,
         seed: int = 0,
         checkpoint_every: int | None = 1,
+        constraints: Sequence[CostConstraint | Mapping[str, Any]] | None = None,
+        objectives: Sequence[str | CostObjective | Mapping[str, Any]] | None = None,
+        data_shape: Mapping[str, int] | None = None,
     ) -> None:
         super().__init__()
         self.space: SearchSpace[Arch] = get_space(space)
+        self.constraints: list[CostConstraint] = [build_constraint(c) for c in constraints or ()]
+        self.objectives: list[CostObjective] = [build_objective(o) for o in objectives or ()]
+        if data_shape is not None:
+            keys = ("in_channels", "num_classes", "image_size")
+            if not isinstance(data_shape, Mapping) or set(data_shape) != set(keys):
+                raise ValueError(f"data_shape must be a mapping with the keys {', '.join(keys)}, got {data_shape!r}")
+            for key in keys:
+                check_range(f"data_shape.{key}", data_shape[key], 2 if key == "num_classes" else 1, integer=True)
         self.save_hyperparameters({
             "space": self.space.config(), "searcher": searcher, "searcher_args": searcher_args, "evaluator": evaluator,
             "evaluator_args": evaluator_args, "budget": budget, "max_samples": max_samples, "patience": patience,
             "seed": seed, "checkpoint_every": checkpoint_every,
+            "constraints": [c.config() for c in self.constraints] or None,
+            "objectives": [o.config() for o in self.objectives] or None,
+            "data_shape": dict(data_shape) if data_shape is not None else None,
         })
         self.automatic_optimization = False
         # Numbers first; the names and their arguments are checked by the registries (searcher_args and
@@ -105,16 +143,42 @@ class DiscreteSearch(pl.LightningModule, Generic[Arch]):
                 f"budget {budget} exceeds the {self.space.name} space's {self.space.size()} architectures"
             )
         self.searcher: Searcher[Arch] = build_searcher(searcher, self.space, seed=seed, **(searcher_args or {}))
+        if self.searcher.uses_costs and not self.objectives:
+            raise ValueError(
+                f"the searcher {searcher!r} ranks architectures by their costs too: configure the search's objectives "
+                "(e.g. objectives: [multiply_adds])"
+            )
         self.evaluator: Evaluator[Arch] = build_evaluator(evaluator, self.space, **(evaluator_args or {}))
         self.budget = budget
         self.max_samples = max_samples or 50 * budget
         self.patience = patience
         self.checkpoint_every = checkpoint_every
+        self.pricing: Pricing[Arch] | None = None
+        if self.constraints or self.objectives:
+            shape = DataShape(**data_shape) if data_shape is not None else self.evaluator.data_shape()
+            if shape is None:
+                raise ValueError(
+                    f"the costs of the constraints and objectives are counted on networks for the data, whose shape "
+                    f"the evaluator {evaluator!r} does not know: give data_shape={{in_channels: ..., num_classes: ..., "
+                    "image_size: ...}} (the NAS-Bench-201 benchmark's: 3, 10, 32)"
+                )
+            self.pricing = Pricing(self.space, [*self.constraints, *self.objectives], shape)
+        self.loop: SearchLoop[Arch] = SearchLoop(
+            self.searcher, self.evaluator, max_samples=self.max_samples, pricing=self.pricing,
+            constraints=self.constraints, objectives=list(dict.fromkeys(o.label for o in self.objectives)),
+        )
         self._state_path: Path | None = None
-        self.history: list[dict[str, Any]] = []
-        self.samples = 0
         self.stop_reason: str | None = None
-        self._seen: dict[Hashable, float] = {}
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """Every proposal recorded by the search (evaluated and refused, see :class:`SearchLoop`)."""
+        return self.loop.history
+
+    @property
+    def samples(self) -> int:
+        """Proposals made so far."""
+        return self.loop.samples
 
     # ------------------------------------------------------------------ the loop
 
@@ -134,56 +198,45 @@ class DiscreteSearch(pl.LightningModule, Generic[Arch]):
         self._state_path = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "checkpoints" / "search_state.ckpt"
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.checkpoint_every and self.history and len(self.history) % self.checkpoint_every == 0:
+        if self.checkpoint_every and self.loop.evaluated and self.loop.evaluated % self.checkpoint_every == 0:
             if self._state_path is None:
                 raise RuntimeError("the search state is saved during a fit only (its path is set in on_fit_start)")
             self.trainer.save_checkpoint(self._state_path)
 
     def best(self) -> dict[str, Any] | None:
-        """The history entry with the highest reward (the first one on ties)."""
-        return max(self.history, key=lambda h: h["reward"]) if self.history else None
+        """The evaluated history entry with the highest reward (the first one on ties)."""
+        return self.loop.best()
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         if self._should_stop():
             return
-        while True:
-            if self.samples >= self.max_samples:
-                self._stop(f"{self.samples} proposals gave {len(self.history)} distinct architectures: "
-                           "the searcher stopped finding new ones (raise max_samples to go on)")
-                return
-            arch = self.searcher.ask()
-            self.samples += 1
-            key = self.space.key(arch)
-            if key in self._seen:
-                self.searcher.tell(arch, self._seen[key])
-                continue
-            break
-        evaluation = self.evaluator.evaluate(arch)
-        self._seen[key] = evaluation.reward
-        self.history.append({
-            "arch": self.space.format(arch), "reward": evaluation.reward, "cost": evaluation.cost,
-            "metrics": dict(evaluation.metrics), "sample": self.samples,
-        })
-        self.searcher.tell(arch, evaluation.reward)
+        entry = self.loop.step()
+        if entry is None:
+            self._stop(self.loop.exhausted_reason())
+            return
         best = self.best()
         assert best is not None, "the history holds the evaluation just made"
-        self.log_dict({"search/reward": evaluation.reward, "search/best_reward": best["reward"],
-                       "search/evaluated": float(len(self.history))}, on_step=True, on_epoch=False, batch_size=1)
+        logged = {"search/reward": entry["reward"], "search/best_reward": best["reward"],
+                  "search/evaluated": float(self.loop.evaluated)}
+        if self.constraints:
+            logged["search/rejected"] = float(self.loop.rejected)
+        logged.update({f"search/cost/{label}": value for label, value in entry["costs"].items()})
+        self.log_dict(logged, on_step=True, on_epoch=False, batch_size=1)
         self._should_stop()
 
     def _should_stop(self) -> bool:
         if self.stop_reason is not None:
             self.trainer.should_stop = True
             return True
-        if len(self.history) >= self.budget:
-            self._stop(f"budget of {self.budget} distinct architectures spent")
-        elif self.searcher.converged():
-            self._stop("the searcher converged")
-        elif self.patience and len(self.history) > self.patience:
-            best_at = max(range(len(self.history)), key=lambda i: (self.history[i]["reward"], -i))
-            if len(self.history) - 1 - best_at >= self.patience:
-                self._stop(f"no improvement in the last {self.patience} evaluations")
+        reason = self.loop.stop_reason(self.budget, self.patience)
+        if reason is not None:
+            self._stop(reason)
         return self.stop_reason is not None
+
+    def pareto_front(self) -> list[Mapping[str, Any]]:
+        """The evaluated entries no other evaluated entry dominates (reward maximised, the objectives' costs
+        minimised); empty without objectives."""
+        return pareto_front(self.history, self.loop.objectives) if self.loop.objectives else []
 
     def _stop(self, reason: str) -> None:
         self.stop_reason = reason
@@ -196,8 +249,9 @@ class DiscreteSearch(pl.LightningModule, Generic[Arch]):
         if not self.trainer.is_global_zero:
             return
         best = self.best()
+        refused = f", {self.loop.rejected} refused over budget" if self.constraints else ""
         print(f"search stopped: {self.stop_reason or 'end of the loop'}; "
-              f"{len(self.history)} architectures evaluated in {self.samples} proposals")
+              f"{self.loop.evaluated} architectures evaluated{refused} in {self.samples} proposals")
         if best is None:
             return
         print(f"best reward {best['reward']:.4f}: {best['arch']}")
@@ -209,12 +263,24 @@ class DiscreteSearch(pl.LightningModule, Generic[Arch]):
         self.space.write(arch, directory)  # the space's answer file, which a retraining reads
         drawing = self.space.draw(arch)
         save_png(drawing, directory / "best_arch.png")
+        labels = self.loop.objectives
+        if labels:
+            front = sorted(self.pareto_front(), key=lambda e: [e["costs"][label] for label in labels])
+            atomic_write_text(directory / "pareto_front.json", json.dumps({
+                "maximised": "reward", "minimised": labels,
+                "front": [{"arch": e["arch"], "reward": e["reward"], "costs": e["costs"], "sample": e["sample"]}
+                          for e in front],
+            }, indent=1) + "\n")
+        rewards = torch.tensor([h["reward"] for h in self.loop.evaluations()])
         for logger in self.loggers:
             experiment = getattr(logger, "experiment", None)
             if experiment is not None and hasattr(experiment, "add_text"):
                 experiment.add_text("search/best_arch", best["arch"], self.global_step)
-                experiment.add_histogram("search/rewards", torch.tensor([h["reward"] for h in self.history]), self.global_step)
+                experiment.add_histogram("search/rewards", rewards, self.global_step)
                 experiment.add_image("search/best_arch", figure_to_array(drawing), self.global_step, dataformats="HWC")
+                if labels and hasattr(experiment, "add_figure"):
+                    experiment.add_figure("search/pareto_front", draw_pareto_front(self.history, labels),
+                                          self.global_step)
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -241,10 +307,8 @@ class DiscreteSearch(pl.LightningModule, Generic[Arch]):
                 f"the checkpoint searched the space {state['space']}, this model searches {self.space.signature()}: "
                 "configure the checkpoint's space to resume"
             )
-        self.history = list(state["history"])
-        self.samples = state["samples"]
+        self.loop.restore(state["history"], state["samples"])
         # The stopping rules are checked again with the configured budget and rules (a resumed search may
         # raise them): the checkpoint's reason to stop holds only if they still say so.
         self.stop_reason = None
         self.searcher.load_state_dict(state["searcher"])
-        self._seen = {self.space.key(self.space.parse(h["arch"])): h["reward"] for h in self.history}

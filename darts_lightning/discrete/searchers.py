@@ -13,9 +13,15 @@ Registered searchers:
   ENAS-style LSTM (:class:`Reinforce`).
 * ``local_search``: hill climbing over one-decision neighbourhoods with random restarts, White et al.,
   2020 (:class:`LocalSearch`).
+* ``pareto_evolution``: regularized evolution with NSGA-II's non-dominated sorting and crowding distance,
+  maximising the reward and minimising costs (:class:`~darts_lightning.discrete.pareto.ParetoEvolution`).
 
 Protocol: a driver calls ``ask`` and answers each proposal with ``tell`` before the next ``ask``; it may
 answer a re-proposed architecture from its own history (the searchers treat that reward like any other).
+A proposal the driver refuses without evaluating it (over a cost budget,
+:mod:`~darts_lightning.discrete.constraints`) is answered with ``reject`` instead; what a searcher learns
+from it is its own choice (see :meth:`Searcher.reject`). A searcher that ranks by costs too
+(``uses_costs``) is given the function that prices architectures (``use_costs``) before its first ``ask``.
 A searcher knows its space only through the :class:`~darts_lightning.spaces.SearchSpace` contract (sample,
 mutate, crossover, neighbours, decisions, text form), so every searcher runs on every space. Add one by
 subclassing :class:`Searcher` and registering it (``@register_searcher("mine")``).
@@ -68,6 +74,22 @@ class Searcher(Generic[Arch]):
 
     def tell(self, arch: Arch, reward: float) -> None:
         """The reward of an architecture returned by :meth:`ask`."""
+
+    def reject(self, arch: Arch) -> None:
+        """An architecture returned by :meth:`ask` that the driver refused without evaluating it (over a cost
+        budget). By default it is told the reward ``-inf``, worse than every evaluated architecture: random
+        search ignores it and local search never starts from or moves to it while a feasible cell is at hand.
+        Searchers to which an infinite reward means something else override this (regularized evolution keeps
+        it out of its population, REINFORCE is told a finite penalty)."""
+        self.tell(arch, float("-inf"))
+
+    #: whether the searcher ranks architectures by costs as well (a multi-objective searcher): a driver then
+    #: gives it the function that prices them (:meth:`use_costs`) before the first :meth:`ask`
+    uses_costs: bool = False
+
+    def use_costs(self, costs: Callable[[Arch], Mapping[str, float]]) -> None:
+        """The function that prices an architecture by the search's objectives (each to minimise), from the
+        driver; searchers that do not rank by costs (``uses_costs`` False) ignore it."""
 
     def converged(self) -> bool:
         """Whether the searcher has stopped exploring (e.g. a policy that became deterministic)."""
@@ -163,6 +185,10 @@ class RegularizedEvolution(Searcher[Arch]):
         else:
             child = ranked[0][0]
         return self.space.mutate(child, self.generator)
+
+    def reject(self, arch: Arch) -> None:
+        """A refused child is not born: the population holds evaluated architectures only, so that every
+        tournament picks its parent among networks within the budget."""
 
     def tell(self, arch: Arch, reward: float) -> None:
         self.population.append((arch, float(reward)))
@@ -304,6 +330,10 @@ class Reinforce(Searcher[Arch]):
 
     ``converged()`` is True when every decision's most likely choice has probability above
     ``converge_threshold`` (for the LSTM: along its greedy decision sequence, whose steps are conditional).
+
+    An architecture the driver refuses (over a cost budget, :meth:`reject`) is told the lowest reward told so
+    far, a penalty on the rewards' own scale: ``-inf`` would make the baseline and every later advantage
+    infinite or NaN. Before the first reward there is nothing to compare with, and a refusal makes no step.
     """
 
     def __init__(self, space: SearchSpace[Arch] | str | Mapping[str, Any], seed: int = 0, learning_rate: float = 1e-3,
@@ -330,6 +360,7 @@ class Reinforce(Searcher[Arch]):
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=learning_rate)
         self.baseline_numerator = 0.0
         self.baseline_denominator = 0.0
+        self.lowest: float | None = None  # the lowest reward told, the penalty of a refused architecture
 
     @property
     def baseline(self) -> float | None:
@@ -341,7 +372,12 @@ class Reinforce(Searcher[Arch]):
             choices, _, _ = self.policy.unroll(None, self.torch_generator)
         return self.space.from_decisions(choices)
 
+    def reject(self, arch: Arch) -> None:
+        if self.lowest is not None:
+            self.tell(arch, self.lowest)
+
     def tell(self, arch: Arch, reward: float) -> None:
+        self.lowest = float(reward) if self.lowest is None else min(self.lowest, float(reward))
         r = float(reward) * self.reward_scale
         self.baseline_numerator = self.momentum * self.baseline_numerator + (1.0 - self.momentum) * r
         self.baseline_denominator = self.momentum * self.baseline_denominator + (1.0 - self.momentum)
@@ -373,6 +409,7 @@ class Reinforce(Searcher[Arch]):
         state["optimizer"] = copy.deepcopy(self.optimizer.state_dict())
         state["torch_generator"] = self.torch_generator.get_state()
         state["baseline"] = [self.baseline_numerator, self.baseline_denominator]
+        state["lowest"] = self.lowest
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -381,6 +418,9 @@ class Reinforce(Searcher[Arch]):
         self.optimizer.load_state_dict(state["optimizer"])
         self.torch_generator.set_state(state["torch_generator"])
         self.baseline_numerator, self.baseline_denominator = (float(v) for v in state["baseline"])
+        # States written before refusals existed have no lowest reward: none told then counts as none known.
+        lowest = state.get("lowest")
+        self.lowest = None if lowest is None else float(lowest)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -1,0 +1,168 @@
+"""One discrete search without Lightning: propose, refuse, evaluate, tell.
+
+:class:`SearchLoop` is the rule :class:`~darts_lightning.DiscreteSearch` runs at each training step, and what a
+benchmark runs thousands of times without a Trainer (``benchmarks/nb201_pareto.py``):
+
+1. the searcher proposes (``ask``) and the proposal is priced by the search's objectives and constraints
+   (:class:`~darts_lightning.discrete.constraints.Pricing`); one over a budget is recorded as refused (its
+   costs and the reason, no reward; once per text form), answered with ``reject``, never evaluated, and the
+   searcher proposes again;
+2. a proposal within the budgets whose isomorphism-aware key (``space.key``) was already evaluated is
+   answered from the history at no cost (``tell`` with its reward) and the searcher proposes again;
+3. a new one is evaluated, recorded with its reward and costs, and told.
+
+The budgets are checked before the key because two cells with one key compute the same function but need
+not cost the same: the network of a cell also runs (and counts) the ops of edges that cannot reach its output.
+
+Refusals and answers from the history spend no evaluation budget; every proposal counts towards
+``max_samples``, so that a searcher that only proposes known or refused architectures cannot hang a search.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any, Generic
+
+from darts_lightning.discrete.constraints import CostConstraint, Pricing
+from darts_lightning.discrete.evaluation import Evaluator
+from darts_lightning.discrete.searchers import Searcher
+from darts_lightning.spaces.base import Arch
+from darts_lightning.utils.validation import check_range
+
+__all__ = ["SearchLoop"]
+
+
+class SearchLoop(Generic[Arch]):
+    """The history of one search and the rule that extends it by one evaluation (:meth:`step`).
+
+    Args:
+        searcher, evaluator: for the searcher's space.
+        max_samples: the most proposals (known and refused ones included).
+        pricing: the costs of the space's architectures; needed with ``constraints`` or ``objectives``.
+        constraints: budgets checked before an evaluation.
+        objectives: labels of the costs the search minimises besides maximising the reward (a searcher with
+            ``uses_costs`` is given them; the search's Pareto front is taken over them).
+
+    Every history entry has ``arch`` (text form), ``reward`` (``None`` when refused), ``costs`` (by label,
+    every cost the pricing knows) and ``sample`` (the proposal's number); an evaluated one also ``cost`` and
+    ``metrics`` (the evaluator's), a refused one ``rejected`` (why).
+    """
+
+    def __init__(self, searcher: Searcher[Arch], evaluator: Evaluator[Arch], *, max_samples: int,
+                 pricing: Pricing[Arch] | None = None, constraints: Sequence[CostConstraint] = (),
+                 objectives: Sequence[str] = ()) -> None:
+        check_range("max_samples", max_samples, 1, integer=True)
+        self.space = searcher.space
+        self.searcher, self.evaluator = searcher, evaluator
+        self.max_samples = max_samples
+        self.constraints, self.objectives = list(constraints), list(objectives)
+        if pricing is None and (self.constraints or self.objectives):
+            raise ValueError("constraints and objectives need a Pricing of the space's architectures")
+        if pricing is not None:
+            pricing.check(self.space, [c.label for c in self.constraints] + self.objectives)
+            pricing.check_budgets(self.constraints)
+        self.pricing = pricing
+        if searcher.uses_costs:
+            if not self.objectives:
+                raise ValueError(
+                    f"the searcher {type(searcher).__name__} ranks architectures by their costs too: configure the "
+                    "search's objectives (e.g. objectives: [multiply_adds])"
+                )
+            searcher.use_costs(self.objective_costs)
+        self.history: list[dict[str, Any]] = []
+        self.samples = 0
+        self.evaluated = 0
+        self._seen: dict[Hashable, dict[str, Any]] = {}  # evaluated entries by key
+        self._refused: dict[str, dict[str, Any]] = {}  # refused entries by text form
+
+    def objective_costs(self, arch: Arch) -> dict[str, float]:
+        """The costs of ``arch`` the search minimises, by label, in the order of ``objectives``."""
+        assert self.pricing is not None, "objectives come with a pricing"
+        costs = self.pricing.costs(arch)
+        return {label: costs[label] for label in self.objectives}
+
+    def step(self) -> dict[str, Any] | None:
+        """Propose until the searcher gives a new architecture within the budgets, evaluate it, record it and
+        tell the searcher; returns its history entry, or ``None`` when ``max_samples`` proposals were made
+        first."""
+        while True:
+            if self.samples >= self.max_samples:
+                return None
+            arch = self.searcher.ask()
+            self.samples += 1
+            costs = self.pricing.costs(arch) if self.pricing is not None else {}
+            reasons = [reason for c in self.constraints if (reason := c.violation(costs)) is not None]
+            entry: dict[str, Any]
+            if reasons:
+                text = self.space.format(arch)
+                if text not in self._refused:
+                    entry = {"arch": text, "reward": None, "costs": costs, "rejected": "; ".join(reasons),
+                             "sample": self.samples}
+                    self.history.append(entry)
+                    self._refused[text] = entry
+                self.searcher.reject(arch)
+                continue
+            key = self.space.key(arch)
+            known = self._seen.get(key)
+            if known is not None:
+                self.searcher.tell(arch, known["reward"])
+                continue
+            evaluation = self.evaluator.evaluate(arch)
+            entry = {"arch": self.space.format(arch), "reward": evaluation.reward, "cost": evaluation.cost,
+                     "costs": costs, "metrics": dict(evaluation.metrics), "sample": self.samples}
+            self.history.append(entry)
+            self._seen[key] = entry
+            self.evaluated += 1
+            self.searcher.tell(arch, evaluation.reward)
+            return entry
+
+    @property
+    def rejected(self) -> int:
+        """Architectures refused over a budget."""
+        return len(self.history) - self.evaluated
+
+    def evaluations(self) -> list[dict[str, Any]]:
+        """The evaluated entries of the history, in order."""
+        return [entry for entry in self.history if entry.get("reward") is not None]
+
+    def best(self) -> dict[str, Any] | None:
+        """The evaluated entry with the highest reward (the first one on ties)."""
+        return max(self.evaluations(), key=lambda h: h["reward"], default=None)
+
+    def stop_reason(self, budget: int, patience: int | None = None) -> str | None:
+        """Why the search stops before its next step, if it does: the budget of evaluations is spent, the
+        searcher has converged, or the best reward has not improved for ``patience`` evaluations."""
+        if self.evaluated >= budget:
+            return f"budget of {budget} distinct architectures spent"
+        if self.searcher.converged():
+            return "the searcher converged"
+        if patience and self.evaluated > patience:
+            rewards = [h["reward"] for h in self.evaluations()]
+            best_at = max(range(len(rewards)), key=lambda i: (rewards[i], -i))
+            if len(rewards) - 1 - best_at >= patience:
+                return f"no improvement in the last {patience} evaluations"
+        return None
+
+    def exhausted_reason(self) -> str:
+        """Why the search stops when :meth:`step` found nothing new in ``max_samples`` proposals."""
+        refused = f" and {self.rejected} refused over budget" if self.rejected else ""
+        return (f"{self.samples} proposals gave {self.evaluated} distinct architectures{refused}: the searcher "
+                "stopped finding new ones (raise max_samples to go on)")
+
+    def run(self, budget: int, patience: int | None = None) -> str:
+        """Step until a stopping rule holds (:meth:`stop_reason`, or ``max_samples`` proposals); returns why."""
+        while True:
+            reason = self.stop_reason(budget, patience)
+            if reason is not None:
+                return reason
+            if self.step() is None:
+                return self.exhausted_reason()
+
+    def restore(self, history: Sequence[Mapping[str, Any]], samples: int) -> None:
+        """Continue from a saved history and proposal count (the searcher's state is restored separately)."""
+        self.history = [dict(entry) for entry in history]
+        self.samples = int(samples)
+        self.evaluated = sum(entry.get("reward") is not None for entry in self.history)
+        evaluated = self.evaluations()
+        self._seen = {self.space.key(self.space.parse(entry["arch"])): entry for entry in evaluated}
+        self._refused = {entry["arch"]: entry for entry in self.history if entry.get("reward") is None}
