@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from darts_lightning.costs import CostModel, CostTable, get_cost_model
@@ -47,6 +48,9 @@ class CostBudget(Remedy):
         cost: the cost model (a registered name or a :class:`~darts_lightning.costs.CostModel`).
         form: ``hinge`` or ``linear`` (see the module docstring).
         weight: λ.
+        sharpness: s ≥ 1: the expected cost is taken under every edge's mixing weights raised to the power s and
+            renormalised (w_o^s / Σ w^s), which moves it from the mean cost of the ops towards the cost of the
+            strongest op, the one the derived answer keeps (1: the plain expectation).
         channels, layers: the size of the network the cost is counted on, as the space reads them (``None``:
             the space's evaluation size); the search's own size prices the cells the search trains.
 
@@ -55,14 +59,16 @@ class CostBudget(Remedy):
     """
 
     def __init__(self, budget: float, cost: str | CostModel = "multiply_adds", form: str = "hinge",
-                 weight: float = 1.0, channels: int | None = None, layers: int | None = None) -> None:
+                 weight: float = 1.0, sharpness: float = 1.0, channels: int | None = None,
+                 layers: int | None = None) -> None:
         check_range("budget", budget, 0, low_open=True, hint="in the cost's unit, for the network of channels and layers")
         check_choice("form", form, BUDGET_FORMS)
         check_range("weight", weight, 0)
+        check_range("sharpness", sharpness, 1, hint="1: the expectation under the mixing weights themselves")
         check_range("channels", channels, 1, integer=True, optional=True, hint="None: the space's evaluation size")
         check_range("layers", layers, 1, integer=True, optional=True, hint="None: the space's evaluation size")
         self.cost_model = get_cost_model(cost)
-        self.budget, self.form, self.weight = float(budget), form, float(weight)
+        self.budget, self.form, self.weight, self.sharpness = float(budget), form, float(weight), float(sharpness)
         self.channels, self.layers = channels, layers
         self.table: CostTable | None = None
 
@@ -84,8 +90,14 @@ class CostBudget(Remedy):
         return self.table
 
     def expected_cost(self, supernet: Supernet) -> Tensor:
-        """E[c]: the table's cost of the expected path of the relaxation's expected mixing weights."""
-        return self._table().cost(supernet.expected_path(supernet.cell_weights(detach=False)))
+        """E[c]: the table's cost of the expected path of the relaxation's expected mixing weights (raised to the
+        power ``sharpness`` and renormalised per edge)."""
+        weights = supernet.cell_weights(detach=False)
+        if self.sharpness != 1.0:
+            # w^s / Σ w^s as a softmax of s·log w: no underflow for large s
+            weights = {cell: torch.softmax(self.sharpness * w.clamp_min(torch.finfo(w.dtype).tiny).log(), dim=-1)
+                       for cell, w in weights.items()}
+        return self._table().cost(supernet.expected_path(weights))
 
     def arch_loss(self, supernet: Supernet, epoch: int, epochs: int) -> Tensor:
         ratio = self.expected_cost(supernet) / self.budget

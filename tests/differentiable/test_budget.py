@@ -74,3 +74,19 @@ def test_a_budget_below_the_cheapest_network_is_a_clear_error():
                     **DIGITS)
     with pytest.raises(ValueError, match="form must be one of"):
         CostBudget(budget=1e6, form="fbnet")
+
+
+def test_sharpness_moves_the_expected_cost_to_the_derived_answers():
+    """w^s / Σ w^s tends to the strongest op as s grows: the expected cost of a space that keeps every edge then
+    tends to the cost of the answer it derives."""
+    torch.manual_seed(0)
+    space = NB201Space(channels=4, cells_per_stage=1)
+    plain, sharp = (CostBudget(budget=1e9, channels=4, layers=1, sharpness=s) for s in (1.0, 200.0))
+    search = DARTSSearch(space=space, remedies=[plain, sharp], **DIGITS)
+    with torch.no_grad():
+        search.network.alpha.normal_(0, 1)
+    derived = plain.table.arch_cost(search.network.derive())
+    assert abs(float(sharp.expected_cost(search.network)) - derived) < 1e-3 * derived
+    assert abs(float(plain.expected_cost(search.network)) - derived) > 0.05 * derived
+    with pytest.raises(ValueError, match="sharpness must be"):
+        CostBudget(budget=1e6, sharpness=0.5)
