@@ -13,6 +13,9 @@ Two forms of the term, with B the budget and E[c] the expected cost:
 
 * ``hinge`` (a target): λ · max(0, E[c] / B − 1). No pressure below the budget; above it, a pull proportional
   to the relative excess.
+* ``target``: λ · |E[c] / B − 1|, a pull towards the budget from both sides, for a search that should spend
+  its budget (in the spirit of MnasNet's soft latency constraint, Tan et al., CVPR 2019, sec. 3, which keeps
+  the searched models near the target rather than only under it);
 * ``linear`` (ProxylessNAS, Cai et al., ICLR 2019, eq. 4: the loss plus λ₂ · E[latency]): λ · E[c] / B, a
   constant pressure towards cheaper ops, B only scaling it.
 
@@ -36,7 +39,7 @@ from darts_lightning.utils.validation import check_choice, check_range
 
 __all__ = ["CostBudget", "BUDGET_FORMS"]
 
-BUDGET_FORMS = ("hinge", "linear")
+BUDGET_FORMS = ("hinge", "target", "linear")
 
 
 @register_remedy("cost_budget")
@@ -46,7 +49,7 @@ class CostBudget(Remedy):
     Args:
         budget: B, in the cost's unit, for the network of ``channels`` and ``layers``.
         cost: the cost model (a registered name or a :class:`~darts_lightning.costs.CostModel`).
-        form: ``hinge`` or ``linear`` (see the module docstring).
+        form: ``hinge``, ``target`` or ``linear`` (see the module docstring).
         weight: λ.
         sharpness: s ≥ 1: the expected cost is taken under every edge's mixing weights raised to the power s and
             renormalised (w_o^s / Σ w^s), which moves it from the mean cost of the ops towards the cost of the
@@ -101,7 +104,11 @@ class CostBudget(Remedy):
 
     def arch_loss(self, supernet: Supernet, epoch: int, epochs: int) -> Tensor:
         ratio = self.expected_cost(supernet) / self.budget
-        return self.weight * (ratio - 1).clamp_min(0) if self.form == "hinge" else self.weight * ratio
+        if self.form == "hinge":
+            return self.weight * (ratio - 1).clamp_min(0)
+        if self.form == "target":
+            return self.weight * (ratio - 1).abs()
+        return self.weight * ratio
 
     def diagnostics(self, supernet: Supernet, answer: Any) -> dict[str, float]:
         name = self.cost_model.name

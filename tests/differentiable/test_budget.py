@@ -90,3 +90,20 @@ def test_sharpness_moves_the_expected_cost_to_the_derived_answers():
     assert abs(float(plain.expected_cost(search.network)) - derived) > 0.05 * derived
     with pytest.raises(ValueError, match="sharpness must be"):
         CostBudget(budget=1e6, sharpness=0.5)
+
+
+def test_the_target_form_pulls_towards_the_budget_from_both_sides():
+    space = NB201Space(channels=4, cells_per_stage=1)
+    for factor, sign in ((0.5, -1), (2.0, 1)):
+        budget = CostBudget(budget=1.0e9, form="target", channels=4, layers=1)
+        search = DARTSSearch(space=space, remedies=[budget], **DIGITS)
+        budget.budget = float(budget.expected_cost(search.network)) / factor  # E[c] = factor · B
+        term = budget.arch_loss(search.network, 0, 1)
+        assert float(term.detach()) == pytest.approx(abs(factor - 1))
+        term.backward()
+        # the gradient lowers the expected cost when over the budget and raises it when under
+        step = -1e-3 * search.network.alpha.grad
+        with torch.no_grad():
+            before = float(budget.expected_cost(search.network))
+            search.network.alpha.add_(step)
+            assert sign * (float(budget.expected_cost(search.network)) - before) < 0
