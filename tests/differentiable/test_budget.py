@@ -107,3 +107,22 @@ def test_the_target_form_pulls_towards_the_budget_from_both_sides():
             before = float(budget.expected_cost(search.network))
             search.network.alpha.add_(step)
             assert sign * (float(budget.expected_cost(search.network)) - before) < 0
+
+
+@pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
+def test_the_budget_config_composes_with_the_digits_search(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from darts_lightning.entry.runner import DartsLightningCLI
+
+    repo = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(tmp_path)
+    cli = DartsLightningCLI(
+        pl.LightningModule, pl.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True, run=False,
+        save_config_callback=None, parser_kwargs={"exit_on_error": False},
+        args=["--config", str(repo / "configs" / "darts_digits.yaml"), "--config",
+              str(repo / "configs" / "budget_darts_digits.yaml"), "--trainer.logger", "false"],
+    )
+    (budget,) = cli.model.remedies
+    assert isinstance(budget, CostBudget) and budget.budget == 278080 and budget.form == "hinge"
+    assert budget.table is not None and budget.table.cheapest() < budget.budget

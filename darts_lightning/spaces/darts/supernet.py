@@ -374,27 +374,29 @@ class SearchNetwork(Supernet[Genotype]):
 
     def expected_path(self, weights: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Every edge's op weights times the expected number of times its node keeps it. The ``darts`` and
-        ``gdas`` rules keep two edges per node and never a zero op: the zero ops' weight is dropped and the
-        others renormalised, and an edge is kept with weight 2·softmax(β) over its node's edges under edge
-        normalisation, 2/k of a node's k edges without. The ``snas`` rule keeps every edge's strongest op,
-        zero ops included: the weights themselves."""
+        ``gdas`` rules keep the two edges of each node with the highest score (the strongest non-zero op weight,
+        times softmax(β) under edge normalisation) and never a zero op: the zero ops' weight is dropped and the
+        others renormalised, and an edge is kept with weight 2 · score / Σ scores of its node (at most 1), so
+        that edges the rule would keep count more. The ``snas`` rule keeps every edge's strongest op, zero ops
+        included: the weights themselves."""
         if self.genotype_rule == "snas":
             return dict(weights)
-        dense = dense_edges(self.nodes)
+        nodes = [dst for _, dst in dense_edges(self.nodes)]
         scales = self.edge_scales()
         expected = {}
         for cell, w in weights.items():
             zero = torch.tensor([[get_op(op).is_zero for op in ops] for ops in self.edge_op_names()[cell]],
                                 device=w.device)
-            kept = w.masked_fill(zero, 0.0)
-            kept = kept / kept.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+            nonzero = w.masked_fill(zero, 0.0)
+            score = nonzero.max(dim=-1).values
             scale = scales[cell]
-            if scale is None:
-                inputs = torch.tensor([float(dst) for _, dst in dense], device=w.device, dtype=w.dtype)
-                keep = 2.0 / inputs  # node dst - 2 has dst inputs
-            else:
-                keep = 2.0 * scale.to(w.dtype)
-            expected[cell] = kept * keep.unsqueeze(-1)
+            if scale is not None:
+                score = score * scale.to(w.dtype)
+            keep = torch.cat([
+                (2.0 * part / part.sum().clamp_min(1e-12)).clamp_max(1.0)
+                for part in score.split([nodes.count(dst) for dst in sorted(set(nodes))])
+            ])
+            expected[cell] = nonzero / nonzero.sum(dim=-1, keepdim=True).clamp_min(1e-12) * keep.unsqueeze(-1)
         return expected
 
     @staticmethod
