@@ -87,7 +87,7 @@ class MeasuredLatency(CostModel):
 
     def describe(self) -> dict[str, Any]:
         """What a table records of the measurement (it must match to be used)."""
-        name = torch.cuda.get_device_name() if self.device == "cuda" else platform.processor() or platform.machine()
+        name = torch.cuda.get_device_name() if self.device == "cuda" else _cpu_name()
         return {"device": self.device, "device_name": name, "threads": self.threads or torch.get_num_threads(),
                 "batch_size": self.batch_size, "torch": torch.__version__}
 
@@ -98,6 +98,17 @@ class MeasuredLatency(CostModel):
 
 
 COST_MODELS.register("latency", MeasuredLatency)
+
+
+def _cpu_name() -> str:
+    """The processor's model name (Linux: /proc/cpuinfo), else what the platform says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _size_record(space: SearchSpace[Any], size: Mapping[str, Any]) -> dict[str, Any]:

@@ -95,3 +95,21 @@ def test_the_profile_command_writes_a_table_and_prints_the_validation_last(tmp_p
     result = json.loads(out[-1])
     assert set(result) == {"kendall_tau", "mean_relative_error", "networks"} and result["networks"] == 3
     assert main([*common, "--runs", "5", "--validate", "3"]) == 2, "fewer than 20 runs per network is refused"
+
+
+def test_the_shipped_nasbench201_table_fits_the_benchmark_network():
+    """The table of the development machine loads for the benchmark's network (its device is that machine's, so
+    it is read here without the device check) and ranks a cell of 3x3 convolutions above an empty one."""
+    from pathlib import Path
+
+    import darts_lightning
+    from darts_lightning import NB201Arch
+
+    path = Path(darts_lightning.__file__).parent / "discrete" / "tables" / "nb201_latency_cpu.json"
+    space = NB201Space()
+    supernet = space.build_supernet(SoftmaxRelaxation(), in_channels=3, num_classes=10, image_size=32)
+    size = dict(in_channels=3, num_classes=10, image_size=32, channels=None, layers=None)
+    table = load_latency_table(path, space, supernet, size)
+    assert json.loads(path.read_text())["measured_on"]["threads"] == 1
+    convs, empty = NB201Arch(("nor_conv_3x3",) * 6), NB201Arch(("none",) * 6)
+    assert table.arch_cost(convs) > 2 * table.arch_cost(empty) > 0

@@ -59,7 +59,8 @@ def test_the_parameter_and_multiply_add_counts_are_those_of_the_network():
                                   torch.nn.Linear(8 * 4 * 4, 10))
     assert Parameters().measure(network, (3, 4, 4)) == 3 * 8 * 9 + 128 * 10 + 10
     assert MultiplyAdds().measure(network, (3, 4, 4)) == 3 * 8 * 9 * 16 + 128 * 10
-    with pytest.raises(ValueError, match="unknown cost model 'latencyy'; valid cost models are: latency, multiply_adds, parameters"):
+    with pytest.raises(ValueError, match="unknown cost model 'latencyy'; valid cost models are: latency, multiply_adds, "
+                                         "parameters"):
         get_cost_model("latencyy")
 
 
