@@ -127,12 +127,13 @@ def first_order_union_batch(workdir: Path) -> dict:
 @scenario("retrain")
 def retrain(workdir: Path) -> dict:
     from darts_lightning import ClassificationDataModule, GenotypeClassifier
+    from darts_lightning.retrain.module import ExportNetwork
 
     pl.seed_everything(torch.distributed.get_rank())
     data = ClassificationDataModule("digits", batch_size=16, cutout_length=0)
     model = GenotypeClassifier("DARTS_V2", in_channels=1, num_classes=10, image_size=8, channels=4, layers=3)
     checksums = StepChecksums()
-    trainer = _ddp_trainer(workdir, [checksums], gradient_clip_val=5.0)
+    trainer = _ddp_trainer(workdir, [checksums, ExportNetwork(deployable=False)], gradient_clip_val=5.0)
     trainer.fit(model, data)
     return {"state": state_snapshot(model, trainer), "checksums": checksums.checksums,
             "global_step": trainer.global_step}

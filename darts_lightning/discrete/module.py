@@ -113,8 +113,12 @@ class DiscreteSearch(pl.LightningModule, Generic[Arch]):
     ) -> None:
         super().__init__()
         self.space: SearchSpace[Arch] = get_space(space)
-        self.constraints: list[CostConstraint] = [build_constraint(c) for c in constraints or ()]
-        self.objectives: list[CostObjective] = [build_objective(o) for o in objectives or ()]
+        self.constraints: list[CostConstraint] = [
+            _named(f"constraints[{i}]", build_constraint, c) for i, c in enumerate(constraints or ())
+        ]
+        self.objectives: list[CostObjective] = [
+            _named(f"objectives[{i}]", build_objective, o) for i, o in enumerate(objectives or ())
+        ]
         if data_shape is not None:
             keys = ("in_channels", "num_classes", "image_size")
             if not isinstance(data_shape, Mapping) or set(data_shape) != set(keys):
@@ -312,3 +316,11 @@ class DiscreteSearch(pl.LightningModule, Generic[Arch]):
         # raise them): the checkpoint's reason to stop holds only if they still say so.
         self.stop_reason = None
         self.searcher.load_state_dict(state["searcher"])
+
+
+def _named(where: str, build: Any, value: Any) -> Any:
+    """``build(value)``, its error prefixed with the setting it came from (``constraints[0]: ...``)."""
+    try:
+        return build(value)
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from error

@@ -54,10 +54,17 @@ from darts_lightning.utils.files import (
 )
 from darts_lightning.utils.layout import ChannelsLastMixin
 from darts_lightning.utils.resume import check_resume, record_module
-from darts_lightning.utils.training import BatchMean, NonFiniteLoss, log_every_n_steps, planned_epochs, trainer_datamodule
+from darts_lightning.utils.training import (
+    BatchMean,
+    NonFiniteLoss,
+    log_every_n_steps,
+    planned_epochs,
+    trainer_callbacks,
+    trainer_datamodule,
+)
 from darts_lightning.utils.validation import check_choice, check_range
 
-__all__ = ["NetworkClassifier", "ArchClassifier", "GenotypeClassifier", "export_network", "onnx_latency"]
+__all__ = ["NetworkClassifier", "ArchClassifier", "GenotypeClassifier", "ExportNetwork", "export_network", "onnx_latency"]
 
 #: The planned epochs when the trainer sets no ``max_epochs``: the paper's CIFAR-10 retraining (sec. A.2).
 DEFAULT_EPOCHS = 600
@@ -164,10 +171,10 @@ class NetworkClassifier(ChannelsLastMixin, pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_resume(self, checkpoint, datamodule=trainer_datamodule(self._trainer))
 
-    def on_fit_end(self) -> None:
-        log_dir = self.trainer.log_dir  # a collective under DDP: every rank asks
-        if self.trainer.is_global_zero and log_dir:
-            export_network(self, Path(log_dir) / "export")
+    def configure_callbacks(self) -> list[pl.Callback]:
+        """The export at the end of ``fit`` (:class:`ExportNetwork`), unless the trainer has its own."""
+        given = trainer_callbacks(self._trainer) if self._trainer is not None else []
+        return [] if any(isinstance(c, ExportNetwork) for c in given) else [ExportNetwork()]
 
     def export_record(self) -> dict[str, Any]:
         """What ``model.pt`` holds beside the state dict: the answer and the network's build arguments (plain
@@ -446,7 +453,27 @@ LATENCY_RUNS = 20
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16}
 
 
-def export_network(model: NetworkClassifier, directory: str | Path) -> dict[str, Path]:
+class ExportNetwork(pl.Callback):
+    """Export the trained network into ``<log dir>/export`` at the end of ``fit`` (rank 0): :func:`export_network`.
+
+    ``deployable``: also the ``torch.export`` program, the ONNX file and the summary with the measured latency
+    (a few seconds more); off, only the state dict and the answer file. A retraining adds this callback itself;
+    give the trainer one to change it.
+    """
+
+    def __init__(self, deployable: bool = True) -> None:
+        check_choice("deployable", deployable, (True, False))
+        self.deployable = deployable
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not isinstance(pl_module, NetworkClassifier):
+            raise TypeError(f"ExportNetwork exports a retraining (NetworkClassifier), not a {type(pl_module).__name__}")
+        log_dir = trainer.log_dir  # a collective under DDP: every rank asks
+        if trainer.is_global_zero and log_dir:
+            export_network(pl_module, Path(log_dir) / "export", deployable=self.deployable)
+
+
+def export_network(model: NetworkClassifier, directory: str | Path, deployable: bool = True) -> dict[str, Path]:
     """Write the trained network into ``directory``, for this package and for deployment without it:
 
     * ``model.pt``: state dict, answer and build arguments (loadable with ``weights_only=True``), which rebuild
@@ -462,8 +489,8 @@ def export_network(model: NetworkClassifier, directory: str | Path) -> dict[str,
     (TorchScript, deprecated in torch, is no longer written). An export that fails for a limitation (an op the
     exporter cannot handle, the deploy packages not installed, an ONNX kernel onnxruntime lacks for the latency)
     writes ``<name>_failed.txt`` with the reason instead, and the run goes on: the state dict is the export; a
-    failed write (``OSError``, a full disk) is an error of the run. Returns the written paths by kind:
-    ``state_dict``, ``answer``, ``torch_export``, ``onnx``, ``summary``.
+    failed write (``OSError``, a full disk) is an error of the run. ``deployable=False`` writes the first two
+    only. Returns the written paths by kind: ``state_dict``, ``answer``, ``torch_export``, ``onnx``, ``summary``.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -477,6 +504,8 @@ def export_network(model: NetworkClassifier, directory: str | Path) -> dict[str,
         written["state_dict"],
     )
     written["answer"] = model.write_answer(directory)
+    if not deployable:
+        return written
     network = _deployable(model.network)
     program = _best_effort(directory, "torch_export", lambda: _export_program(network, shape, directory / "model.pt2"))
     if program is not None:

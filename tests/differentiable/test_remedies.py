@@ -144,7 +144,7 @@ def test_remedies_are_registered_by_name_and_recorded_as_plain_configs():
     rebuilt = DARTSSearch(**model.hparams)
     assert [r.config() for r in rebuilt.remedies] == model.hparams["remedies"]
     with pytest.raises(ValueError, match="unknown remedy 'warmup'; valid remedies are: adversarial_perturbation, arch_warmup, "
-                                         "auxiliary_skip, beta_decay, random_smoothing"):
+                                         "auxiliary_skip, beta_decay, cost_budget, random_smoothing"):
         _search("warmup")
     with pytest.raises(ValueError, match=r"model\.remedies\[0\]: darts_lightning\.spaces\.darts\.space\.DartsSpace is not "
                                          r"a Remedy"):

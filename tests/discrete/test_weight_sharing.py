@@ -306,6 +306,7 @@ def test_scratch_training_of_a_darts_cell_is_the_retraining_without_its_extras(t
 
     from darts_lightning import ClassificationDataModule, Genotype, GenotypeClassifier
     from darts_lightning.discrete.scratch import ScratchClassifier
+    from darts_lightning.retrain.module import ExportNetwork, NetworkClassifier
 
     space = DartsSpace()
     arch = Genotype.published("DARTS_V2")
@@ -317,7 +318,8 @@ def test_scratch_training_of_a_darts_cell_is_the_retraining_without_its_extras(t
         model = build()
         trainer = pl.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=3, limit_val_batches=0,
                              num_sanity_val_steps=0, gradient_clip_val=5.0, logger=False, enable_checkpointing=False,
-                             enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path))
+                             enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path),
+                             callbacks=[ExportNetwork(deployable=False)] if isinstance(model, NetworkClassifier) else [])
         trainer.fit(model, train_dataloaders=DataLoader(data.train_set, batch_size=32))
         return _state(model.network)
 

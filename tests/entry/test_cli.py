@@ -248,6 +248,7 @@ ARCH_SEARCH_CONFIGS = {
     "rdarts_s4_digits.yaml": "subspace: s4",
     "sdarts_rs_digits.yaml": "class_path: darts_lightning.differentiable.remedies.RandomSmoothing",
     "sdarts_adv_digits.yaml": "class_path: darts_lightning.differentiable.remedies.AdversarialPerturbation",
+    "budget_darts_digits.yaml": "class_path: darts_lightning.CostBudget",
 }
 
 

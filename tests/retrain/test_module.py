@@ -10,8 +10,16 @@ import torch
 
 from darts_lightning import ClassificationDataModule, Genotype, GenotypeClassifier, GenotypeError, NonFiniteLossError
 from darts_lightning.data import DIGITS_TEST_SIZE
+from darts_lightning.retrain.module import ExportNetwork
 from darts_lightning.utils.resume import ResumeMismatchError
 from tests.conftest import quick_trainer
+
+
+def light_trainer(root, **overrides) -> pl.Trainer:
+    """quick_trainer whose export writes the state dict and the answer only (the deployable files are
+    tests/retrain/test_export.py's)."""
+    callbacks = [*overrides.pop("callbacks", []), ExportNetwork(deployable=False)]
+    return quick_trainer(root, callbacks=callbacks, **overrides)
 
 
 def tiny_classifier(**overrides) -> GenotypeClassifier:
@@ -60,15 +68,15 @@ def test_fit_test_and_export(tmp_path):
 
 def test_resume_with_a_different_genotype_is_a_clear_error(tmp_path):
     data = ClassificationDataModule("digits", batch_size=32, cutout_length=0)
-    trainer = quick_trainer(tmp_path, max_epochs=1, callbacks=[pl.callbacks.ModelCheckpoint(save_last=True)])
+    trainer = light_trainer(tmp_path, max_epochs=1, callbacks=[pl.callbacks.ModelCheckpoint(save_last=True)])
     trainer.fit(tiny_classifier(), data)
     checkpoint = Path(trainer.checkpoint_callback.dirpath) / "last.ckpt"
     assert torch.load(checkpoint, weights_only=True)["genotype"]["repr"] == repr(Genotype.published("DARTS_V2"))
     mismatch = (r"model\.genotype: checkpoint \"Genotype\(normal=\[\('sep_conv_3x3', 0\).*"
                 r"configured \"Genotype\(normal=\[\('sep_conv_3x3', 1\)")
     with pytest.raises(ResumeMismatchError, match=mismatch):
-        quick_trainer(tmp_path / "b", max_epochs=2).fit(tiny_classifier(genotype="DARTS_V1"), data, ckpt_path=checkpoint)
-    resumed = quick_trainer(tmp_path / "c", max_epochs=2)
+        light_trainer(tmp_path / "b", max_epochs=2).fit(tiny_classifier(genotype="DARTS_V1"), data, ckpt_path=checkpoint)
+    resumed = light_trainer(tmp_path / "c", max_epochs=2)
     resumed.fit(tiny_classifier(), data, ckpt_path=checkpoint)
     assert resumed.current_epoch == 2
 
@@ -80,7 +88,7 @@ def test_a_non_finite_training_loss_stops_the_run_naming_its_first_step(tmp_path
     with torch.no_grad():
         model.network.classifier.weight.fill_(float("nan"))
     data = ClassificationDataModule("digits", batch_size=32, cutout_length=0)
-    trainer = quick_trainer(tmp_path, max_epochs=1, log_every_n_steps=50,
+    trainer = light_trainer(tmp_path, max_epochs=1, log_every_n_steps=50,
                             callbacks=[pl.callbacks.ModelCheckpoint(save_last=True)])
     expected = r"the training loss is nan at global step 0 \(epoch 0, batch 0\); lower the learning rate \(model\.lr\)"
     with pytest.raises(NonFiniteLossError, match=expected):
@@ -191,7 +199,7 @@ def test_epoch_level_values_are_reduced_across_ranks(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pl.LightningModule, "log", recording_log)
     data = ClassificationDataModule("digits", batch_size=32, cutout_length=0)
-    quick_trainer(tmp_path, max_epochs=1).fit(tiny_classifier(), data)
+    light_trainer(tmp_path, max_epochs=1).fit(tiny_classifier(), data)
     epoch_level = {name for name, value, kwargs in calls
                    if kwargs.get("on_epoch", True) and not isinstance(value, Metric)}
     assert {"train/drop_path_prob", "lr", "val/loss"} <= epoch_level
@@ -212,7 +220,7 @@ def test_arch_classifier_trains_any_space_and_resumes_only_the_same_answer(tmp_p
     model = ArchClassifier(space=space, arch=cell, **shape)
     assert model.arch == NB201Arch.parse(cell) and model.hparams["space"]["class_path"].endswith("NB201Space")
     data = ClassificationDataModule("digits", batch_size=32, cutout_length=0)
-    trainer = quick_trainer(tmp_path, max_epochs=1, callbacks=[pl.callbacks.ModelCheckpoint(save_last=True)])
+    trainer = light_trainer(tmp_path, max_epochs=1, callbacks=[pl.callbacks.ModelCheckpoint(save_last=True)])
     trainer.fit(model, data)
     export = Path(trainer.log_dir) / "export"
     assert (export / "arch.txt").read_text().strip() == cell
@@ -221,9 +229,9 @@ def test_arch_classifier_trains_any_space_and_resumes_only_the_same_answer(tmp_p
 
     other = cell.replace("none~1", "nor_conv_3x3~1")
     with pytest.raises(ResumeMismatchError, match=r"model\.arch: checkpoint .*none~1.*, configured .*nor_conv_3x3~1"):
-        quick_trainer(tmp_path / "b", max_epochs=2).fit(ArchClassifier(space=space, arch=other, **shape), data,
+        light_trainer(tmp_path / "b", max_epochs=2).fit(ArchClassifier(space=space, arch=other, **shape), data,
                                                         ckpt_path=checkpoint)
-    resumed = quick_trainer(tmp_path / "c", max_epochs=2)
+    resumed = light_trainer(tmp_path / "c", max_epochs=2)
     resumed.fit(ArchClassifier(space=space, arch=str(export / "arch.txt"), **shape), data, ckpt_path=checkpoint)
     assert resumed.current_epoch == 2
 
@@ -239,3 +247,15 @@ def test_arch_classifier_names_what_is_wrong(arguments, message):
 
     with pytest.raises(ValueError, match=message):
         ArchClassifier(**{"space": "nasbench201", **arguments})
+
+
+def test_the_export_callback_is_added_once_and_can_skip_the_deployable_files(tmp_path):
+    model = tiny_classifier()
+    data = ClassificationDataModule("digits", batch_size=32, cutout_length=0)
+    trainer = light_trainer(tmp_path, max_epochs=1, limit_train_batches=1)
+    trainer.fit(model, data)
+    assert [type(c).__name__ for c in trainer.callbacks].count("ExportNetwork") == 1, "the trainer's, not a second"
+    export = Path(trainer.log_dir) / "export"
+    assert sorted(p.name for p in export.iterdir()) == ["genotype.json", "model.pt"]
+    with pytest.raises(TypeError, match="ExportNetwork exports a retraining"):
+        ExportNetwork().on_fit_end(trainer, pl.LightningModule())

@@ -149,7 +149,7 @@ ROWS: list[tuple[type, str, object, tuple[str, ...]]] = [
     ]],
     *[(DiscreteSearch, name, value, texts) for name, value, texts in [
         ("space", "nb101", ("darts, nasbench201",)),
-        ("searcher", "bayes", ("local_search, random, regularized_evolution, reinforce",)),
+        ("searcher", "bayes", ("local_search, pareto_evolution, random, regularized_evolution, reinforce",)),
         ("searcher_args", {"population": 5}, ("'population'",)),
         ("evaluator", "oracle", ("lookup",)),
         ("evaluator_args", {"table": "x.csv"}, ("'table'", "path, dataset, metric")),
@@ -158,6 +158,9 @@ ROWS: list[tuple[type, str, object, tuple[str, ...]]] = [
         ("patience", 0, ()),
         ("seed", -1, ()),
         ("checkpoint_every", 0, ()),
+        ("constraints", [{"cost": "flops", "budget": 1e6}], ("latency, multiply_adds, parameters",)),
+        ("objectives", ["flops"], ("latency, multiply_adds, parameters",)),
+        ("data_shape", {"in_channels": 0, "num_classes": 10, "image_size": 32}, ("data_shape.in_channels",)),
     ]],
     *[(data, name, value, texts) for data in (SearchDataModule, ClassificationDataModule) for name, value, texts in [
         ("dataset", "imagenet", ("digits", "cifar10")),
