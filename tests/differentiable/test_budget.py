@@ -46,7 +46,7 @@ def test_the_budget_term_reaches_every_architecture_parameter(relaxation, edge_n
 def _search(tmp_path, remedies, **kwargs) -> tuple[DARTSSearch, pl.Trainer]:
     torch.manual_seed(0)
     model = DARTSSearch(space=_space(), arch_optimizer=ArchOptimizer(lr=3e-2), remedies=remedies, **DIGITS, **kwargs)
-    trainer = quick_trainer(tmp_path, max_epochs=2, limit_train_batches=4, limit_val_batches=1)
+    trainer = quick_trainer(tmp_path, max_epochs=1, limit_train_batches=4, limit_val_batches=1)
     trainer.fit(model, SearchDataModule("digits", batch_size=16))
     return model, trainer
 
