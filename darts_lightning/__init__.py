@@ -36,7 +36,7 @@ from darts_lightning.differentiable.remedies import (
 from darts_lightning.discrete.module import DiscreteSearch
 from darts_lightning.discrete.scratch import ScratchEvaluator
 from darts_lightning.discrete.weight_sharing import SinglePathSupernet, WeightSharingEvaluator
-from darts_lightning.retrain.module import ArchClassifier, GenotypeClassifier, NetworkClassifier, export_network
+from darts_lightning.retrain.module import ArchClassifier, ExportNetwork, GenotypeClassifier, NetworkClassifier, export_network
 from darts_lightning.spaces import DartsSpace, NB201Space, RDartsSpace, SearchSpace, get_space, register_space
 from darts_lightning.spaces.cell import Cell, GenotypeCell, SearchCell
 from darts_lightning.spaces.darts.genotype import Genotype, GenotypeError
@@ -52,7 +52,7 @@ __all__ = [
     "GenotypeError", "SearchNetwork", "DARTS_OPS", "NB201_OPS", "build_op", "list_ops", "register_op",
     "Relaxation", "list_relaxations", "register_relaxation", "DARTSSearch", "NonFiniteLossError",
     "AuxiliaryHead", "EvalNetwork", "build_eval_network", "ClassificationDataModule", "GenotypeClassifier",
-    "ArchClassifier", "NetworkClassifier", "export_network", "DiscreteSearch", "NB201Arch", "NB201Network",
+    "ArchClassifier", "NetworkClassifier", "ExportNetwork", "export_network", "DiscreteSearch", "NB201Arch", "NB201Network",
     "ScratchEvaluator", "SinglePathSupernet", "WeightSharingEvaluator",
     # the parts a search is composed of
     "SearchSpace", "DartsSpace", "RDartsSpace", "NB201Space", "NB201Supernet", "get_space", "register_space",

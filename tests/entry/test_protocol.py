@@ -19,7 +19,9 @@ SEARCH_ARGS = ("--model.init_args.space.init_args.channels 4 --model.init_args.s
                "--trainer.max_epochs 1 --trainer.limit_train_batches 2 --trainer.limit_val_batches 1")
 #: two epochs of a 4-channel, 2-cell network: enough to learn the digits far above chance (selection and
 #: final runs; both are trained for the retrain arguments' max_epochs)
-RETRAIN_ARGS = "--model.channels 4 --model.layers 2 --trainer.max_epochs 2"
+#: the retrainings export their state dicts only (the deployable files are tests/retrain/test_export.py's)
+RETRAIN_ARGS = ("--model.channels 4 --model.layers 2 --trainer.max_epochs 2 "
+                "--trainer.callbacks+=darts_lightning.ExportNetwork --trainer.callbacks.deployable=false")
 
 
 def test_protocol_searches_selects_on_the_holdout_split_and_evaluates_on_the_test_split(tmp_path, capsys):
