@@ -11,7 +11,7 @@ The package in layers, each importing only the ones below it:
 * :mod:`darts_lightning.entry`: the command line and the evaluation protocol.
 """
 
-from darts_lightning.costs import CostModel, CostTable, MultiplyAdds, Parameters
+from darts_lightning.costs import CostModel, CostTable, MeasuredLatency, MultiplyAdds, Parameters
 from darts_lightning.data import ClassificationDataModule, SearchDataModule
 from darts_lightning.differentiable.budget import CostBudget
 from darts_lightning.differentiable.callbacks import (
@@ -33,6 +33,7 @@ from darts_lightning.differentiable.remedies import (
     RandomSmoothing,
     Remedy,
 )
+from darts_lightning.discrete.constraints import CostConstraint, CostObjective
 from darts_lightning.discrete.module import DiscreteSearch
 from darts_lightning.discrete.scratch import ScratchEvaluator
 from darts_lightning.discrete.weight_sharing import SinglePathSupernet, WeightSharingEvaluator
@@ -60,7 +61,8 @@ __all__ = [
     "AuxiliarySkip", "BetaDecay", "AnswerFiles", "ArchitectureFigures", "SearchSummary", "HessianEigenvalue",
     "CompileSupernet", "RandomSmoothing", "AdversarialPerturbation",
     # hardware-aware search
-    "CostModel", "CostTable", "MultiplyAdds", "Parameters", "CostBudget",
+    "CostModel", "CostTable", "MultiplyAdds", "Parameters", "MeasuredLatency", "CostBudget", "CostConstraint",
+    "CostObjective",
 ]
 
 __version__ = "0.1.0"
