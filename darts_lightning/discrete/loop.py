@@ -25,6 +25,7 @@ from typing import Any, Generic
 
 from darts_lightning.discrete.constraints import CostConstraint, Pricing
 from darts_lightning.discrete.evaluation import Evaluator
+from darts_lightning.discrete.executors import Executor, SequentialExecutor, TrialFailure
 from darts_lightning.discrete.searchers import Searcher
 from darts_lightning.spaces.base import Arch
 from darts_lightning.utils.validation import check_range
@@ -45,15 +46,19 @@ class SearchLoop(Generic[Arch]):
 
     Every history entry has ``arch`` (text form), ``reward`` (``None`` when refused), ``costs`` (by label,
     every cost the pricing knows) and ``sample`` (the proposal's number); an evaluated one also ``cost`` and
-    ``metrics`` (the evaluator's), a refused one ``rejected`` (why).
+    ``metrics`` (the evaluator's), a refused one ``rejected`` (why), one whose trial failed every attempt
+    (:mod:`darts_lightning.discrete.executors`: the evaluator raised or gave a non-finite reward) ``failed``
+    (the last error) and ``attempts``; a failed architecture is never run again and spends no budget.
+    ``executor``: runs the trials (:class:`~darts_lightning.discrete.executors.SequentialExecutor` by default).
     """
 
     def __init__(self, searcher: Searcher[Arch], evaluator: Evaluator[Arch], *, max_samples: int,
                  pricing: Pricing[Arch] | None = None, constraints: Sequence[CostConstraint] = (),
-                 objectives: Sequence[str] = ()) -> None:
+                 objectives: Sequence[str] = (), executor: Executor | None = None) -> None:
         check_range("max_samples", max_samples, 1, integer=True)
         self.space = searcher.space
         self.searcher, self.evaluator = searcher, evaluator
+        self.executor = SequentialExecutor() if executor is None else executor
         self.max_samples = max_samples
         self.constraints, self.objectives = list(constraints), list(objectives)
         if pricing is None and (self.constraints or self.objectives):
@@ -74,6 +79,7 @@ class SearchLoop(Generic[Arch]):
         self.evaluated = 0
         self._seen: dict[Hashable, dict[str, Any]] = {}  # evaluated entries by key
         self._refused: dict[str, dict[str, Any]] = {}  # refused entries by text form
+        self._failed: dict[Hashable, dict[str, Any]] = {}  # failed entries by key
 
     def objective_costs(self, arch: Arch) -> dict[str, float]:
         """The costs of ``arch`` the search minimises, by label, in the order of ``objectives``."""
@@ -107,7 +113,18 @@ class SearchLoop(Generic[Arch]):
             if known is not None:
                 self.searcher.tell(arch, known["reward"])
                 continue
-            evaluation = self.evaluator.evaluate(arch)
+            if key in self._failed:  # never run a failed architecture again
+                self.searcher.reject(arch)
+                continue
+            self.executor.submit(self.samples, arch, self.evaluator)
+            ((_, evaluation),) = self.executor.wait()
+            if isinstance(evaluation, TrialFailure):
+                entry = {"arch": self.space.format(arch), "reward": None, "costs": costs, "failed": evaluation.error,
+                         "attempts": evaluation.attempts, "sample": self.samples}
+                self.history.append(entry)
+                self._failed[key] = entry
+                self.searcher.reject(arch)
+                continue
             entry = {"arch": self.space.format(arch), "reward": evaluation.reward, "cost": evaluation.cost,
                      "costs": costs, "metrics": dict(evaluation.metrics), "sample": self.samples}
             self.history.append(entry)
@@ -119,7 +136,12 @@ class SearchLoop(Generic[Arch]):
     @property
     def rejected(self) -> int:
         """Architectures refused over a budget."""
-        return len(self.history) - self.evaluated
+        return sum("rejected" in entry for entry in self.history)
+
+    @property
+    def failed(self) -> int:
+        """Architectures whose trial failed every attempt."""
+        return sum("failed" in entry for entry in self.history)
 
     def evaluations(self) -> list[dict[str, Any]]:
         """The evaluated entries of the history, in order."""
@@ -146,6 +168,7 @@ class SearchLoop(Generic[Arch]):
     def exhausted_reason(self) -> str:
         """Why the search stops when :meth:`step` found nothing new in ``max_samples`` proposals."""
         refused = f" and {self.rejected} refused over budget" if self.rejected else ""
+        refused += f" and {self.failed} failed" if self.failed else ""
         return (f"{self.samples} proposals gave {self.evaluated} distinct architectures{refused}: the searcher "
                 "stopped finding new ones (raise max_samples to go on)")
 
@@ -165,4 +188,6 @@ class SearchLoop(Generic[Arch]):
         self.evaluated = sum(entry.get("reward") is not None for entry in self.history)
         evaluated = self.evaluations()
         self._seen = {self.space.key(self.space.parse(entry["arch"])): entry for entry in evaluated}
-        self._refused = {entry["arch"]: entry for entry in self.history if entry.get("reward") is None}
+        self._refused = {entry["arch"]: entry for entry in self.history if "rejected" in entry}
+        self._failed = {self.space.key(self.space.parse(entry["arch"])): entry for entry in self.history
+                        if "failed" in entry}

@@ -45,6 +45,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from darts_lightning.discrete.constraints import CostConstraint, CostObjective, Pricing, build_constraint, build_objective
 from darts_lightning.discrete.evaluation import DataShape, Evaluator
 from darts_lightning.discrete.evaluators import build_evaluator
+from darts_lightning.discrete.executors import Executor, build_executor
 from darts_lightning.discrete.loop import SearchLoop
 from darts_lightning.discrete.pareto import draw_pareto_front, pareto_front
 from darts_lightning.discrete.searchers import Searcher, build_searcher
@@ -86,13 +87,17 @@ class DiscreteSearch(pl.LightningModule, Generic[Arch]):
             ``None``: the evaluator's (:meth:`~darts_lightning.discrete.evaluation.Evaluator.data_shape`),
             needed only with constraints or objectives. (Not named ``in_channels``/... because the command
             line links those to the data module, which only drives the loop of a lookup search.)
+        executor: how the trials run (:mod:`darts_lightning.discrete.executors`): ``sequential`` (the default,
+            in this process), an instance or ``{"class_path", "init_args"}``; its ``max_retries`` runs a trial
+            again after its evaluator raised or gave a non-finite reward, and a trial that fails every attempt
+            is recorded as failed and the search goes on. It may change when a search resumes.
 
     Resuming may raise the budget and the stopping rules (``RESUME_MAY_CHANGE``); every other setting, the
     constraints and objectives included, must be the checkpoint's (:func:`darts_lightning.utils.resume.check_resume`).
     """
 
     #: "space" is compared by :meth:`resume_compared`, by meaning
-    RESUME_MAY_CHANGE = frozenset({"budget", "max_samples", "patience", "checkpoint_every", "space"})
+    RESUME_MAY_CHANGE = frozenset({"budget", "max_samples", "patience", "checkpoint_every", "space", "executor"})
 
     def __init__(
         self,
@@ -110,9 +115,11 @@ class DiscreteSearch(pl.LightningModule, Generic[Arch]):
         constraints: Sequence[CostConstraint | Mapping[str, Any]] | None = None,
         objectives: Sequence[str | CostObjective | Mapping[str, Any]] | None = None,
         data_shape: Mapping[str, int] | None = None,
+        executor: str | Executor | Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.space: SearchSpace[Arch] = get_space(space)
+        self.executor: Executor = _named("executor", build_executor, executor)
         self.constraints: list[CostConstraint] = [
             _named(f"constraints[{i}]", build_constraint, c) for i, c in enumerate(constraints or ())
         ]
@@ -132,6 +139,7 @@ class DiscreteSearch(pl.LightningModule, Generic[Arch]):
             "constraints": [c.config() for c in self.constraints] or None,
             "objectives": [o.config() for o in self.objectives] or None,
             "data_shape": dict(data_shape) if data_shape is not None else None,
+            "executor": self.executor.config(),
         })
         self.automatic_optimization = False
         # Numbers first; the names and their arguments are checked by the registries (searcher_args and
@@ -170,6 +178,7 @@ class DiscreteSearch(pl.LightningModule, Generic[Arch]):
         self.loop: SearchLoop[Arch] = SearchLoop(
             self.searcher, self.evaluator, max_samples=self.max_samples, pricing=self.pricing,
             constraints=self.constraints, objectives=list(dict.fromkeys(o.label for o in self.objectives)),
+            executor=self.executor,
         )
         self._state_path: Path | None = None
         self.stop_reason: str | None = None

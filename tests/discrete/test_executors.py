@@ -1,0 +1,78 @@
+"""Trials and their faults: a trial whose evaluator raises or gives a non-finite reward is run again up to
+max_retries times, then recorded as failed; the search goes on and never runs that architecture again."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import pytest
+import pytorch_lightning as pl
+
+from darts_lightning import DiscreteSearch
+from darts_lightning.discrete.evaluation import Evaluation, Evaluator
+from darts_lightning.discrete.evaluators import list_evaluators, register_evaluator
+from darts_lightning.discrete.executors import SequentialExecutor, TrialFailure, run_trial
+
+
+class _Flaky(Evaluator):
+    """Raises for cells whose first edge is ``none``, gives NaN for those whose first edge is ``skip_connect``,
+    fails once before succeeding for those whose first edge is ``avg_pool_3x3``, and scores the rest."""
+
+    calls: Counter = Counter()
+
+    def evaluate(self, arch) -> Evaluation:
+        text = self.space.format(arch)
+        _Flaky.calls[text] += 1
+        first = arch.ops[0]
+        if first == "none":
+            raise RuntimeError("out of memory in this trial")
+        if first == "skip_connect":
+            return Evaluation(reward=math.nan)
+        if first == "avg_pool_3x3" and _Flaky.calls[text] == 1:
+            raise ConnectionError("worker lost")
+        return Evaluation(reward=float(sum(op.startswith("nor_conv") for op in arch.ops)))
+
+
+if "_flaky_for_tests" not in list_evaluators():
+    register_evaluator("_flaky_for_tests", _Flaky)
+
+
+def test_run_trial_retries_and_then_reports_the_last_error():
+    class Counting(Evaluator):
+        def __init__(self, failures: int) -> None:
+            super().__init__("nasbench201")
+            self.failures, self.calls = failures, 0
+
+        def evaluate(self, arch) -> Evaluation:
+            self.calls += 1
+            if self.calls <= self.failures:
+                raise ValueError(f"attempt {self.calls}")
+            return Evaluation(reward=1.0)
+
+    assert run_trial(Counting(2), None, max_retries=2) == Evaluation(reward=1.0)
+    failure = run_trial(Counting(5), None, max_retries=2)
+    assert failure == TrialFailure("ValueError: attempt 3", 3)
+    with pytest.raises(RuntimeError, match="no trial is pending"):
+        SequentialExecutor().wait()
+
+
+def test_a_search_records_failed_trials_and_goes_on(tmp_path):
+    _Flaky.calls.clear()
+    model = DiscreteSearch(evaluator="_flaky_for_tests", executor={"class_path":
+                           "darts_lightning.discrete.executors.SequentialExecutor", "init_args": {"max_retries": 1}},
+                           budget=30, seed=0)
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=-1, default_root_dir=str(tmp_path), enable_progress_bar=False,
+                         enable_model_summary=False, logger=False)
+    trainer.fit(model)
+    evaluated = [h for h in model.history if h["reward"] is not None]
+    failed = [h for h in model.history if "failed" in h]
+    assert len(evaluated) == 30, "failures spend no budget"
+    assert failed and all(h["attempts"] == 2 for h in failed)
+    assert {h["failed"] for h in failed} <= {"RuntimeError: out of memory in this trial",
+                                             "the reward is nan, not a finite number"}
+    assert all(not h["arch"].startswith(("|none~0|", "|skip_connect~0|")) for h in evaluated)
+    retried = [h for h in evaluated if h["arch"].startswith("|avg_pool_3x3~0|")]
+    assert retried and all(_Flaky.calls[h["arch"]] == 2 for h in retried), "one failure, one retry that succeeded"
+    assert max(_Flaky.calls.values()) <= 2, "a failed architecture is never run again"
+    assert model.hparams["executor"]["init_args"] == {"max_retries": 1}
