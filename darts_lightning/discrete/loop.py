@@ -9,7 +9,10 @@ benchmark runs thousands of times without a Trainer (``benchmarks/nb201_pareto.p
    searcher proposes again;
 2. a proposal within the budgets whose isomorphism-aware key (``space.key``) was already evaluated is
    answered from the history at no cost (``tell`` with its reward) and the searcher proposes again;
-3. a new one is evaluated, recorded with its reward and costs, and told.
+3. a new one that is not already in flight is run as a trial by the search's executor
+   (:mod:`darts_lightning.discrete.executors`), up to its ``capacity`` at once and never beyond the evaluations
+   the budget has left; finished trials are recorded in the order they finish, with their reward and costs
+   (or as failed), and told.
 
 The budgets are checked before the key because two cells with one key compute the same function but need
 not cost the same: the network of a cell also runs (and counts) the ops of edges that cannot reach its output.
@@ -24,7 +27,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from typing import Any, Generic
 
 from darts_lightning.discrete.constraints import CostConstraint, Pricing
-from darts_lightning.discrete.evaluation import Evaluator
+from darts_lightning.discrete.evaluation import Evaluation, Evaluator
 from darts_lightning.discrete.executors import Executor, SequentialExecutor, TrialFailure
 from darts_lightning.discrete.searchers import Searcher
 from darts_lightning.spaces.base import Arch
@@ -80,6 +83,7 @@ class SearchLoop(Generic[Arch]):
         self._seen: dict[Hashable, dict[str, Any]] = {}  # evaluated entries by key
         self._refused: dict[str, dict[str, Any]] = {}  # refused entries by text form
         self._failed: dict[Hashable, dict[str, Any]] = {}  # failed entries by key
+        self._pending: dict[int, tuple[Arch, Hashable, dict[str, float]]] = {}  # trials in flight by number
 
     def objective_costs(self, arch: Arch) -> dict[str, float]:
         """The costs of ``arch`` the search minimises, by label, in the order of ``objectives``."""
@@ -87,18 +91,38 @@ class SearchLoop(Generic[Arch]):
         costs = self.pricing.costs(arch)
         return {label: costs[label] for label in self.objectives}
 
-    def step(self) -> dict[str, Any] | None:
-        """Propose until the searcher gives a new architecture within the budgets, evaluate it, record it and
-        tell the searcher; returns its history entry, or ``None`` when ``max_samples`` proposals were made
-        first."""
+    def step(self, budget: int | None = None) -> dict[str, Any] | None:
+        """Fill the executor with new proposals (:meth:`propose`; at most its ``capacity`` in flight and, with a
+        ``budget``, no more than the evaluations it has left), wait for finished trials, record them in the
+        order they finished and tell the searcher. Returns the last evaluated entry, or ``None`` when no trial
+        is in flight and ``max_samples`` proposals gave nothing new."""
         while True:
-            if self.samples >= self.max_samples:
+            while len(self._pending) < self.executor.capacity and (
+                budget is None or self.evaluated + len(self._pending) < budget
+            ):
+                proposal = self.propose()
+                if proposal is None:
+                    break
+                self.executor.submit(self.samples, proposal[0], self.evaluator)
+                self._pending[self.samples] = proposal
+            if not self._pending:
                 return None
+            evaluated = None
+            for trial, outcome in self.executor.wait():
+                evaluated = self._record(trial, outcome) or evaluated
+            if evaluated is not None:
+                return evaluated
+
+    def propose(self) -> tuple[Arch, Hashable, dict[str, float]] | None:
+        """Ask until the searcher gives an architecture to run: within the budgets (refusals are recorded and
+        answered with ``reject``), not evaluated (known ones are answered from the history), not failed and
+        not in flight. ``(arch, key, costs)``, or ``None`` after ``max_samples`` proposals."""
+        in_flight = {key for _, key, _ in self._pending.values()}
+        while self.samples < self.max_samples:
             arch = self.searcher.ask()
             self.samples += 1
             costs = self.pricing.costs(arch) if self.pricing is not None else {}
             reasons = [reason for c in self.constraints if (reason := c.violation(costs)) is not None]
-            entry: dict[str, Any]
             if reasons:
                 text = self.space.format(arch)
                 if text not in self._refused:
@@ -116,22 +140,28 @@ class SearchLoop(Generic[Arch]):
             if key in self._failed:  # never run a failed architecture again
                 self.searcher.reject(arch)
                 continue
-            self.executor.submit(self.samples, arch, self.evaluator)
-            ((_, evaluation),) = self.executor.wait()
-            if isinstance(evaluation, TrialFailure):
-                entry = {"arch": self.space.format(arch), "reward": None, "costs": costs, "failed": evaluation.error,
-                         "attempts": evaluation.attempts, "sample": self.samples}
-                self.history.append(entry)
-                self._failed[key] = entry
-                self.searcher.reject(arch)
+            if key in in_flight:  # never run one architecture twice at once; its result is on its way
                 continue
-            entry = {"arch": self.space.format(arch), "reward": evaluation.reward, "cost": evaluation.cost,
-                     "costs": costs, "metrics": dict(evaluation.metrics), "sample": self.samples}
-            self.history.append(entry)
-            self._seen[key] = entry
-            self.evaluated += 1
-            self.searcher.tell(arch, evaluation.reward)
-            return entry
+            return arch, key, costs
+        return None
+
+    def _record(self, trial: int, outcome: Evaluation | TrialFailure) -> dict[str, Any] | None:
+        """Record the finished ``trial`` and tell the searcher; returns its entry when it was evaluated."""
+        arch, key, costs = self._pending.pop(trial)
+        text = self.space.format(arch)
+        if isinstance(outcome, TrialFailure):
+            self._failed[key] = {"arch": text, "reward": None, "costs": costs, "failed": outcome.error,
+                                 "attempts": outcome.attempts, "sample": trial}
+            self.history.append(self._failed[key])
+            self.searcher.reject(arch)
+            return None
+        entry = {"arch": text, "reward": outcome.reward, "cost": outcome.cost, "costs": costs,
+                 "metrics": dict(outcome.metrics), "sample": trial}
+        self.history.append(entry)
+        self._seen[key] = entry
+        self.evaluated += 1
+        self.searcher.tell(arch, outcome.reward)
+        return entry
 
     @property
     def rejected(self) -> int:
@@ -178,7 +208,7 @@ class SearchLoop(Generic[Arch]):
             reason = self.stop_reason(budget, patience)
             if reason is not None:
                 return reason
-            if self.step() is None:
+            if self.step(budget) is None:
                 return self.exhausted_reason()
 
     def restore(self, history: Sequence[Mapping[str, Any]], samples: int) -> None:

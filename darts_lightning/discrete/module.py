@@ -223,7 +223,7 @@ class DiscreteSearch(pl.LightningModule, Generic[Arch]):
     def training_step(self, batch: Any, batch_idx: int) -> None:
         if self._should_stop():
             return
-        entry = self.loop.step()
+        entry = self.loop.step(self.budget)
         if entry is None:
             self._stop(self.loop.exhausted_reason())
             return

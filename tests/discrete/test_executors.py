@@ -76,3 +76,38 @@ def test_a_search_records_failed_trials_and_goes_on(tmp_path):
     assert retried and all(_Flaky.calls[h["arch"]] == 2 for h in retried), "one failure, one retry that succeeded"
     assert max(_Flaky.calls.values()) <= 2, "a failed architecture is never run again"
     assert model.hparams["executor"]["init_args"] == {"max_retries": 1}
+
+
+class _LastFirst(SequentialExecutor):
+    """Three trials in flight, finished newest first: an executor whose trials complete out of order."""
+
+    capacity = 3
+
+    def wait(self):
+        trial, arch, evaluator = self._queue.pop()
+        return [(trial, run_trial(evaluator, arch, self.max_retries))]
+
+
+@pytest.mark.parametrize("searcher", ["random", "regularized_evolution", "local_search", "reinforce"])
+def test_several_trials_in_flight_complete_out_of_order(searcher):
+    from darts_lightning.discrete.evaluators import build_evaluator
+    from darts_lightning.discrete.loop import SearchLoop
+    from darts_lightning.discrete.searchers import build_searcher
+
+    def run(executor):
+        evaluator = build_evaluator("lookup", "nasbench201")
+        submitted = []
+        submit = executor.submit
+        executor.submit = lambda trial, arch, ev: (submitted.append(evaluator.space.key(arch)), submit(trial, arch, ev))
+        loop = SearchLoop(build_searcher(searcher, "nasbench201", seed=4), evaluator, max_samples=2000,
+                          executor=executor)
+        loop.run(budget=25)
+        return loop, submitted
+
+    loop, submitted = run(_LastFirst())
+    assert loop.evaluated == 25 and not loop._pending, "the budget is spent exactly, nothing left in flight"
+    assert len(submitted) == len(set(submitted)) == 25, "no architecture is run twice"
+    assert [h["sample"] for h in loop.history] != sorted(h["sample"] for h in loop.history), "completion order"
+    if searcher == "random":
+        sequential, _ = run(SequentialExecutor())
+        assert {h["arch"] for h in loop.history} == {h["arch"] for h in sequential.history}
