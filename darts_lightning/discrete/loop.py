@@ -84,6 +84,7 @@ class SearchLoop(Generic[Arch]):
         self._refused: dict[str, dict[str, Any]] = {}  # refused entries by text form
         self._failed: dict[Hashable, dict[str, Any]] = {}  # failed entries by key
         self._pending: dict[int, tuple[Arch, Hashable, dict[str, float]]] = {}  # trials in flight by number
+        self._resubmit: list[int] = []  # restored trials in flight, not yet given to this executor
 
     def objective_costs(self, arch: Arch) -> dict[str, float]:
         """The costs of ``arch`` the search minimises, by label, in the order of ``objectives``."""
@@ -96,6 +97,9 @@ class SearchLoop(Generic[Arch]):
         ``budget``, no more than the evaluations it has left), wait for finished trials, record them in the
         order they finished and tell the searcher. Returns the last evaluated entry, or ``None`` when no trial
         is in flight and ``max_samples`` proposals gave nothing new."""
+        for trial in self._resubmit:  # the trials a checkpoint left in flight run again
+            self.executor.submit(trial, self._pending[trial][0], self.evaluator)
+        self._resubmit = []
         while True:
             while len(self._pending) < self.executor.capacity and (
                 budget is None or self.evaluated + len(self._pending) < budget
@@ -211,8 +215,15 @@ class SearchLoop(Generic[Arch]):
             if self.step(budget) is None:
                 return self.exhausted_reason()
 
-    def restore(self, history: Sequence[Mapping[str, Any]], samples: int) -> None:
-        """Continue from a saved history and proposal count (the searcher's state is restored separately)."""
+    def pending_record(self) -> list[dict[str, Any]]:
+        """The trials in flight as plain data (``sample``, ``arch``), for a checkpoint: a resumed search runs
+        them again (:meth:`restore`)."""
+        return [{"sample": trial, "arch": self.space.format(arch)} for trial, (arch, _, _) in self._pending.items()]
+
+    def restore(self, history: Sequence[Mapping[str, Any]], samples: int,
+                pending: Sequence[Mapping[str, Any]] = ()) -> None:
+        """Continue from a saved history, proposal count and trials in flight (:meth:`pending_record`), which the
+        next :meth:`step` submits again (the searcher's state is restored separately)."""
         self.history = [dict(entry) for entry in history]
         self.samples = int(samples)
         self.evaluated = sum(entry.get("reward") is not None for entry in self.history)
@@ -221,3 +232,9 @@ class SearchLoop(Generic[Arch]):
         self._refused = {entry["arch"]: entry for entry in self.history if "rejected" in entry}
         self._failed = {self.space.key(self.space.parse(entry["arch"])): entry for entry in self.history
                         if "failed" in entry}
+        self._pending = {}
+        for record in pending:
+            arch = self.space.parse(record["arch"])
+            costs = self.pricing.costs(arch) if self.pricing is not None else {}
+            self._pending[int(record["sample"])] = (arch, self.space.key(arch), costs)
+        self._resubmit = list(self._pending)

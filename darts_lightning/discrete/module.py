@@ -302,6 +302,7 @@ class DiscreteSearch(pl.LightningModule, Generic[Arch]):
         checkpoint["discrete_search"] = {
             "space": self.space.signature(), "history": self.history, "samples": self.samples,
             "searcher": self.searcher.state_dict(), "stop_reason": self.stop_reason,
+            "pending": self.loop.pending_record(),
         }
 
     def resume_compared(self, checkpoint: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
@@ -320,7 +321,7 @@ class DiscreteSearch(pl.LightningModule, Generic[Arch]):
                 f"the checkpoint searched the space {state['space']}, this model searches {self.space.signature()}: "
                 "configure the checkpoint's space to resume"
             )
-        self.loop.restore(state["history"], state["samples"])
+        self.loop.restore(state["history"], state["samples"], pending=state.get("pending", ()))
         # The stopping rules are checked again with the configured budget and rules (a resumed search may
         # raise them): the checkpoint's reason to stop holds only if they still say so.
         self.stop_reason = None

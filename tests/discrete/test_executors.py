@@ -111,3 +111,31 @@ def test_several_trials_in_flight_complete_out_of_order(searcher):
     if searcher == "random":
         sequential, _ = run(SequentialExecutor())
         assert {h["arch"] for h in loop.history} == {h["arch"] for h in sequential.history}
+
+
+def test_a_resumed_search_runs_again_the_trials_its_checkpoint_left_in_flight(tmp_path):
+    import torch
+
+    class StopAfterFive(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if pl_module.loop.evaluated >= 5:
+                trainer.should_stop = True
+
+    def fit(root, callbacks=(), ckpt_path=None):
+        model = DiscreteSearch(executor=_LastFirst(), budget=20, seed=1)
+        trainer = pl.Trainer(accelerator="cpu", max_epochs=-1, default_root_dir=str(root), enable_progress_bar=False,
+                             enable_model_summary=False, callbacks=list(callbacks))
+        trainer.fit(model, ckpt_path=ckpt_path)
+        return model, trainer
+
+    first, trainer = fit(tmp_path / "first", [StopAfterFive()])
+    state_path = tmp_path / "first" / "lightning_logs" / "version_0" / "checkpoints" / "search_state.ckpt"
+    pending = torch.load(state_path, weights_only=True)["discrete_search"]["pending"]
+    # three in flight, one just finished: two were still running when the state was saved
+    assert first.loop.evaluated == 5 and len(pending) == 2
+    resumed, _ = fit(tmp_path / "resumed", ckpt_path=state_path)
+    samples = {h["sample"]: h for h in resumed.history}
+    assert all(record["sample"] in samples and samples[record["sample"]]["arch"] == record["arch"]
+               and samples[record["sample"]]["reward"] is not None for record in pending)
+    keys = [resumed.space.key(resumed.space.parse(h["arch"])) for h in resumed.history]
+    assert resumed.loop.evaluated == 20 and len(keys) == len(set(keys)) == 20
