@@ -6,7 +6,9 @@ evaluator raises, or whose reward is not finite, is run again up to ``max_retrie
 a :class:`TrialFailure` with its last error: the search records it as failed and goes on, never evaluating that
 architecture again.
 
-Shipped: :class:`SequentialExecutor` (``sequential``, the default): one trial at a time, in this process.
+Shipped: :class:`SequentialExecutor` (``sequential``, the default): one trial at a time, in this process;
+:class:`ReplayExecutor` (``replay``): several in flight, finished in a recorded order, to repeat a run whose
+trials finished in that order.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from darts_lightning.utils.components import Component, build_component
 from darts_lightning.utils.registry import Registry
 from darts_lightning.utils.validation import check_range
 
-__all__ = ["Executor", "SequentialExecutor", "TrialFailure", "EXECUTORS", "register_executor", "build_executor",
+__all__ = ["Executor", "SequentialExecutor", "ReplayExecutor", "TrialFailure", "EXECUTORS", "register_executor", "build_executor",
            "run_trial"]
 
 
@@ -105,6 +107,31 @@ class SequentialExecutor(Executor):
 
     def pending(self) -> list[int]:
         return [trial for trial, _, _ in self._queue]
+
+
+@register_executor("replay")
+class ReplayExecutor(SequentialExecutor):
+    """Replays a search whose trials finished in some order: ``capacity`` trials in flight, finished in the
+    recorded ``order`` (the ``sample`` of each entry of the run's ``history.json``, failures included, in order).
+    With the same seed and settings, a searcher whose proposals depend on the order results came back in
+    proposes again what it proposed then, so the search repeats the run that recorded the order."""
+
+    def __init__(self, order: list[int], capacity: int = 1, max_retries: int = 0) -> None:
+        super().__init__(max_retries)
+        check_range("capacity", capacity, 1, integer=True)
+        self.order, self.capacity = [int(trial) for trial in order], capacity
+        self._next = 0
+
+    def wait(self) -> list[tuple[int, Evaluation | TrialFailure]]:
+        trials = {trial: index for index, (trial, _, _) in enumerate(self._queue)}
+        while self._next < len(self.order) and self.order[self._next] not in trials:
+            self._next += 1  # a trial of the order that this run never submitted (it stopped earlier)
+        if self._next >= len(self.order):
+            return super().wait()  # past the recorded order: the oldest first
+        trial, arch, evaluator = self._queue[trials[self.order[self._next]]]
+        del self._queue[trials[self.order[self._next]]]
+        self._next += 1
+        return [(trial, run_trial(evaluator, arch, self.max_retries))]
 
 
 def build_executor(value: str | Executor | dict[str, Any] | None) -> Executor:

@@ -139,3 +139,23 @@ def test_a_resumed_search_runs_again_the_trials_its_checkpoint_left_in_flight(tm
                and samples[record["sample"]]["reward"] is not None for record in pending)
     keys = [resumed.space.key(resumed.space.parse(h["arch"])) for h in resumed.history]
     assert resumed.loop.evaluated == 20 and len(keys) == len(set(keys)) == 20
+
+
+@pytest.mark.parametrize("searcher", ["regularized_evolution", "reinforce"])
+def test_the_recorded_completion_order_replays_the_run(searcher):
+    from darts_lightning.discrete.evaluators import build_evaluator
+    from darts_lightning.discrete.executors import ReplayExecutor
+    from darts_lightning.discrete.loop import SearchLoop
+    from darts_lightning.discrete.searchers import build_searcher
+
+    def run(executor):
+        loop = SearchLoop(build_searcher(searcher, "nasbench201", seed=7, **({"population_size": 5} if "evol" in searcher
+                                                                             else {})),
+                          build_evaluator("lookup", "nasbench201"), max_samples=2000, executor=executor)
+        loop.run(budget=25)
+        return [(h["sample"], h["arch"]) for h in loop.history]
+
+    recorded = run(_LastFirst())
+    assert run(ReplayExecutor([sample for sample, _ in recorded], capacity=3)) == recorded
+    in_submission_order = run(ReplayExecutor(sorted(sample for sample, _ in recorded), capacity=3))
+    assert in_submission_order != recorded, "another completion order makes another run"
