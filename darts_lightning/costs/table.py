@@ -43,6 +43,7 @@ class CostTable:
         self.fixed = float(fixed)
         self.model = model
         self.supernet = supernet
+        self._placed: dict[tuple[torch.device, torch.dtype], dict[str, Tensor]] = {}  # matrices by device and dtype
 
     @classmethod
     def build(
@@ -118,12 +119,20 @@ class CostTable:
         """``fixed + Σ rows · C``: the cost of the path ``rows`` (one-hot rows: an answer's cost; expected rows: the
         expected cost, differentiable in them), in the rows' dtype and on their device."""
         total: Tensor | None = None
-        for cell, matrix in self.matrices.items():
+        for cell in self.matrices:
             weights = rows[cell]
-            term = (weights * matrix.to(weights.device, weights.dtype)).sum()
+            term = (weights * self._matrix(cell, weights)).sum()
             total = term if total is None else total + term
         assert total is not None, "a table has at least one cell type"
         return total + self.fixed
+
+    def _matrix(self, cell: str, like: Tensor) -> Tensor:
+        """The cost matrix of ``cell`` on ``like``'s device and in its dtype, copied there once (the search step
+        prices the expected path at every architecture step)."""
+        placed = self._placed.setdefault((like.device, like.dtype), {})
+        if cell not in placed:
+            placed[cell] = self.matrices[cell].to(like.device, like.dtype)
+        return placed[cell]
 
     def arch_cost(self, arch: Any) -> float:
         """The cost of the network of ``arch``."""

@@ -359,11 +359,6 @@ class GenotypeClassifier(NetworkClassifier):
         )
         self._init_training(num_classes)
 
-    def epochs(self) -> int:
-        """The planned epochs, over which the learning rate anneals and the drop-path probability rises: the
-        trainer's ``max_epochs`` (600, the paper's, when it sets none)."""
-        return super().epochs()
-
     def on_fit_start(self) -> None:
         if self._drop_path_seed is None:
             # An integer tensor holds the seed exactly on every backend (MPS has no float64).

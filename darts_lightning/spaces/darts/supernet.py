@@ -385,8 +385,7 @@ class SearchNetwork(Supernet[Genotype]):
         scales = self.edge_scales()
         expected = {}
         for cell, w in weights.items():
-            zero = torch.tensor([[get_op(op).is_zero for op in ops] for ops in self.edge_op_names()[cell]],
-                                device=w.device)
+            zero = self._zero_columns(cell, w.device)
             nonzero = w.masked_fill(zero, 0.0)
             score = nonzero.max(dim=-1).values
             scale = scales[cell]
@@ -398,6 +397,15 @@ class SearchNetwork(Supernet[Genotype]):
             ])
             expected[cell] = nonzero / nonzero.sum(dim=-1, keepdim=True).clamp_min(1e-12) * keep.unsqueeze(-1)
         return expected
+
+    def _zero_columns(self, cell: str, device: torch.device) -> Tensor:
+        """``[edges, ops]``: which columns of ``cell``'s α are zero ops, on ``device`` (built once per device)."""
+        cache: dict[tuple[str, torch.device], Tensor] = self.__dict__.setdefault("_zero_column_cache", {})
+        if (cell, device) not in cache:
+            cache[cell, device] = torch.tensor(
+                [[get_op(op).is_zero for op in ops] for ops in self.edge_op_names()[cell]], device=device
+            )
+        return cache[cell, device]
 
     @staticmethod
     def derived_ops(genotype: Genotype) -> dict[str, list[str]]:
