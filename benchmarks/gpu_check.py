@@ -27,7 +27,7 @@ NAS-Bench-201 space; then the retraining module (DARTS_V2 with auxiliary head an
 epochs so that drop path is on in the second), the discrete search scored by a weight-sharing supernet and
 by training from scratch (NAS-Bench-201 space, 3 and 2 architectures, on the bundled digits), and a DARTS
 search under ``strategy=DDPStrategy`` with one device (NCCL on CUDA, gloo on a CPU). Each also checks that
-it ran where it should: every parameter and buffer is on the device after the fit, the architecture
+it ran where it should: every parameter and buffer is on the device at the end of training, the architecture
 parameters (or the weights) moved, the loss is finite.
 
 **Speed and memory cases** (``speed/...``) at the paper's search configuration (C=16, 8 cells, batch 64,
@@ -100,7 +100,7 @@ import traceback
 import types
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -263,12 +263,39 @@ def reset_peak_memory(device: str) -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
+def misplaced_tensors(module: nn.Module, device: str) -> list[str]:
+    return [f"{name} ({t.device})" for name, t in [*module.named_parameters(), *module.named_buffers()]
+            if t.device.type != device]
+
+
 def check_on_device(module: nn.Module, device: str) -> None:
-    """Every parameter and buffer of ``module`` lives on a ``device``-type device."""
-    misplaced = [f"{name} ({t.device})" for name, t in [*module.named_parameters(), *module.named_buffers()]
-                 if t.device.type != device]
+    """Every parameter and buffer of ``module`` lives on a ``device``-type device (for modules used outside a
+    fit; after a fit Lightning has moved the module back to the CPU: see :class:`PlacementProbe`)."""
+    misplaced = misplaced_tensors(module, device)
     if misplaced:
-        raise CheckFailed(f"{len(misplaced)} tensors are not on {device} after the fit, e.g. {', '.join(misplaced[:3])}")
+        raise CheckFailed(f"{len(misplaced)} tensors are not on {device}, e.g. {', '.join(misplaced[:3])}")
+
+
+class PlacementProbe(pl.Callback):
+    """Where the module's parameters and buffers were at the end of training. It is read there because the
+    strategy's teardown moves the module back to the CPU when ``fit`` returns."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self.misplaced: list[str] | None = None
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.misplaced = misplaced_tensors(pl_module, self.device)
+
+
+def check_fit_on_device(trainer: pl.Trainer) -> None:
+    """Every parameter and buffer of the fitted module was on the device at the end of training."""
+    probe = next(c for c in trainer.callbacks if isinstance(c, PlacementProbe))  # type: ignore[attr-defined]
+    if probe.misplaced is None:
+        raise CheckFailed("training never ended (no placement was recorded)")
+    if probe.misplaced:
+        raise CheckFailed(f"{len(probe.misplaced)} tensors were not on {probe.device} at the end of training, "
+                          f"e.g. {', '.join(probe.misplaced[:3])}")
 
 
 def snapshot(tensors: Sequence[Tensor]) -> list[Tensor]:
@@ -325,7 +352,7 @@ def trainer_for(ctx: Context, *, precision: str = "32-true", callbacks: Sequence
     kwargs: dict[str, Any] = dict(
         accelerator=ctx.device, devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, precision=precision, limit_val_batches=0, num_sanity_val_steps=0,
-        default_root_dir=str(ctx.root), callbacks=list(callbacks),
+        default_root_dir=str(ctx.root), callbacks=[*callbacks, PlacementProbe(ctx.device)],
     )
     kwargs.update(overrides)
     return pl.Trainer(**kwargs)
@@ -346,6 +373,10 @@ def search_smoke(kwargs: dict[str, Any], precision: str, *, epochs: int | None =
 
     def run(ctx: Context) -> dict[str, Any]:
         shape, steps = ctx.settings.smoke_shape, ctx.settings.smoke_steps
+        if eigenvalue:
+            # Cells of 1 node: the Hessian has a row (one double-backward pass) per entry of α, 32 instead of
+            # 224; at 4 nodes the 224 passes took over 200 s on an H200 at this shape.
+            shape = replace(shape, nodes=1)
         pl.seed_everything(0, verbose=False)
         nb201 = isinstance(kwargs.get("space"), NB201Space)
         if nb201:  # its cell is fixed; ``layers`` are cells per stage
@@ -378,10 +409,12 @@ def search_smoke(kwargs: dict[str, Any], precision: str, *, epochs: int | None =
         expected = 2 if eigenvalue else (epochs or steps)
         if len(timer.times) != expected:
             raise CheckFailed(f"{len(timer.times)} training steps ran, expected {expected}")
-        check_on_device(model, ctx.device)
+        check_fit_on_device(trainer)
         moved = check_moved(alphas, model.arch_parameters(), "architecture parameters")
         out: dict[str, Any] = {"loss": finite_loss(trainer), "arch_tensors_moved": moved,
                                "seconds_per_step": statistics.median(timer.times), **peak_memory(ctx.device)}
+        if eigenvalue:
+            out["nodes"] = shape.nodes
         if nb201:
             out.update({"layers": cells_per_stage, "layers_are": "cells per stage", "nodes": "the NAS-Bench-201 cell"})
         if eigenvalues is not None:
@@ -413,7 +446,7 @@ def retrain_smoke(ctx: Context) -> dict[str, Any]:
     trainer = trainer_for(ctx, callbacks=[timer], max_epochs=2, limit_train_batches=1, gradient_clip_val=5.0)
     reset_peak_memory(ctx.device)
     trainer.fit(model, train_dataloaders=DataLoader(data, shape.batch_size))
-    check_on_device(model, ctx.device)
+    check_fit_on_device(trainer)
     after = [*model.network.auxiliary_head.parameters(), *model.network.cells.parameters()]
     moved = sum(not torch.equal(b, a.detach()) for b, a in zip(weights, after))
     if moved == 0:
@@ -433,7 +466,7 @@ def discrete_weight_sharing_smoke(ctx: Context) -> dict[str, Any]:
     trainer = trainer_for(ctx, max_epochs=1, limit_train_batches=2)
     reset_peak_memory(ctx.device)
     trainer.fit(supernet, SearchDataModule(**data))
-    check_on_device(supernet, ctx.device)
+    check_fit_on_device(trainer)
     if not any(not torch.equal(b.to(a.device), a.detach()) for b, a in zip(before, supernet.weight_parameters())):
         raise CheckFailed("the supernet's weights did not move")
     checkpoint = ctx.root / "supernet.ckpt"
@@ -550,7 +583,7 @@ def search_speed(method: str, order: int, compiled: bool) -> Callable[[Context],
             trainer.fit(model, RandomImages(shape.batch_size, shape.image_size, warmup + steps + 1))
         if len(timer.times) != warmup + steps:
             raise CheckFailed(f"{len(timer.times)} steps ran, expected {warmup + steps}")
-        check_on_device(model, ctx.device)
+        check_fit_on_device(trainer)
         timed = timer.times[warmup:]
         median = statistics.median(timed)
         out: dict[str, Any] = {

@@ -96,3 +96,55 @@ def test_a_case_past_its_time_limit_fails_and_the_spent_budget_skips_the_rest(mo
     slow, following = _records(capsys.readouterr().out)
     assert slow["ok"] is False and slow["error"].startswith("CaseTimeout: the case ran past its time limit of 1 s")
     assert following["ok"] is False and following["error"].startswith("CaseSkipped: the --time-budget of 1.5 s was spent")
+
+
+def test_placement_is_read_at_the_end_of_training_not_after_the_fit(monkeypatch, tmp_path):
+    """Lightning's teardown moves the module back to the CPU when ``fit`` returns, so the check must read
+    the devices while training still holds the module: a module that training leaves on the "meta" device
+    (a stand-in for the accelerator) passes, while the same module after ``fit`` is on the CPU."""
+    import pytorch_lightning as pl
+    import torch
+    from torch import nn
+
+    gpu_check = _load(monkeypatch)
+
+    class Tiny(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.Linear(2, 2)
+
+        def training_step(self, batch, batch_idx):
+            return self.layer(batch[0]).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+        def cpu(self):  # what the strategy's teardown calls; a meta tensor holds no data to copy
+            return self.to_empty(device="cpu")
+
+    class HeldOnMeta(pl.Callback):  # runs before the probe: where an accelerator would hold the module
+        def on_train_end(self, trainer, pl_module):
+            pl_module.to("meta")
+
+    probe = gpu_check.PlacementProbe("meta")
+    trainer = pl.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path),
+                         callbacks=[HeldOnMeta(), probe])
+    model = Tiny()
+    trainer.fit(model, torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(4, 2)), batch_size=2))
+    assert probe.misplaced == []  # recorded while training held the module
+    gpu_check.check_fit_on_device(trainer)
+    with pytest.raises(gpu_check.CheckFailed, match="not on meta"):
+        gpu_check.check_on_device(model, "meta")  # after fit: moved back, which is why the probe exists
+
+    probe.misplaced = ["layer.weight (cpu)"]
+    with pytest.raises(gpu_check.CheckFailed, match="1 tensors were not on meta at the end of training"):
+        gpu_check.check_fit_on_device(trainer)
+
+
+def test_trainer_for_records_placement(monkeypatch, tmp_path):
+    gpu_check = _load(monkeypatch)
+    ctx = gpu_check.Context(gpu_check.Settings(device="cpu", quick=True, warmup=0, steps=1), tmp_path)
+    trainer = gpu_check.trainer_for(ctx, max_steps=1)
+    with pytest.raises(gpu_check.CheckFailed, match="training never ended"):
+        gpu_check.check_fit_on_device(trainer)
