@@ -188,3 +188,26 @@ def test_early_stop_without_eigenvalue_is_a_clear_error():
         flat_search(eigenvalue_early_stop=True)
     with pytest.raises(ValueError, match="every must be a positive integer"):
         HessianEigenvalue(every=0, early_stop=True)
+
+
+@pytest.mark.parametrize("method", ["darts", "pcdarts", "nasbench201"])
+def test_hessian_rows_in_batched_passes_equal_one_pass_per_row(method):
+    """The batched double-backward passes give the Hessian of one pass per row, bit for bit, whatever the
+    batch of rows (PC-DARTS adds β's rows; NAS-Bench-201's cell has its own α)."""
+    from darts_lightning import NB201Space
+
+    torch.manual_seed(0)
+    if method == "nasbench201":
+        model = DARTSSearch(space=NB201Space(channels=4, cells_per_stage=1), in_channels=1, image_size=8)
+    else:
+        model = DARTSSearch(space=DartsSpace(channels=4, layers=2, nodes=1, multiplier=1), in_channels=1,
+                            image_size=8, **({"relaxation": "pcdarts"} if method == "pcdarts" else {}))
+    net = model.network.double()
+    x, y = torch.randn(4, 1, 8, 8, dtype=torch.float64), torch.randint(10, (4,))
+    one_per_row = architecture_hessian(net, x, y, 1e-3, rows_per_pass=1)
+    n = sum(a.numel() for a in net.arch_parameters())
+    assert one_per_row.shape == (n, n) and one_per_row.abs().max() > 0
+    for rows in (7, n, 4 * n):
+        assert torch.equal(architecture_hessian(net, x, y, 1e-3, rows_per_pass=rows), one_per_row)
+    with pytest.raises(ValueError, match="rows_per_pass"):
+        architecture_hessian(net, x, y, rows_per_pass=0)
