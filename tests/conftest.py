@@ -17,6 +17,13 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 from darts_lightning import DARTSSearch, SearchDataModule
 
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests that start a Ray instance run last: its processes then share the cores with the other
+    worker's last module only, instead of slowing down everything collected after them."""
+    items.sort(key=lambda item: item.path.name.startswith("test_ray"))
+
+
 FIGURE_FUNCTIONS = ("draw_genotype", "draw_nb201_cell", "alpha_heatmap", "alpha_heatmaps")
 
 

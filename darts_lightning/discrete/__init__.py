@@ -14,6 +14,8 @@
 * :mod:`~darts_lightning.discrete.lookup`, :mod:`~darts_lightning.discrete.weight_sharing` (with the
   single-path supernet training, :class:`SinglePathSupernet`) and :mod:`~darts_lightning.discrete.scratch`:
   the evaluators; :mod:`~darts_lightning.discrete.evaluators`: their registry.
+* :mod:`~darts_lightning.discrete.executors`: how trials run (sequentially, replayed in a recorded order) and
+  :mod:`~darts_lightning.discrete.ray_executor`: on a Ray cluster.
 """
 
 from darts_lightning.discrete.constraints import CostConstraint, CostObjective, Pricing
@@ -24,6 +26,7 @@ from darts_lightning.discrete.loop import SearchLoop
 from darts_lightning.discrete.module import DiscreteSearch
 from darts_lightning.discrete.nb201_costs import nasbench201_costs
 from darts_lightning.discrete.pareto import ParetoEvolution, pareto_front
+from darts_lightning.discrete.ray_executor import RayExecutor
 from darts_lightning.discrete.scratch import ScratchClassifier, ScratchEvaluator
 from darts_lightning.discrete.searchers import Searcher, build_searcher, list_searchers, register_searcher
 from darts_lightning.discrete.weight_sharing import SinglePathRelaxation, SinglePathSupernet, WeightSharingEvaluator
@@ -33,5 +36,5 @@ __all__ = [
     "Evaluator", "register_evaluator", "build_evaluator", "list_evaluators", "LookupEvaluator",
     "SinglePathRelaxation", "SinglePathSupernet", "WeightSharingEvaluator", "ScratchClassifier", "ScratchEvaluator",
     "CostConstraint", "CostObjective", "Pricing", "DataShape", "SearchLoop", "ParetoEvolution", "pareto_front",
-    "nasbench201_costs",
+    "nasbench201_costs", "RayExecutor",
 ]

@@ -59,8 +59,10 @@ class Executor(Component):
         max_retries: how many times a failed trial is run again before it is reported as failed.
     """
 
-    #: trials in flight at once
-    capacity: int = 1
+    @property
+    def capacity(self) -> int:
+        """Trials in flight at once (one by default)."""
+        return 1
 
     def __init__(self, max_retries: int = 0) -> None:
         check_range("max_retries", max_retries, 0, integer=True)
@@ -78,6 +80,10 @@ class Executor(Component):
     def pending(self) -> list[int]:
         """The trials submitted and not yet handed back by :meth:`wait`."""
         raise NotImplementedError
+
+    def close(self) -> None:
+        """Called when the search ends or stops: drop the trials still in flight (the search state holds them
+        and a resumed search submits them again) and free what the executor started. Nothing by default."""
 
 
 EXECUTORS: Registry[Executor] = Registry("executor")
@@ -119,8 +125,12 @@ class ReplayExecutor(SequentialExecutor):
     def __init__(self, order: list[int], capacity: int = 1, max_retries: int = 0) -> None:
         super().__init__(max_retries)
         check_range("capacity", capacity, 1, integer=True)
-        self.order, self.capacity = [int(trial) for trial in order], capacity
+        self.order, self._capacity = [int(trial) for trial in order], capacity
         self._next = 0
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
 
     def wait(self) -> list[tuple[int, Evaluation | TrialFailure]]:
         trials = {trial: index for index, (trial, _, _) in enumerate(self._queue)}

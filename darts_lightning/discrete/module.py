@@ -255,6 +255,10 @@ class DiscreteSearch(pl.LightningModule, Generic[Arch]):
         self.stop_reason = reason
         self.trainer.should_stop = True
 
+    def teardown(self, stage: str) -> None:
+        self.executor.close()  # trials still in flight are in the search state; a resumed search reruns them
+        super().teardown(stage)
+
     # ------------------------------------------------------------------ results
 
     def on_fit_end(self) -> None:

@@ -161,7 +161,7 @@ ROWS: list[tuple[type, str, object, tuple[str, ...]]] = [
         ("constraints", [{"cost": "flops", "budget": 1e6}], ("latency, multiply_adds, parameters",)),
         ("objectives", ["flops"], ("latency, multiply_adds, parameters",)),
         ("data_shape", {"in_channels": 0, "num_classes": 10, "image_size": 32}, ("data_shape.in_channels",)),
-        ("executor", "ray_cluster", ("valid executors are: replay, sequential",)),
+        ("executor", "ray_cluster", ("valid executors are: ray, replay, sequential",)),
         ("executor", {"class_path": "darts_lightning.discrete.executors.SequentialExecutor",
                       "init_args": {"max_retries": -1}}, ("max_retries",)),
     ]],

@@ -1,0 +1,125 @@
+"""Trials on Ray (the ``ray`` executor), on one local Ray instance shared by these tests (2 CPUs, no dashboard):
+parity with the sequential executor, a dying worker survived, a trial that runs too long, a search resumed with
+trials in flight, and a GPU request that no worker can meet."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import ray  # the dev extra installs it
+import torch
+
+from darts_lightning import DiscreteSearch
+from darts_lightning.discrete.evaluation import Evaluation, Evaluator
+from darts_lightning.discrete.evaluators import build_evaluator
+from darts_lightning.discrete.executors import SequentialExecutor
+from darts_lightning.discrete.loop import SearchLoop
+from darts_lightning.discrete.ray_executor import RayExecutor
+from darts_lightning.discrete.searchers import build_searcher
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers need not import the tests
+    yield
+    ray.shutdown()
+
+
+class _Faulty(Evaluator):
+    """Scores a cell by its convolutions; kills its worker process every time on the cells of ``die_always`` and
+    the first time on those of ``die_once`` (a marker file remembers it); sleeps ``sleep`` seconds on the cells
+    whose first edge is ``avg_pool_3x3``."""
+
+    def __init__(self, space, markers: str, die_always=(), die_once=(), sleep: float = 0.0) -> None:
+        super().__init__(space)
+        self.markers, self.die_always, self.die_once, self.sleep = markers, set(die_always), set(die_once), sleep
+
+    def evaluate(self, arch) -> Evaluation:
+        text = self.space.format(arch)
+        marker = Path(self.markers) / str(sorted(self.die_once).index(text) if text in self.die_once else "")
+        if text in self.die_always or (text in self.die_once and not marker.exists()):
+            marker.touch()
+            os._exit(1)
+        if arch.ops[0] == "avg_pool_3x3" and self.sleep:
+            time.sleep(self.sleep)
+        return Evaluation(reward=float(sum(op.startswith("nor_conv") for op in arch.ops)))
+
+
+def test_seeded_random_search_evaluates_the_same_cells_on_two_workers():
+    def run(executor):
+        loop = SearchLoop(build_searcher("random", "nasbench201", seed=3), build_evaluator("lookup", "nasbench201"),
+                          max_samples=1000, executor=executor)
+        loop.run(budget=12)
+        return {h["arch"]: h["reward"] for h in loop.history}
+
+    assert run(RayExecutor(workers=2)) == run(SequentialExecutor())
+
+
+def test_a_dying_worker_is_retried_and_then_recorded_as_failed(tmp_path):
+    proposals = build_searcher("random", "nasbench201", seed=0)
+    first = [proposals.space.format(proposals.ask()) for _ in range(3)]
+    evaluator = _Faulty("nasbench201", str(tmp_path), die_always=[first[1]], die_once=[first[2]])
+    loop = SearchLoop(build_searcher("random", "nasbench201", seed=0), evaluator, max_samples=1000,
+                      executor=RayExecutor(workers=2, max_retries=1))
+    loop.run(budget=6)
+    entries = {h["arch"]: h for h in loop.history}
+    assert entries[first[1]]["reward"] is None and entries[first[1]]["attempts"] == 2, entries[first[1]]
+    assert "Worker" in entries[first[1]]["failed"] or "died" in entries[first[1]]["failed"], entries[first[1]]
+    assert entries[first[2]]["reward"] is not None, "died once, succeeded on its retry"
+    assert loop.evaluated == 6 and loop.failed == 1
+
+
+def test_a_trial_that_runs_too_long_is_cancelled_and_recorded(tmp_path):
+    """The cells whose first edge is avg_pool_3x3 sleep for a minute; the others take milliseconds (a limit of
+    several seconds leaves room for a worker that restarts after a cancellation to import torch again)."""
+    evaluator = _Faulty("nasbench201", str(tmp_path), sleep=60.0)
+    loop = SearchLoop(build_searcher("random", "nasbench201", seed=5), evaluator, max_samples=1000,
+                      executor=RayExecutor(workers=2, trial_timeout=6.0))
+    started = time.monotonic()
+    loop.run(budget=4)
+    assert time.monotonic() - started < 45, "the search waited for the sleeping trials"
+    timed_out = [h for h in loop.history if h.get("failed") == "timed out after 6 s"]
+    assert timed_out and all(h["arch"].startswith("|avg_pool_3x3~0|") for h in timed_out), loop.history
+    assert loop.evaluated == 4 and all(not h["arch"].startswith("|avg_pool_3x3~0|") for h in loop.evaluations())
+
+
+def test_a_gpu_request_on_a_cluster_without_gpus_is_refused_instead_of_waiting():
+    executor = RayExecutor(resources_per_trial={"gpu": 1})
+    with pytest.raises(ValueError, match="asks for 1 GPU per trial, but the Ray cluster has 0: no trial could ever start"):
+        executor.submit(1, None, build_evaluator("lookup", "nasbench201"))
+
+
+def test_workers_default_to_what_the_cluster_holds():
+    assert RayExecutor().capacity == 2  # the 2 CPUs of the test instance, 1 per trial
+    assert RayExecutor(resources_per_trial={"cpu": 2}).capacity == 1
+    assert RayExecutor(workers=3).capacity == 3
+
+
+def test_a_search_on_ray_resumes_with_its_trials_in_flight(tmp_path):
+    class StopAfterFour(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if pl_module.loop.evaluated >= 4:
+                trainer.should_stop = True
+
+    def fit(root, callbacks=(), ckpt_path=None):
+        model = DiscreteSearch(executor={"class_path": "darts_lightning.discrete.ray_executor.RayExecutor",
+                                         "init_args": {"workers": 2}}, budget=10, seed=2)
+        trainer = pl.Trainer(accelerator="cpu", max_epochs=-1, default_root_dir=str(root), enable_progress_bar=False,
+                             enable_model_summary=False, callbacks=list(callbacks))
+        trainer.fit(model, ckpt_path=ckpt_path)
+        return model
+
+    fit(tmp_path / "first", [StopAfterFour()])
+    state = tmp_path / "first" / "lightning_logs" / "version_0" / "checkpoints" / "search_state.ckpt"
+    pending = torch.load(state, weights_only=True)["discrete_search"]["pending"]
+    assert pending, "a trial was in flight when the search stopped"
+    resumed = fit(tmp_path / "resumed", ckpt_path=state)
+    samples = {h["sample"]: h["arch"] for h in resumed.history}
+    assert all(samples.get(record["sample"]) == record["arch"] for record in pending)
+    assert resumed.loop.evaluated == 10
