@@ -123,3 +123,23 @@ def test_a_search_on_ray_resumes_with_its_trials_in_flight(tmp_path):
     samples = {h["sample"]: h["arch"] for h in resumed.history}
     assert all(samples.get(record["sample"]) == record["arch"] for record in pending)
     assert resumed.loop.evaluated == 10
+
+
+def test_the_protocol_runs_each_stage_as_ray_tasks_with_the_sequential_record(tmp_path):
+    """Two searches, their selections and one final run as Ray tasks give the record of the same runs one after
+    the other in this process (every run is seeded by its own seed)."""
+    from darts_lightning.entry.protocol import run_protocol
+    from tests.entry.test_protocol import REPO, RETRAIN_ARGS, SEARCH_ARGS
+
+    def protocol(executor):
+        record = run_protocol(REPO / "configs" / "darts_digits.yaml", REPO / "configs" / "retrain_digits.yaml",
+                              search_seeds=[0, 1], selection_epochs=1, final_seeds=[0], output=tmp_path / executor,
+                              search_args=SEARCH_ARGS.split(), retrain_args=RETRAIN_ARGS.split(), executor=executor)
+        return ([(s["seed"], s["genotype"], s["selection_score"]) for s in record["searches"]],
+                [(f["seed"], f["test_acc"]) for f in record["final"]], record["chosen_seed"])
+
+    on_ray = protocol("ray")
+    assert on_ray == protocol("sequential")
+    assert (tmp_path / "ray" / "search_seed1" / "genotype.json").exists()
+    with pytest.raises(ValueError, match="each run asks for 1 GPU, but the Ray cluster has 0"):
+        run_protocol(search_seeds=[0], final_seeds=[0], output=tmp_path / "gpu", executor="ray", gpus_per_run=1)

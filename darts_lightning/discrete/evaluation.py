@@ -56,6 +56,15 @@ class Evaluator(Generic[Arch]):
     def evaluate(self, arch: Arch) -> Evaluation:
         raise NotImplementedError
 
+    def with_epochs(self, epochs: int) -> Evaluator[Arch]:
+        """This evaluator training for ``epochs`` epochs: the fidelity that successive halving varies
+        (:mod:`darts_lightning.discrete.fidelity`). An evaluator that trains overrides it; the others have no
+        epochs to vary."""
+        raise ValueError(
+            f"the {type(self).__name__} does not train, so it has no epochs to vary: successive halving (fidelity) "
+            "needs an evaluator that trains, such as scratch"
+        )
+
     def data_shape(self) -> DataShape | None:
         """The shape of the data the scored networks see, so that a search prices the networks it scores;
         ``None`` when the evaluator does not know it. By default read from the evaluator's data module

@@ -19,6 +19,11 @@ not cost the same: the network of a cell also runs (and counts) the ops of edges
 
 Refusals and answers from the history spend no evaluation budget; every proposal counts towards
 ``max_samples``, so that a searcher that only proposes known or refused architectures cannot hang a search.
+
+With a ``fidelity`` schedule (:class:`~darts_lightning.discrete.fidelity.SuccessiveHalving`), a free trial slot
+first goes to a promotion (an evaluated architecture trained again for more epochs), and only then to a new
+proposal; the budget still counts distinct architectures, and the search ends when it is spent and no rung can
+promote any more.
 """
 
 from __future__ import annotations
@@ -29,11 +34,12 @@ from typing import Any, Generic
 from darts_lightning.discrete.constraints import CostConstraint, Pricing
 from darts_lightning.discrete.evaluation import Evaluation, Evaluator
 from darts_lightning.discrete.executors import Executor, SequentialExecutor, TrialFailure
+from darts_lightning.discrete.fidelity import SuccessiveHalving
 from darts_lightning.discrete.searchers import Searcher
 from darts_lightning.spaces.base import Arch
 from darts_lightning.utils.validation import check_range
 
-__all__ = ["SearchLoop"]
+__all__ = ["SearchLoop", "finish_order"]
 
 
 class SearchLoop(Generic[Arch]):
@@ -53,11 +59,18 @@ class SearchLoop(Generic[Arch]):
     (:mod:`darts_lightning.discrete.executors`: the evaluator raised or gave a non-finite reward) ``failed``
     (the last error) and ``attempts``; a failed architecture is never run again and spends no budget.
     ``executor``: runs the trials (:class:`~darts_lightning.discrete.executors.SequentialExecutor` by default).
+
+    ``fidelity``: successive halving over the evaluator's training epochs (ASHA). Then an evaluated entry also
+    has ``rungs`` (per trial of the architecture, lowest rung first: ``epochs``, ``reward`` or ``failed``,
+    ``cost``, ``trial``, ``finished`` = its place in the order trials finished) and ``epochs`` (of its highest
+    rung); its ``reward`` and ``metrics`` are those of its highest rung, its ``cost`` the sum over its rungs.
+    A new proposal's trial is numbered by its ``sample``; a promotion's trials are -1, -2, ...
     """
 
     def __init__(self, searcher: Searcher[Arch], evaluator: Evaluator[Arch], *, max_samples: int,
                  pricing: Pricing[Arch] | None = None, constraints: Sequence[CostConstraint] = (),
-                 objectives: Sequence[str] = (), executor: Executor | None = None) -> None:
+                 objectives: Sequence[str] = (), executor: Executor | None = None,
+                 fidelity: SuccessiveHalving | None = None) -> None:
         check_range("max_samples", max_samples, 1, integer=True)
         self.space = searcher.space
         self.searcher, self.evaluator = searcher, evaluator
@@ -77,9 +90,17 @@ class SearchLoop(Generic[Arch]):
                     "search's objectives (e.g. objectives: [multiply_adds])"
                 )
             searcher.use_costs(self.objective_costs)
+        self.fidelity = fidelity
+        # the evaluator at each rung's epochs (one rung, the evaluator itself, without a fidelity schedule)
+        self._evaluators = [evaluator] if fidelity is None else [evaluator.with_epochs(e) for e in fidelity.rungs]
         self.history: list[dict[str, Any]] = []
         self.samples = 0
         self.evaluated = 0
+        self._finished = 0  # trials finished so far (with a fidelity schedule: their order)
+        self._promotions = 0  # promotion trials submitted so far (numbered -1, -2, ...)
+        self._rung_results: list[dict[Hashable, float]] = [{} for _ in self._evaluators]  # reward by key, per rung
+        self._rung_started: list[set[Hashable]] = [set() for _ in self._evaluators]  # keys with a trial there
+        self._rung_of: dict[int, int] = {}  # rung of each trial in flight
         self._seen: dict[Hashable, dict[str, Any]] = {}  # evaluated entries by key
         self._refused: dict[str, dict[str, Any]] = {}  # refused entries by text form
         self._failed: dict[Hashable, dict[str, Any]] = {}  # failed entries by key
@@ -98,17 +119,24 @@ class SearchLoop(Generic[Arch]):
         order they finished and tell the searcher. Returns the last evaluated entry, or ``None`` when no trial
         is in flight and ``max_samples`` proposals gave nothing new."""
         for trial in self._resubmit:  # the trials a checkpoint left in flight run again
-            self.executor.submit(trial, self._pending[trial][0], self.evaluator)
+            self.executor.submit(trial, self._pending[trial][0], self._evaluators[self._rung_of[trial]])
         self._resubmit = []
         while True:
-            while len(self._pending) < self.executor.capacity and (
-                budget is None or self.evaluated + len(self._pending) < budget
-            ):
+            while len(self._pending) < self.executor.capacity:
+                promotion = self._promotion()
+                if promotion is not None:
+                    key, rung = promotion
+                    self._promotions += 1
+                    entry = self._seen[key]
+                    self._submit(-self._promotions, (self.space.parse(entry["arch"]), key, entry["costs"]), rung)
+                    continue
+                new_in_flight = sum(rung == 0 for rung in self._rung_of.values())
+                if budget is not None and self.evaluated + new_in_flight >= budget:
+                    break
                 proposal = self.propose()
                 if proposal is None:
                     break
-                self.executor.submit(self.samples, proposal[0], self.evaluator)
-                self._pending[self.samples] = proposal
+                self._submit(self.samples, proposal, 0)
             if not self._pending:
                 return None
             evaluated = None
@@ -116,6 +144,18 @@ class SearchLoop(Generic[Arch]):
                 evaluated = self._record(trial, outcome) or evaluated
             if evaluated is not None:
                 return evaluated
+
+    def _submit(self, trial: int, proposal: tuple[Arch, Hashable, dict[str, float]], rung: int) -> None:
+        self.executor.submit(trial, proposal[0], self._evaluators[rung])
+        self._pending[trial] = proposal
+        self._rung_of[trial] = rung
+        self._rung_started[rung].add(proposal[1])
+
+    def _promotion(self) -> tuple[Hashable, int] | None:
+        """The architecture the fidelity schedule promotes now and its rung, if any."""
+        if self.fidelity is None:
+            return None
+        return self.fidelity.promotion(self._rung_results, self._rung_started)
 
     def propose(self) -> tuple[Arch, Hashable, dict[str, float]] | None:
         """Ask until the searcher gives an architecture to run: within the budgets (refusals are recorded and
@@ -139,7 +179,7 @@ class SearchLoop(Generic[Arch]):
             key = self.space.key(arch)
             known = self._seen.get(key)
             if known is not None:
-                self.searcher.tell(arch, known["reward"])
+                self.searcher.tell(arch, self._told(known))
                 continue
             if key in self._failed:  # never run a failed architecture again
                 self.searcher.reject(arch)
@@ -149,18 +189,46 @@ class SearchLoop(Generic[Arch]):
             return arch, key, costs
         return None
 
+    def _told(self, entry: Mapping[str, Any]) -> float:
+        """The reward the searcher is told for an evaluated entry: with a fidelity schedule, its rung 0's, where
+        every architecture is measured."""
+        return entry["rungs"][0]["reward"] if "rungs" in entry else entry["reward"]
+
     def _record(self, trial: int, outcome: Evaluation | TrialFailure) -> dict[str, Any] | None:
         """Record the finished ``trial`` and tell the searcher; returns its entry when it was evaluated."""
         arch, key, costs = self._pending.pop(trial)
+        rung = self._rung_of.pop(trial)
         text = self.space.format(arch)
+        self._finished += 1
+        record: dict[str, Any] = {}
+        if self.fidelity is not None:
+            record = {"epochs": self.fidelity.rungs[rung], "trial": trial, "finished": self._finished}
+            if isinstance(outcome, TrialFailure):
+                record.update({"failed": outcome.error, "attempts": outcome.attempts})
+            else:
+                record.update({"reward": outcome.reward, "cost": outcome.cost})
+        if rung > 0:  # a promotion of an evaluated architecture
+            entry = self._seen[key]
+            entry["rungs"].append(record)
+            if isinstance(outcome, TrialFailure):
+                return None
+            self._rung_results[rung][key] = outcome.reward
+            entry.update({"reward": outcome.reward, "cost": entry["cost"] + outcome.cost, "epochs": record["epochs"],
+                          "metrics": dict(outcome.metrics)})
+            return entry
         if isinstance(outcome, TrialFailure):
             self._failed[key] = {"arch": text, "reward": None, "costs": costs, "failed": outcome.error,
                                  "attempts": outcome.attempts, "sample": trial}
+            if record:
+                self._failed[key]["rungs"] = [record]
             self.history.append(self._failed[key])
             self.searcher.reject(arch)
             return None
         entry = {"arch": text, "reward": outcome.reward, "cost": outcome.cost, "costs": costs,
                  "metrics": dict(outcome.metrics), "sample": trial}
+        if record:
+            entry.update({"epochs": record["epochs"], "rungs": [record]})
+            self._rung_results[0][key] = outcome.reward
         self.history.append(entry)
         self._seen[key] = entry
         self.evaluated += 1
@@ -182,13 +250,14 @@ class SearchLoop(Generic[Arch]):
         return [entry for entry in self.history if entry.get("reward") is not None]
 
     def best(self) -> dict[str, Any] | None:
-        """The evaluated entry with the highest reward (the first one on ties)."""
-        return max(self.evaluations(), key=lambda h: h["reward"], default=None)
+        """The evaluated entry with the highest reward (the first one on ties); with a fidelity schedule, among
+        the entries of the highest rung reached."""
+        return max(self.evaluations(), key=lambda h: (h.get("epochs", 0), h["reward"]), default=None)
 
     def stop_reason(self, budget: int, patience: int | None = None) -> str | None:
         """Why the search stops before its next step, if it does: the budget of evaluations is spent, the
         searcher has converged, or the best reward has not improved for ``patience`` evaluations."""
-        if self.evaluated >= budget:
+        if self.evaluated >= budget and not (self.fidelity is not None and (self._pending or self._promotion())):
             return f"budget of {budget} distinct architectures spent"
         if self.searcher.converged():
             return "the searcher converged"
@@ -218,7 +287,13 @@ class SearchLoop(Generic[Arch]):
     def pending_record(self) -> list[dict[str, Any]]:
         """The trials in flight as plain data (``sample``, ``arch``), for a checkpoint: a resumed search runs
         them again (:meth:`restore`)."""
-        return [{"sample": trial, "arch": self.space.format(arch)} for trial, (arch, _, _) in self._pending.items()]
+        records = []
+        for trial, (arch, _, _) in self._pending.items():
+            record: dict[str, Any] = {"sample": trial, "arch": self.space.format(arch)}
+            if self.fidelity is not None:
+                record["rung"] = self._rung_of[trial]
+            records.append(record)
+        return records
 
     def restore(self, history: Sequence[Mapping[str, Any]], samples: int,
                 pending: Sequence[Mapping[str, Any]] = ()) -> None:
@@ -232,9 +307,37 @@ class SearchLoop(Generic[Arch]):
         self._refused = {entry["arch"]: entry for entry in self.history if "rejected" in entry}
         self._failed = {self.space.key(self.space.parse(entry["arch"])): entry for entry in self.history
                         if "failed" in entry}
-        self._pending = {}
+        self._rung_results = [{} for _ in self._evaluators]
+        self._rung_started = [set() for _ in self._evaluators]
+        self._finished, self._promotions = 0, 0
+        for entry in self.history:
+            key = None if "rejected" in entry else self.space.key(self.space.parse(entry["arch"]))
+            for rung, record in enumerate(entry.get("rungs", ())):
+                self._rung_started[rung].add(key)
+                if "reward" in record:
+                    self._rung_results[rung][key] = record["reward"]
+                self._finished = max(self._finished, int(record["finished"]))
+                self._promotions = max(self._promotions, -int(record["trial"]))
+            if "rungs" not in entry and ("reward" in entry and entry["reward"] is not None or "failed" in entry):
+                self._finished += 1
+        self._pending, self._rung_of = {}, {}
         for record in pending:
             arch = self.space.parse(record["arch"])
             costs = self.pricing.costs(arch) if self.pricing is not None else {}
-            self._pending[int(record["sample"])] = (arch, self.space.key(arch), costs)
+            trial, rung = int(record["sample"]), int(record.get("rung", 0))
+            self._pending[trial] = (arch, self.space.key(arch), costs)
+            self._rung_of[trial] = rung
+            self._rung_started[rung].add(self._pending[trial][1])
+            self._promotions = max(self._promotions, -trial)
         self._resubmit = list(self._pending)
+
+
+def finish_order(history: Sequence[Mapping[str, Any]]) -> list[int]:
+    """The trials of a search's ``history`` (``history.json``) in the order they finished, failures included:
+    the ``order`` of a :class:`~darts_lightning.discrete.executors.ReplayExecutor` that repeats the run. With a
+    fidelity schedule, every rung's trial, by its ``finished`` place; otherwise each evaluated or failed
+    entry's ``sample``, in the order of the history."""
+    records = [record for entry in history for record in entry.get("rungs", ())]
+    if records:
+        return [int(record["trial"]) for record in sorted(records, key=lambda record: record["finished"])]
+    return [int(entry["sample"]) for entry in history if entry.get("reward") is not None or "failed" in entry]

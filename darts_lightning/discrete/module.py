@@ -46,6 +46,7 @@ from darts_lightning.discrete.constraints import CostConstraint, CostObjective, 
 from darts_lightning.discrete.evaluation import DataShape, Evaluator
 from darts_lightning.discrete.evaluators import build_evaluator
 from darts_lightning.discrete.executors import Executor, build_executor
+from darts_lightning.discrete.fidelity import SuccessiveHalving, build_fidelity
 from darts_lightning.discrete.loop import SearchLoop
 from darts_lightning.discrete.pareto import draw_pareto_front, pareto_front
 from darts_lightning.discrete.searchers import Searcher, build_searcher
@@ -91,6 +92,10 @@ class DiscreteSearch(pl.LightningModule, Generic[Arch]):
             in this process), an instance or ``{"class_path", "init_args"}``; its ``max_retries`` runs a trial
             again after its evaluator raised or gave a non-finite reward, and a trial that fails every attempt
             is recorded as failed and the search goes on. It may change when a search resumes.
+        fidelity: successive halving over the evaluator's training epochs (ASHA,
+            :class:`~darts_lightning.discrete.fidelity.SuccessiveHalving`, its ``{"class_path", "init_args"}``
+            or its arguments ``{min_epochs: 1, max_epochs: 9, eta: 3}``), for an evaluator that trains
+            (``scratch``); ``None``: every architecture is evaluated once, as configured.
 
     Resuming may raise the budget and the stopping rules (``RESUME_MAY_CHANGE``); every other setting, the
     constraints and objectives included, must be the checkpoint's (:func:`darts_lightning.utils.resume.check_resume`).
@@ -116,10 +121,12 @@ class DiscreteSearch(pl.LightningModule, Generic[Arch]):
         objectives: Sequence[str | CostObjective | Mapping[str, Any]] | None = None,
         data_shape: Mapping[str, int] | None = None,
         executor: str | Executor | Mapping[str, Any] | None = None,
+        fidelity: SuccessiveHalving | Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.space: SearchSpace[Arch] = get_space(space)
         self.executor: Executor = _named("executor", build_executor, executor)
+        self.fidelity: SuccessiveHalving | None = _named("fidelity", build_fidelity, fidelity)
         self.constraints: list[CostConstraint] = [
             _named(f"constraints[{i}]", build_constraint, c) for i, c in enumerate(constraints or ())
         ]
@@ -140,6 +147,7 @@ class DiscreteSearch(pl.LightningModule, Generic[Arch]):
             "objectives": [o.config() for o in self.objectives] or None,
             "data_shape": dict(data_shape) if data_shape is not None else None,
             "executor": self.executor.config(),
+            "fidelity": self.fidelity.config() if self.fidelity is not None else None,
         })
         self.automatic_optimization = False
         # Numbers first; the names and their arguments are checked by the registries (searcher_args and
@@ -178,7 +186,7 @@ class DiscreteSearch(pl.LightningModule, Generic[Arch]):
         self.loop: SearchLoop[Arch] = SearchLoop(
             self.searcher, self.evaluator, max_samples=self.max_samples, pricing=self.pricing,
             constraints=self.constraints, objectives=list(dict.fromkeys(o.label for o in self.objectives)),
-            executor=self.executor,
+            executor=self.executor, fidelity=self.fidelity,
         )
         self._state_path: Path | None = None
         self.stop_reason: str | None = None
@@ -234,6 +242,8 @@ class DiscreteSearch(pl.LightningModule, Generic[Arch]):
         if self.constraints:
             logged["search/rejected"] = float(self.loop.rejected)
         logged.update({f"search/cost/{label}": value for label, value in entry["costs"].items()})
+        if "epochs" in entry:
+            logged["search/epochs"] = float(entry["epochs"])
         self.log_dict(logged, on_step=True, on_epoch=False, batch_size=1)
         self._should_stop()
 
@@ -271,7 +281,8 @@ class DiscreteSearch(pl.LightningModule, Generic[Arch]):
               f"{self.loop.evaluated} architectures evaluated{refused} in {self.samples} proposals")
         if best is None:
             return
-        print(f"best reward {best['reward']:.4f}: {best['arch']}")
+        at = f" after {best['epochs']} epochs" if "epochs" in best else ""
+        print(f"best reward {best['reward']:.4f}{at}: {best['arch']}")
         directory = Path(log_dir or self.trainer.default_root_dir)
         directory.mkdir(parents=True, exist_ok=True)
         atomic_write_text(directory / "best_arch.txt", best["arch"] + "\n")

@@ -11,6 +11,7 @@ use).
 
 from __future__ import annotations
 
+import copy
 import logging
 import tempfile
 import time
@@ -153,6 +154,20 @@ class ScratchEvaluator(Evaluator[Arch]):
         self.optim = {"lr": lr, "lr_min": lr_min, "momentum": momentum, "weight_decay": weight_decay}
         self.grad_clip, self.seed, self.accelerator = grad_clip, seed, accelerator
         self.trainer_args = dict(trainer_args or {})
+
+    def with_epochs(self, epochs: int) -> ScratchEvaluator:
+        """This evaluator with ``epochs`` training epochs (the same data, network size and seed); one object per
+        number of epochs, so that an executor ships each once."""
+        check_range("epochs", epochs, 1, integer=True)
+        if epochs == self.epochs:
+            return self
+        by_epochs = self.__dict__.setdefault("_by_epochs", {})
+        if epochs not in by_epochs:
+            other = copy.copy(self)
+            other.epochs = epochs
+            other.__dict__["_by_epochs"] = {}
+            by_epochs[epochs] = other
+        return by_epochs[epochs]
 
     def build_model(self, arch: Arch) -> ScratchClassifier:
         """The module that trains ``arch`` (call inside a seeded random state)."""

@@ -22,15 +22,22 @@ deterministic, as the configs train with ``deterministic: true``.
 Only the test split is kept away from the selection. The search pool itself has been seen by every
 search (search-train by the weights, search-val by α), so the selection scores compare cells, not
 generalisation to unseen data; the test accuracies of stage 3 are the numbers to report.
+
+The runs of a stage are independent: ``--executor ray`` runs them at once as Ray tasks (a local Ray instance,
+or the cluster at ``--ray-address``), each reserving ``--cpus-per-run`` CPUs and ``--gpus-per-run`` GPUs, with
+the same record as one after the other (each run is seeded by its own seed). On a cluster of several machines,
+the configs, the data and ``--output`` must be on a file system every machine sees at the same path.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import os
 import shlex
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +45,10 @@ from darts_lightning.entry.runner import run_cli
 from darts_lightning.spaces.darts.genotype import Genotype
 from darts_lightning.utils.files import atomic_write_text
 
-__all__ = ["choose", "run_protocol", "protocol_main"]
+__all__ = ["choose", "run_protocol", "protocol_main", "RUN_EXECUTORS"]
+
+#: How the runs of a stage are executed.
+RUN_EXECUTORS = ("sequential", "ray")
 
 SELECTION_SEED = 0
 """Training seed and data-split seed of every selection run: one shared split makes scores comparable."""
@@ -62,6 +72,62 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float | None]:
     return mean, std
 
 
+def _search_run(argv: list[str], cwd: str) -> dict[str, Any]:
+    """One search (stage 1) from its command line; its genotype, copied to ``genotype.json`` in its root."""
+    os.chdir(cwd)
+    cli = run_cli(argv)
+    genotype = cli.model.selected_answer()
+    if not isinstance(genotype, Genotype):
+        config = argv[argv.index("--config") + 1]
+        raise ValueError(
+            f"the protocol retrains DARTS genotypes (GenotypeClassifier), but the search config {config} "
+            f"searches the {cli.model.space.name} space; give a search config of the DARTS space"
+        )
+    # A copy at a fixed place: the search's own genotype.json lies in its versioned log directory.
+    root = Path(argv[argv.index("--trainer.default_root_dir") + 1])
+    genotype_file = genotype.save(root / "genotype.json")
+    return {"genotype": repr(genotype), "genotype_file": str(genotype_file), "log_dir": cli.trainer.log_dir,
+            "import_paths": bool(genotype.import_path_ops())}
+
+
+def _retrain_run(argv: list[str], cwd: str, final: bool) -> dict[str, Any]:
+    """One retraining from its command line: a selection run (stage 2, scored by ``val/acc`` on the holdout
+    split) or a final run (stage 3, tested on the test split with the weights at the end of training)."""
+    os.chdir(cwd)
+    cli = run_cli(argv)
+    if cli.datamodule.holdout == final:
+        misuse = "a final run used the holdout split" if final else "a selection run did not use the holdout split"
+        raise RuntimeError(f"{misuse}; do not override data.holdout in retrain_args")
+    if not final:
+        return {"score": _metric(cli, "val/acc"), "log_dir": cli.trainer.log_dir,
+                "eval_size": len(cli.datamodule.test_set)}
+    # The weights at the end of training are tested: no checkpoint is picked by its test accuracy.
+    cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
+    return {"test_acc": _metric(cli, "test/acc"), "log_dir": cli.trainer.log_dir, "eval_size": len(cli.datamodule.test_set)}
+
+
+def _run_all(run: Callable[..., dict[str, Any]], calls: Sequence[tuple[Any, ...]], executor: str,
+             ray_options: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """``run(*call)`` for every call, in order: one after the other, or at once as Ray tasks."""
+    if executor == "sequential":
+        return [run(*call) for call in calls]
+    try:
+        ray = importlib.import_module("ray")
+    except ImportError as error:
+        raise ImportError('the protocol\'s ray executor needs Ray, which is not installed: '
+                          'pip install "darts-lightning[ray]"') from error
+    if not ray.is_initialized():
+        ray.init(address=ray_options.get("address"), include_dashboard=False)
+    cpus, gpus = float(ray_options.get("cpus", 1)), float(ray_options.get("gpus", 0))
+    have = ray.cluster_resources()
+    for name, need in (("CPU", cpus), ("GPU", gpus)):
+        if need > have.get(name, 0.0):
+            raise ValueError(f"each run asks for {need:g} {name}, but the Ray cluster has {have.get(name, 0.0):g}: no "
+                             f"run could ever start; lower --{name.lower()}s-per-run or join a cluster that has them")
+    task = ray.remote(run).options(num_cpus=cpus, num_gpus=gpus, max_retries=0)
+    return list(ray.get([task.remote(*call) for call in calls]))
+
+
 def choose(searches: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The search with the highest ``selection_score``; among equal scores the lowest ``seed``, so the
     choice never depends on the order the seeds were given in."""
@@ -77,6 +143,10 @@ def run_protocol(
     output: str | Path = "runs/protocol",
     search_args: Sequence[str] = (),
     retrain_args: Sequence[str] = (),
+    executor: str = "sequential",
+    ray_address: str | None = None,
+    cpus_per_run: float = 1.0,
+    gpus_per_run: float = 0.0,
 ) -> dict[str, Any]:
     """Search with every search seed, select the best genotype on the holdout split, evaluate it with
     every final seed on the test split; write and return the record (see the module docstring).
@@ -91,7 +161,18 @@ def run_protocol(
     a file unless told to trust it. When the search config names ops by import path, the genotype the search
     derived from them is the user's own, so the protocol passes ``--model.allow_import_paths true`` to the
     retrainings of exactly those genotypes that hold import paths (and to no other).
+
+    ``executor``: ``sequential`` (one run after the other, in this process) or ``ray`` (the runs of each stage
+    at once as Ray tasks on the cluster at ``ray_address``, or a local instance, each reserving
+    ``cpus_per_run`` CPUs and ``gpus_per_run`` GPUs).
     """
+    if executor not in RUN_EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; valid executors are: {', '.join(RUN_EXECUTORS)}")
+    for name, amount in (("cpus_per_run", cpus_per_run), ("gpus_per_run", gpus_per_run)):
+        if amount < 0:
+            raise ValueError(f"{name} must be at least 0, got {amount}")
+    ray_options = {"address": ray_address, "cpus": cpus_per_run, "gpus": gpus_per_run}
+    cwd = os.getcwd()
     search_seeds = [int(s) for s in search_seeds]
     final_seeds = [int(s) for s in final_seeds]
     if not search_seeds or not final_seeds:
@@ -106,61 +187,41 @@ def run_protocol(
     quiet = ["--trainer.enable_progress_bar", "false"]
 
     # Stage 1: one search per seed.
+    runs = _run_all(_search_run, [([
+        "fit", "--config", str(search_config), "--seed_everything", str(seed), "--data.init_args.seed", str(seed),
+        "--trainer.default_root_dir", str(output / f"search_seed{seed}"), *quiet, *search_args,
+    ], cwd) for seed in search_seeds], executor, ray_options)
     searches: list[dict[str, Any]] = []
     trusted: dict[str, list[str]] = {}  # genotype file -> the retraining's consent to its import paths
-    for seed in search_seeds:
-        root = output / f"search_seed{seed}"
-        cli = run_cli([
-            "fit", "--config", str(search_config), "--seed_everything", str(seed), "--data.init_args.seed", str(seed),
-            "--trainer.default_root_dir", str(root), *quiet, *search_args,
-        ])
-        genotype = cli.model.selected_answer()
-        if not isinstance(genotype, Genotype):
-            raise ValueError(
-                f"the protocol retrains DARTS genotypes (GenotypeClassifier), but the search config {search_config} "
-                f"searches the {cli.model.space.name} space; give a search config of the DARTS space"
-            )
-        # A copy at a fixed place: the search's own genotype.json lies in its versioned log directory.
-        genotype_file = genotype.save(root / "genotype.json")
+    for seed, run in zip(search_seeds, runs):
         # The search's own ops list may name ops by import path; its genotype file is then trusted.
-        trusted[str(genotype_file)] = ["--model.allow_import_paths", "true"] if genotype.import_path_ops() else []
-        searches.append({
-            "seed": seed, "genotype": repr(genotype), "genotype_file": str(genotype_file), "log_dir": cli.trainer.log_dir,
-        })
+        trusted[run["genotype_file"]] = ["--model.allow_import_paths", "true"] if run["import_paths"] else []
+        searches.append({"seed": seed, "genotype": run["genotype"], "genotype_file": run["genotype_file"],
+                         "log_dir": run["log_dir"]})
 
     # Stage 2: a short training of every genotype on the holdout split; the test split stays unseen.
-    selection_eval_size: int | None = None
-    for search in searches:
-        cli = run_cli([
-            "fit", "--config", str(retrain_config), "--model.genotype", search["genotype_file"],
-            *trusted[search["genotype_file"]],
-            "--data.init_args.holdout", "true", "--trainer.max_epochs", str(selection_epochs),
-            "--seed_everything", str(SELECTION_SEED), "--data.init_args.seed", str(SELECTION_SEED),
-            "--trainer.default_root_dir", str(output / f"selection_seed{search['seed']}"), *quiet, *retrain_args,
-        ])
-        if not cli.datamodule.holdout:
-            raise RuntimeError("a selection run did not use the holdout split; do not override data.holdout in retrain_args")
-        search["selection_score"] = _metric(cli, "val/acc")
-        search["selection_log_dir"] = cli.trainer.log_dir
-        selection_eval_size = len(cli.datamodule.test_set)
+    runs = _run_all(_retrain_run, [([
+        "fit", "--config", str(retrain_config), "--model.genotype", search["genotype_file"],
+        *trusted[search["genotype_file"]],
+        "--data.init_args.holdout", "true", "--trainer.max_epochs", str(selection_epochs),
+        "--seed_everything", str(SELECTION_SEED), "--data.init_args.seed", str(SELECTION_SEED),
+        "--trainer.default_root_dir", str(output / f"selection_seed{search['seed']}"), *quiet, *retrain_args,
+    ], cwd, False) for search in searches], executor, ray_options)
+    for search, run in zip(searches, runs):
+        search["selection_score"] = run["score"]
+        search["selection_log_dir"] = run["log_dir"]
+    selection_eval_size: int | None = runs[-1]["eval_size"]
     chosen = choose(searches)
 
     # Stage 3: the chosen genotype, trained with the retrain config's schedule, tested on the test split.
-    finals: list[dict[str, Any]] = []
-    final_eval_size: int | None = None
-    for seed in final_seeds:
-        cli = run_cli([
-            "fit", "--config", str(retrain_config), "--model.genotype", chosen["genotype_file"],
-            *trusted[chosen["genotype_file"]],
-            "--data.init_args.holdout", "false", "--seed_everything", str(seed), "--data.init_args.seed", str(seed),
-            "--trainer.default_root_dir", str(output / f"final_seed{seed}"), *quiet, *retrain_args,
-        ])
-        if cli.datamodule.holdout:
-            raise RuntimeError("a final run used the holdout split; do not override data.holdout in retrain_args")
-        # The weights at the end of training are tested: no checkpoint is picked by its test accuracy.
-        cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
-        final_eval_size = len(cli.datamodule.test_set)
-        finals.append({"seed": seed, "test_acc": _metric(cli, "test/acc"), "log_dir": cli.trainer.log_dir})
+    runs = _run_all(_retrain_run, [([
+        "fit", "--config", str(retrain_config), "--model.genotype", chosen["genotype_file"],
+        *trusted[chosen["genotype_file"]],
+        "--data.init_args.holdout", "false", "--seed_everything", str(seed), "--data.init_args.seed", str(seed),
+        "--trainer.default_root_dir", str(output / f"final_seed{seed}"), *quiet, *retrain_args,
+    ], cwd, True) for seed in final_seeds], executor, ray_options)
+    finals = [{"seed": seed, "test_acc": run["test_acc"], "log_dir": run["log_dir"]} for seed, run in zip(final_seeds, runs)]
+    final_eval_size: int | None = runs[-1]["eval_size"]
 
     accuracies = [f["test_acc"] for f in finals]
     mean, std = _mean_std(accuracies)
@@ -227,6 +288,13 @@ def protocol_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--retrain-args", default="",
                         help='overrides appended to every retraining command (selection and final), e.g. '
                         '"--model.init_args.layers 5"')
+    parser.add_argument("--executor", choices=RUN_EXECUTORS, default="sequential",
+                        help="sequential: one run after the other; ray: the runs of each stage at once as Ray tasks "
+                        "(default: %(default)s)")
+    parser.add_argument("--ray-address", default=None,
+                        help="the Ray cluster to join (default: a local Ray instance)")
+    parser.add_argument("--cpus-per-run", type=float, default=1.0, help="CPUs each Ray run reserves (default: 1)")
+    parser.add_argument("--gpus-per-run", type=float, default=0.0, help="GPUs each Ray run reserves (default: 0)")
     args = parser.parse_args(argv)
     record = run_protocol(
         search_config=args.search_config,
@@ -237,6 +305,10 @@ def protocol_main(argv: Sequence[str] | None = None) -> int:
         output=args.output,
         search_args=shlex.split(args.search_args),
         retrain_args=shlex.split(args.retrain_args),
+        executor=args.executor,
+        ray_address=args.ray_address,
+        cpus_per_run=args.cpus_per_run,
+        gpus_per_run=args.gpus_per_run,
     )
     print(_summary(record))
     summary = {key: record[key] for key in ("chosen_seed", "chosen_genotype", "test_acc_mean", "test_acc_std", "path")}
