@@ -19,9 +19,9 @@ from darts_lightning import DARTSSearch, SearchDataModule
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The tests that start a Ray instance run last: its processes then share the cores with the other
-    worker's last module only, instead of slowing down everything collected after them."""
-    items.sort(key=lambda item: item.path.name.startswith("test_ray"))
+    """The tests that start a Ray instance run first, in one worker, while the other worker runs the first
+    modules of the rest: run last, they would leave a core idle at the end of the suite."""
+    items.sort(key=lambda item: not item.path.name.startswith("test_ray"))
 
 
 FIGURE_FUNCTIONS = ("draw_genotype", "draw_nb201_cell", "alpha_heatmap", "alpha_heatmaps")

@@ -164,6 +164,8 @@ ROWS: list[tuple[type, str, object, tuple[str, ...]]] = [
         ("executor", "ray_cluster", ("valid executors are: ray, replay, sequential",)),
         ("executor", {"class_path": "darts_lightning.discrete.executors.SequentialExecutor",
                       "init_args": {"max_retries": -1}}, ("max_retries",)),
+        ("fidelity", {"min_epoch": 1}, ("fidelity", "'min_epoch'", "min_epochs, max_epochs, eta")),
+        ("fidelity", {"min_epochs": 2, "max_epochs": 4}, ("max_epochs", "at least min_epochs · eta = 6")),
     ]],
     *[(data, name, value, texts) for data in (SearchDataModule, ClassificationDataModule) for name, value, texts in [
         ("dataset", "imagenet", ("digits", "cifar10")),
