@@ -34,7 +34,9 @@ from darts_lightning.differentiable.remedies import (
     Remedy,
 )
 from darts_lightning.discrete.constraints import CostConstraint, CostObjective
+from darts_lightning.discrete.fidelity import SuccessiveHalving
 from darts_lightning.discrete.module import DiscreteSearch
+from darts_lightning.discrete.ray_executor import RayExecutor
 from darts_lightning.discrete.scratch import ScratchEvaluator
 from darts_lightning.discrete.weight_sharing import SinglePathSupernet, WeightSharingEvaluator
 from darts_lightning.retrain.module import ArchClassifier, ExportNetwork, GenotypeClassifier, NetworkClassifier, export_network
@@ -54,6 +56,7 @@ __all__ = [
     "Relaxation", "list_relaxations", "register_relaxation", "DARTSSearch", "NonFiniteLossError",
     "AuxiliaryHead", "EvalNetwork", "build_eval_network", "ClassificationDataModule", "GenotypeClassifier",
     "ArchClassifier", "NetworkClassifier", "ExportNetwork", "export_network", "DiscreteSearch", "NB201Arch", "NB201Network",
+    "RayExecutor", "SuccessiveHalving",
     "ScratchEvaluator", "SinglePathSupernet", "WeightSharingEvaluator",
     # the parts a search is composed of
     "SearchSpace", "DartsSpace", "RDartsSpace", "NB201Space", "NB201Supernet", "get_space", "register_space",

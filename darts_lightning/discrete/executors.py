@@ -118,7 +118,8 @@ class SequentialExecutor(Executor):
 @register_executor("replay")
 class ReplayExecutor(SequentialExecutor):
     """Replays a search whose trials finished in some order: ``capacity`` trials in flight, finished in the
-    recorded ``order`` (the ``sample`` of each entry of the run's ``history.json``, failures included, in order).
+    recorded ``order`` (:func:`darts_lightning.discrete.loop.finish_order` of the run's ``history.json``: the
+    ``sample`` of each evaluated or failed entry in order; with a fidelity schedule, every rung's trial).
     With the same seed and settings, a searcher whose proposals depend on the order results came back in
     proposes again what it proposed then, so the search repeats the run that recorded the order."""
 

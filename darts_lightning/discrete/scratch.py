@@ -12,18 +12,21 @@ use).
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.accelerators import AcceleratorRegistry
+from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -113,6 +116,9 @@ class ScratchEvaluator(Evaluator[Arch]):
         grad_clip: gradient-norm clip (5).
         seed: initialisation seed. accelerator: the proxy trainer's accelerator.
         trainer_args: further ``pl.Trainer`` arguments (e.g. ``limit_train_batches``).
+        log_dir: where each trial writes its TensorBoard logs (training loss per epoch, holdout accuracy and
+            loss at the end) and the cell's text form (``arch.txt``): ``{log_dir}/{digest of the cell}/epochs_{n}``;
+            ``None``: trials log nothing.
     """
 
     def __init__(
@@ -130,6 +136,7 @@ class ScratchEvaluator(Evaluator[Arch]):
         seed: int = 0,
         accelerator: str = "cpu",
         trainer_args: Mapping[str, Any] | None = None,
+        log_dir: str | None = None,
     ) -> None:
         super().__init__(space)
         for name, value in (("epochs", epochs), ("channels", channels), ("layers", layers)):
@@ -154,6 +161,7 @@ class ScratchEvaluator(Evaluator[Arch]):
         self.optim = {"lr": lr, "lr_min": lr_min, "momentum": momentum, "weight_decay": weight_decay}
         self.grad_clip, self.seed, self.accelerator = grad_clip, seed, accelerator
         self.trainer_args = dict(trainer_args or {})
+        self.log_dir = log_dir
 
     def with_epochs(self, epochs: int) -> ScratchEvaluator:
         """This evaluator with ``epochs`` training epochs (the same data, network size and seed); one object per
@@ -180,14 +188,27 @@ class ScratchEvaluator(Evaluator[Arch]):
         return ScratchClassifier(network, lr=optim["lr"], lr_min=optim["lr_min"], momentum=optim["momentum"],
                                  weight_decay=optim["weight_decay"])
 
+    def trial_dir(self, arch: Arch) -> Path | None:
+        """Where the trial of ``arch`` at this evaluator's epochs logs (``None`` without ``log_dir``)."""
+        if self.log_dir is None:
+            return None
+        digest = hashlib.sha1(self.space.format(arch).encode()).hexdigest()[:12]
+        return Path(self.log_dir) / digest / f"epochs_{self.epochs}"
+
     def evaluate(self, arch: Arch) -> Evaluation:
         start = time.perf_counter()
+        directory = self.trial_dir(arch)
+        logger: TensorBoardLogger | bool = False
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+            (directory / "arch.txt").write_text(self.space.format(arch) + "\n")
+            logger = TensorBoardLogger(save_dir=str(directory.parent), name="", version=directory.name)
         with torch.random.fork_rng(devices=[]), tempfile.TemporaryDirectory() as root, _quiet_lightning():
             warnings.filterwarnings("ignore", message=".*validation_step.*val_dataloader")  # scored below instead
             torch.manual_seed(self.seed)
             model = self.build_model(arch)
             trainer = pl.Trainer(**{
-                "accelerator": self.accelerator, "devices": 1, "max_epochs": self.epochs, "logger": False,
+                "accelerator": self.accelerator, "devices": 1, "max_epochs": self.epochs, "logger": logger,
                 "enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False,
                 "num_sanity_val_steps": 0, "limit_val_batches": 0, "gradient_clip_val": self.grad_clip,
                 "default_root_dir": root, **self.trainer_args,
@@ -198,6 +219,9 @@ class ScratchEvaluator(Evaluator[Arch]):
             scores = classification_scores(model, self._loader(test_set, shuffle=False),
                                            next(model.parameters()))
         seconds = time.perf_counter() - start
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_metrics({"holdout/acc": scores.accuracy, "holdout/loss": scores.loss}, step=trainer.global_step)
+            logger.finalize("success")
         parameters = sum(p.numel() for p in model.parameters())
         return Evaluation(reward=scores.accuracy, cost=seconds,
                           metrics={"accuracy": scores.accuracy, "loss": scores.loss, "seconds": seconds,

@@ -162,7 +162,8 @@ def test_an_evaluator_that_does_not_train_is_refused():
 
 
 def test_scratch_trials_train_for_their_rungs_epochs_and_the_answer_is_from_the_top_rung(tmp_path):
-    evaluator_args = {"channels": 4, "layers": 1, "data": {"batch_size": 128}, "trainer_args": {"limit_train_batches": 2}}
+    evaluator_args = {"channels": 4, "layers": 1, "data": {"batch_size": 128}, "trainer_args": {"limit_train_batches": 2},
+                      "log_dir": str(tmp_path / "trials")}
     model = DiscreteSearch(evaluator="scratch", evaluator_args=evaluator_args, budget=4, seed=0,
                            fidelity={"min_epochs": 1, "max_epochs": 2, "eta": 2})
     trainer = pl.Trainer(accelerator="cpu", max_epochs=-1, default_root_dir=str(tmp_path), enable_progress_bar=False,
@@ -174,5 +175,30 @@ def test_scratch_trials_train_for_their_rungs_epochs_and_the_answer_is_from_the_
     assert 2 <= len(promoted) < 4 and all(e["metrics"]["steps"] == 4.0 for e in promoted), "2 epochs of 2 batches"
     assert all(e["rungs"][0]["reward"] is not None for e in model.history) and len(steps) == 4 + len(promoted)
     assert model.best() in promoted
+    # every trial is a Lightning training with its own logger directory: {log_dir}/{cell digest}/epochs_{n}
+    trials = sorted((tmp_path / "trials").glob("*/epochs_*"))
+    assert len(trials) == len(steps)
+    for directory in trials:
+        assert (directory / "arch.txt").read_text().strip() in {e["arch"] for e in model.history}
+        assert list(directory.glob("events.out.tfevents.*")), f"no TensorBoard log in {directory}"
+    assert {d.name for d in trials} == {"epochs_1", "epochs_2"}
     assert model.hparams["fidelity"]["init_args"] == {"min_epochs": 1, "max_epochs": 2, "eta": 2}
     assert ScratchEvaluator(epochs=2).with_epochs(3).epochs == 3
+
+
+def test_the_shipped_asha_config_runs_from_the_command_line(tmp_path):
+    import json
+    from pathlib import Path
+
+    from darts_lightning.entry.runner import run_cli
+
+    repo = Path(__file__).resolve().parents[2]
+    cli = run_cli([
+        "fit", "--config", str(repo / "configs" / "nb201_asha_digits.yaml"), "--model.init_args.budget", "3",
+        "--model.init_args.evaluator_args", "{channels: 4, layers: 1, trainer_args: {limit_train_batches: 2}}",
+        "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false",
+    ])
+    history = json.loads((Path(cli.trainer.log_dir) / "history.json").read_text())
+    assert len(history) == 3 and all(e["rungs"][0]["epochs"] == 1 for e in history)
+    assert [len(e["rungs"]) for e in history].count(2) == 1, "3 // 3 = 1 promoted to 3 epochs"
+    assert cli.model.hparams["fidelity"]["init_args"] == {"min_epochs": 1, "max_epochs": 9, "eta": 3}

@@ -260,7 +260,7 @@ def _export(checkpoint: Path, out: Path) -> None:
 
 def test_every_digits_search_config_with_alpha_is_listed():
     shipped = {p.name for p in (REPO / "configs").glob("*_digits.yaml")}
-    discrete_or_retrain = {"rsws_nb201_digits.yaml", "retrain_digits.yaml", "rdarts_es_digits.yaml"}
+    discrete_or_retrain = {"rsws_nb201_digits.yaml", "retrain_digits.yaml", "rdarts_es_digits.yaml", "nb201_asha_digits.yaml"}
     assert shipped - discrete_or_retrain == set(ARCH_SEARCH_CONFIGS)
 
 
