@@ -250,7 +250,7 @@ ROWS: list[tuple[type, str, object, tuple[str, ...]]] = [
 #: arguments no value of which is wrong in itself: free paths (a missing file is a FileNotFoundError,
 #: see test_discrete) and the search space's name of a searcher, which is required
 UNCHECKED = {(SearchDataModule, "root"), (ClassificationDataModule, "root"), (ClassificationDataModule, "test_root"),
-             (LookupEvaluator, "path")}
+             (LookupEvaluator, "path"), (ScratchEvaluator, "log_dir")}
 
 #: arguments without a default
 REQUIRED = {RandomSearch: {"space": "nasbench201"}, RegularizedEvolution: {"space": "nasbench201"},
