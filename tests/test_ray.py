@@ -55,7 +55,7 @@ def test_seeded_random_search_evaluates_the_same_cells_on_two_workers():
     def run(executor):
         loop = SearchLoop(build_searcher("random", "nasbench201", seed=3), build_evaluator("lookup", "nasbench201"),
                           max_samples=1000, executor=executor)
-        loop.run(budget=12)
+        loop.run(budget=8)
         return {h["arch"]: h["reward"] for h in loop.history}
 
     assert run(RayExecutor(workers=2)) == run(SequentialExecutor())
@@ -128,7 +128,7 @@ def test_a_search_on_ray_resumes_with_its_trials_in_flight(tmp_path):
 
 
 def test_the_protocol_runs_each_stage_as_ray_tasks(tmp_path):
-    """Two searches, their two selections and two final runs, each stage at once as Ray tasks in the Ray workers:
+    """Two searches and their two selections, each stage at once as Ray tasks, then the final run:
     the record is complete, and each run did what its stage asks (the checks of the sequential protocol test)."""
     from darts_lightning import Genotype
     from darts_lightning.data import DIGITS_TEST_SIZE
@@ -136,7 +136,7 @@ def test_the_protocol_runs_each_stage_as_ray_tasks(tmp_path):
     from tests.entry.test_protocol import REPO, RETRAIN_ARGS, SEARCH_ARGS
 
     record = run_protocol(REPO / "configs" / "darts_digits.yaml", REPO / "configs" / "retrain_digits.yaml",
-                          search_seeds=[0, 1], selection_epochs=1, final_seeds=[0, 1], output=tmp_path / "ray",
+                          search_seeds=[0, 1], selection_epochs=1, final_seeds=[0], output=tmp_path / "ray",
                           search_args=SEARCH_ARGS.split(), retrain_args=RETRAIN_ARGS.split(), executor="ray")
     assert [s["seed"] for s in record["searches"]] == [0, 1]
     for search in record["searches"]:
@@ -145,6 +145,6 @@ def test_the_protocol_runs_each_stage_as_ray_tasks(tmp_path):
         assert "holdout: true" in (Path(search["selection_log_dir"]) / "config.yaml").read_text()
     assert record["chosen_seed"] == choose(record["searches"])["seed"]
     assert record["selection_eval_size"] == 750 and record["final_eval_size"] == DIGITS_TEST_SIZE
-    assert [f["seed"] for f in record["final"]] == [0, 1] and all(0.5 <= f["test_acc"] <= 1.0 for f in record["final"])
+    assert [f["seed"] for f in record["final"]] == [0] and 0.5 <= record["final"][0]["test_acc"] <= 1.0
     with pytest.raises(ValueError, match="each run asks for 1 GPU, but the Ray cluster has 0"):
         run_protocol(search_seeds=[0], final_seeds=[0], output=tmp_path / "gpu", executor="ray", gpus_per_run=1)
