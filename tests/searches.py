@@ -61,3 +61,22 @@ class StopAfterFirstEpoch(pl.Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         trainer.should_stop = True
+
+
+class StopAfterEvaluations(pl.Callback):
+    """Stops a discrete search once ``evaluations`` architectures are evaluated, as an interruption would."""
+
+    def __init__(self, evaluations: int) -> None:
+        self.evaluations = evaluations
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if pl_module.loop.evaluated >= self.evaluations:
+            trainer.should_stop = True
+
+
+def fit_discrete(model: Any, root: Path, callbacks=(), ckpt_path=None) -> pl.Trainer:
+    """``model`` (a ``DiscreteSearch``) fitted on the CPU into ``root``, quietly; resumed from ``ckpt_path``."""
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=-1, default_root_dir=str(root), enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=list(callbacks))
+    trainer.fit(model, ckpt_path=ckpt_path)
+    return trainer

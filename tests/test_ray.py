@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-import pytorch_lightning as pl
 import ray  # the dev extra installs it
 import torch
 
@@ -21,6 +20,7 @@ from darts_lightning.discrete.executors import SequentialExecutor
 from darts_lightning.discrete.loop import SearchLoop
 from darts_lightning.discrete.ray_executor import RayExecutor
 from darts_lightning.discrete.searchers import build_searcher
+from tests.searches import StopAfterEvaluations, fit_discrete
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -104,20 +104,13 @@ def test_workers_default_to_what_the_cluster_holds():
 
 
 def test_a_search_on_ray_resumes_with_its_trials_in_flight(tmp_path):
-    class StopAfterFour(pl.Callback):
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            if pl_module.loop.evaluated >= 4:
-                trainer.should_stop = True
-
     def fit(root, callbacks=(), ckpt_path=None):
         model = DiscreteSearch(executor={"class_path": "darts_lightning.discrete.ray_executor.RayExecutor",
                                          "init_args": {"workers": 2}}, budget=10, seed=2)
-        trainer = pl.Trainer(accelerator="cpu", max_epochs=-1, default_root_dir=str(root), enable_progress_bar=False,
-                             enable_model_summary=False, callbacks=list(callbacks))
-        trainer.fit(model, ckpt_path=ckpt_path)
+        fit_discrete(model, root, callbacks, ckpt_path)
         return model
 
-    fit(tmp_path / "first", [StopAfterFour()])
+    fit(tmp_path / "first", [StopAfterEvaluations(4)])
     state = tmp_path / "first" / "lightning_logs" / "version_0" / "checkpoints" / "search_state.ckpt"
     pending = torch.load(state, weights_only=True)["discrete_search"]["pending"]
     assert pending, "a trial was in flight when the search stopped"

@@ -13,6 +13,7 @@ from darts_lightning import DiscreteSearch
 from darts_lightning.discrete.evaluation import Evaluation, Evaluator
 from darts_lightning.discrete.evaluators import list_evaluators, register_evaluator
 from darts_lightning.discrete.executors import SequentialExecutor, TrialFailure, run_trial
+from tests.searches import StopAfterEvaluations, fit_discrete
 
 
 class _Flaky(Evaluator):
@@ -116,19 +117,11 @@ def test_several_trials_in_flight_complete_out_of_order(searcher):
 def test_a_resumed_search_runs_again_the_trials_its_checkpoint_left_in_flight(tmp_path):
     import torch
 
-    class StopAfterFive(pl.Callback):
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            if pl_module.loop.evaluated >= 5:
-                trainer.should_stop = True
-
     def fit(root, callbacks=(), ckpt_path=None):
         model = DiscreteSearch(executor=_LastFirst(), budget=20, seed=1)
-        trainer = pl.Trainer(accelerator="cpu", max_epochs=-1, default_root_dir=str(root), enable_progress_bar=False,
-                             enable_model_summary=False, callbacks=list(callbacks))
-        trainer.fit(model, ckpt_path=ckpt_path)
-        return model, trainer
+        return model, fit_discrete(model, root, callbacks, ckpt_path)
 
-    first, trainer = fit(tmp_path / "first", [StopAfterFive()])
+    first, trainer = fit(tmp_path / "first", [StopAfterEvaluations(5)])
     state_path = tmp_path / "first" / "lightning_logs" / "version_0" / "checkpoints" / "search_state.ckpt"
     pending = torch.load(state_path, weights_only=True)["discrete_search"]["pending"]
     # three in flight, one just finished: two were still running when the state was saved
